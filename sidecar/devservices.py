@@ -403,9 +403,9 @@ def _run_coroutine_blocking(factory: Callable[[], Coroutine[Any, Any, Any]]) -> 
 class TemporaryPostgres(_ChildServer):
     """A PostgreSQL cluster (``initdb`` once) served by a child ``postgres`` process.
 
-    Durability settings are off (``fsync``, ``synchronous_commit``, ``full_page_writes``): the
-    cluster is for tests and demos. The superuser is ``postgres`` with ``trust`` authentication
-    on 127.0.0.1.
+    ``fsync`` and ``full_page_writes`` are off: the cluster is for tests and demos. Commits stay
+    synchronous, so what was committed survives ``kill()`` as it would a real crash. The superuser
+    is ``postgres`` with ``trust`` authentication on 127.0.0.1.
     """
 
     name = "postgres"
@@ -419,8 +419,10 @@ class TemporaryPostgres(_ChildServer):
     ) -> None:
         self.bindir = Path(bindir) if bindir is not None else find_postgres_bindir()
         self.settings: dict[str, str] = {
+            # No fsync (the OS may lose data, a killed server may not), but every commit reaches
+            # the OS before it returns: asynchronous commit would lose acknowledged rows on kill().
             "fsync": "off",
-            "synchronous_commit": "off",
+            "synchronous_commit": "on",
             "full_page_writes": "off",
             "max_connections": "200",
             "shared_buffers": "64MB",

@@ -1,0 +1,109 @@
+"""Shared fixtures: one real Redis and one real PostgreSQL per test run, isolated per test.
+
+- ``redis_server`` / ``postgres_server`` (session): the servers themselves, for tests that stop,
+  kill or pause them. The function fixtures below bring them back before each test.
+- ``redis_url``: the server running and resumed, every key flushed.
+- ``pg_dsn``: a fresh database for this test (dropped afterwards).
+- ``upstream``: a started ``FakeUpstream``.
+- ``sidecar_config``: ``base_config(upstream.url, redis_url, pg_dsn)``.
+- ``start_sidecar``: ``await start_sidecar(config=None, **overrides)`` serves the sidecar in
+  process and closes it at the end of the test.
+- ``http``: an ``aiohttp.ClientSession`` closed at the end of the test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from sidecar.devservices import TemporaryPostgres, TemporaryRedis, free_port  # noqa: E402
+from tests.harness import (  # noqa: E402
+    FakeUpstream,
+    RunningSidecar,
+    base_config,
+    deep_merge,
+    running_sidecar,
+)
+
+StartSidecar = Callable[..., Awaitable[RunningSidecar]]
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[TemporaryRedis]:
+    with TemporaryRedis(persistent=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[TemporaryPostgres]:
+    with TemporaryPostgres() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(redis_server: TemporaryRedis) -> str:
+    # A previous test may have stopped, killed or paused the server.
+    redis_server.ensure_running()
+    redis_server.flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def pg_dsn(postgres_server: TemporaryPostgres) -> Iterator[str]:
+    postgres_server.ensure_running()
+    name = f"t_{uuid.uuid4().hex}"
+    dsn = postgres_server.create_database(name)
+    yield dsn
+    # Best effort: the server may be down or paused at the end of a fault test.
+    if postgres_server.is_running and not postgres_server.is_paused:
+        with contextlib.suppress(Exception):
+            postgres_server.drop_database(name)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    fake = FakeUpstream()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+def sidecar_config(upstream: FakeUpstream, redis_url: str, pg_dsn: str) -> dict[str, Any]:
+    return base_config(upstream.url, redis_url, pg_dsn)
+
+
+@pytest.fixture
+async def start_sidecar(sidecar_config: dict[str, Any]) -> AsyncIterator[StartSidecar]:
+    """Factory: ``await start_sidecar()`` or ``await start_sidecar(config, session={...})``."""
+    used_ports: set[int] = set()
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(config: dict[str, Any] | None = None, **overrides: Any) -> RunningSidecar:
+            cfg = deep_merge(config if config is not None else sidecar_config, overrides)
+            # Several sidecars in one test (replicas) each need their own port.
+            if cfg["listen"]["port"] in used_ports:
+                cfg["listen"]["port"] = free_port()
+            used_ports.add(cfg["listen"]["port"])
+            return await stack.enter_async_context(running_sidecar(cfg))
+
+        yield start
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
