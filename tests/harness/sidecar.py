@@ -159,6 +159,10 @@ class SidecarProcess:
     def returncode(self) -> int | None:
         return None if self.proc is None else self.proc.poll()
 
+    def argv(self) -> list[str]:
+        """The command line that starts the sidecar."""
+        return [sys.executable, "-m", "sidecar", "serve", "-c", str(self.config_path), *self.args]
+
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SIDECAR_")}
         env["PYTHONPATH"] = os.pathsep.join(
@@ -168,7 +172,7 @@ class SidecarProcess:
         env.update(self.env)
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "sidecar", "serve", "-c", str(self.config_path), *self.args],
+                self.argv(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
