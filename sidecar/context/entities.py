@@ -1,0 +1,277 @@
+"""Places and topics in a user's message (Chinese and English)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sidecar.context.gazetteer import Gazetteer, fold_latin
+from sidecar.context.lexicon import (
+    ANSWER_FILLERS_EN,
+    CJK_AMBIGUOUS,
+    COMMON_WORDS,
+    NOT_AN_ANSWER_EN,
+    NOT_AN_ANSWER_ZH,
+    PLACE_MODIFIERS,
+    PLACE_PREPOSITIONS,
+)
+
+Span = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceMatch:
+    text: str  # as the user wrote it
+    canonical: str | None  # gazetteer's English name; None for an unlisted answer
+    start: int
+    end: int
+    lang: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicMatch:
+    topic: str
+    keyword: str  # the user's word, e.g. "温度", "temperature"
+    start: int
+    end: int
+
+
+WEATHER_KEYWORDS: tuple[str, ...] = (
+    "天气", "气温", "温度", "下雨", "下雪", "多少度", "几度", "刮风", "湿度", "预报", "降雨",
+    "降温", "雾霾", "晴天", "阴天", "雷阵雨", "台风", "紫外线", "冷", "热", "晴", "雨", "雪",
+    "风", "雾",
+    "weather", "forecast", "temperature", "temperatures", "rain", "rainy", "raining", "rains",
+    "snow", "snowy", "snowing", "umbrella", "sunny", "cloudy", "clouds", "humid", "humidity",
+    "wind", "windy", "hot", "cold", "degrees", "drizzle", "fog", "foggy", "storm", "stormy",
+    "hail", "blizzard", "frost", "frosty", "overcast", "clear skies", "misty", "mist", "dew",
+    "warm", "chilly", "freezing", "sunshine", "heat",
+)  # fmt: skip
+
+# Everyday compounds in which a one-character weather word means something else.
+_ZH_NOT_WEATHER = re.compile(
+    r"热门|热情|热点|热心|热爱|热闹|热线|热搜|加热|发热|亲热|冷静|冷门|冷漠|冷笑|风格|风景|风险|"
+    r"风扇|作风|风俗|风采|威风|风度|兜风|风味|风水|雪碧|雨果|晴雯"
+)
+
+_HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
+_LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]+(?:['’\-][A-Za-z\u00c0-\u024f]+)*")
+_SENTENCE_END = frozenset(".!?。！？;；\n")
+
+
+class TopicMatcher:
+    """Finds the first topic keyword; weather is built in, more come from config."""
+
+    def __init__(self, topics: Mapping[str, Sequence[str]]) -> None:
+        self._keywords: dict[str, str] = {}
+        latin: list[str] = []
+        han: list[str] = []
+        for topic, words in topics.items():
+            for word in words:
+                key = word.lower()
+                self._keywords.setdefault(key, topic)
+                (latin if word.isascii() else han).append(word)
+        parts = []
+        if han:
+            parts.append("|".join(re.escape(w) for w in sorted(han, key=len, reverse=True)))
+        if latin:
+            alts = "|".join(re.escape(w) for w in sorted(latin, key=len, reverse=True))
+            parts.append(rf"\b(?:{alts})\b")
+        self._re = re.compile("|".join(parts) or r"(?!)", re.IGNORECASE)
+        self.topics: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in topics.items()}
+
+    def find(self, text: str) -> list[TopicMatch]:
+        found = []
+        blocked: list[Span] = []
+        if not text.isascii():
+            blocked = [m.span() for m in _ZH_NOT_WEATHER.finditer(text)]
+        for m in self._re.finditer(text):
+            if blocked and any(s <= m.start() < e for s, e in blocked):
+                continue
+            word = m.group(0)
+            found.append(TopicMatch(self._keywords[word.lower()], word, m.start(), m.end()))
+        return found
+
+
+def _overlaps(start: int, end: int, spans: Sequence[Span]) -> bool:
+    return any(s < end and start < e for s, e in spans)
+
+
+def _sentence_initial(text: str, start: int) -> bool:
+    i = start - 1
+    while i >= 0 and text[i] in " \t\"'(“‘":
+        i -= 1
+    return i < 0 or text[i] in _SENTENCE_END
+
+
+def _previous_word(words: list[re.Match[str]], index: int) -> str:
+    return words[index - 1].group(0).lower() if index > 0 else ""
+
+
+def _find_latin(
+    text: str, gaz: Gazetteer, blocked: Sequence[Span], answering: bool
+) -> PlaceMatch | None:
+    words = list(_LATIN_WORD.finditer(text))
+    n = len(words)
+    i = 0
+    while i < n:
+        best: tuple[int, str] | None = None
+        for size in range(min(gaz.max_latin_words, n - i), 0, -1):
+            start, end = words[i].start(), words[i + size - 1].end()
+            if size > 1 and not _joined_by_spaces(text, words, i, size):
+                continue
+            if blocked and _overlaps(start, end, blocked):
+                continue
+            key = fold_latin(text[start:end]) if size > 1 else words[i].group(0).lower()
+            canon = gaz.latin.get(key) if key.isascii() else gaz.latin.get(fold_latin(key))
+            if canon is None:
+                continue
+            if _needs_evidence(key) and not _has_evidence(text, words, i, answering):
+                continue
+            best = (size, canon)
+            break
+        if best is None:
+            i += 1
+            continue
+        size, canon = best
+        first = i
+        if (
+            i > 0
+            and words[i - 1].group(0).lower() in PLACE_MODIFIERS
+            and _joined_by_spaces(text, words, i - 1, 2)
+        ):
+            first = i - 1
+        start, end = words[first].start(), words[i + size - 1].end()
+        return PlaceMatch(text[start:end], canon, start, end, "en")
+    return None
+
+
+def _joined_by_spaces(text: str, words: list[re.Match[str]], i: int, size: int) -> bool:
+    for k in range(i, i + size - 1):
+        gap = text[words[k].end() : words[k + 1].start()]
+        if gap.strip(". ") or not gap:
+            return False
+    return True
+
+
+def _needs_evidence(key: str) -> bool:
+    parts = key.split()
+    if len(parts) == 1:
+        return len(key) <= 3 or key in COMMON_WORDS
+    return all(p in COMMON_WORDS for p in parts)
+
+
+def _has_evidence(text: str, words: list[re.Match[str]], i: int, answering: bool) -> bool:
+    word = words[i].group(0)
+    if answering and len(words) <= 4:
+        return True  # "Nice." / "reading please" as the reply to "which city?"
+    if not word[:1].isupper():
+        return False
+    if _previous_word(words, i) in PLACE_PREPOSITIONS:
+        return True
+    return not _sentence_initial(text, words[i].start())
+
+
+def _find_han(
+    text: str, gaz: Gazetteer, blocked: Sequence[Span], answering: bool
+) -> PlaceMatch | None:
+    for run in _HAN_RUN.finditer(text):
+        s, e = run.span()
+        i = s
+        while i < e - 1:
+            found = None
+            for size in range(min(gaz.max_han_chars, e - i), 1, -1):
+                if blocked and _overlaps(i, i + size, blocked):
+                    continue
+                name = text[i : i + size]
+                canon = gaz.han.get(name)
+                if canon is None:
+                    continue
+                if name in CJK_AMBIGUOUS and not _han_cue(text, i, i + size, answering):
+                    continue
+                found = PlaceMatch(name, canon, i, i + size, "zh")
+                break
+            if found is not None:
+                return found
+            i += 1
+    return None
+
+
+def _han_cue(text: str, start: int, end: int, answering: bool) -> bool:
+    after = text[end : end + 3]
+    if after.startswith(("市", "的天气", "天气", "的气温", "的温度", "会下", "下雨", "下雪")):
+        return True
+    core = text.strip(" ，。！？,.!?呢吧啊")
+    return answering and core == text[start:end]
+
+
+def find_place(
+    text: str, gaz: Gazetteer, blocked: Sequence[Span], *, answering: bool
+) -> PlaceMatch | None:
+    """The first gazetteer place in ``text`` (longest name at each position), or None.
+
+    ``blocked`` spans (time words, topic words) are never part of a place. ``answering`` is true
+    when the assistant just asked where, which makes a bare common-word name count.
+    """
+    found: list[PlaceMatch] = []
+    if not text.isascii():
+        han = _find_han(text, gaz, blocked, answering)
+        if han is not None:
+            found.append(han)
+    latin = _find_latin(text, gaz, blocked, answering)
+    if latin is not None:
+        found.append(latin)
+    if not found:
+        return None
+    return min(found, key=lambda p: p.start)
+
+
+_ZH_ANSWER_PREFIX = re.compile(
+    r"^(?:我(?:现在)?(?:在|住在|想查|要查|想知道|问的是)|查一下|查查|查|看看|在|是|去|就)+"
+)
+_ZH_ANSWER_SUFFIX = re.compile(r"(?:的天气|天气|吧|的|呀|啊|啦|呢|哦|嗯|谢谢|市)+$")
+_STRIP = " \t\r\n,.;:!?，。；：！？、\"'“”‘’()（）"
+
+
+def answer_place(text: str, blocked: Sequence[Span]) -> PlaceMatch | None:
+    """A place the gazetteer does not know, given as the answer to "which city?".
+
+    Takes the first clause ("Seatlle, will it be windy?" → "Seatlle"), drops polite words around
+    it, and accepts one to three words (or two to ten Chinese characters) that are not a time,
+    a topic or a refusal.
+    """
+    clause_match = re.match(r"[^,，:：;；.。!！?？\n]+", text.strip(_STRIP))
+    if clause_match is None:
+        return None
+    offset = len(text) - len(text.lstrip(_STRIP))
+    clause = clause_match.group(0)
+    start = offset + (len(clause) - len(clause.lstrip()))
+    clause = clause.strip()
+    end = start + len(clause)
+    if blocked and _overlaps(start, end, blocked):
+        return None
+    if clause.isascii():
+        words = list(_LATIN_WORD.finditer(clause))
+        if not words or len(words) > 6 or len(words) != len(clause.split()):
+            return None
+        lo, hi = 0, len(words)
+        while lo < hi and words[lo].group(0).lower() in ANSWER_FILLERS_EN:
+            lo += 1
+        while hi > lo and words[hi - 1].group(0).lower() in ANSWER_FILLERS_EN:
+            hi -= 1
+        core_words = [w.group(0).lower() for w in words[lo:hi]]
+        if not 1 <= len(core_words) <= 3:
+            return None
+        if " ".join(core_words) in NOT_AN_ANSWER_EN or any(
+            w in NOT_AN_ANSWER_EN or (w in COMMON_WORDS and w not in PLACE_MODIFIERS)
+            for w in core_words
+        ):
+            return None
+        s, e = start + words[lo].start(), start + words[hi - 1].end()
+        return PlaceMatch(text[s:e], None, s, e, "en")
+    core = _ZH_ANSWER_PREFIX.sub("", clause)
+    core = _ZH_ANSWER_SUFFIX.sub("", core)
+    if not 2 <= len(core) <= 10 or not _HAN_RUN.fullmatch(core) or core in NOT_AN_ANSWER_ZH:
+        return None
+    s = text.find(core, start)
+    return PlaceMatch(core, None, s, s + len(core), "zh")

@@ -1,0 +1,88 @@
+"""The world-cities gazetteer: place names in Chinese and English, loaded once, lazily."""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import threading
+import time
+import unicodedata
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DATA_FILE = "gazetteer.tsv.gz"
+
+
+def fold_latin(name: str) -> str:
+    """The lookup key of a Latin-script name: accents removed, lowercase, no periods.
+
+    Must agree with the folding in ``scripts/build_gazetteer.py``.
+    """
+    if name.isascii():
+        return " ".join(name.replace(".", " ").lower().split())
+    decomposed = unicodedata.normalize("NFKD", name)
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(stripped.replace(".", " ").replace("’", "'").lower().split())
+
+
+@dataclass(frozen=True, slots=True)
+class Gazetteer:
+    """Place names → canonical English name, split by script for cheap lookups."""
+
+    latin: dict[str, str]
+    han: dict[str, str]
+    max_latin_words: int
+    max_han_chars: int
+    load_ms: float
+
+    def __len__(self) -> int:
+        return len(self.latin) + len(self.han)
+
+    @classmethod
+    def from_lines(cls, lines: list[str], load_ms: float = 0.0) -> Gazetteer:
+        latin: dict[str, str] = {}
+        han: dict[str, str] = {}
+        max_words = 1
+        max_chars = 2
+        for line in lines:
+            name, _, rest = line.partition("\t")
+            if not name:
+                continue
+            canon = rest.split("\t", 1)[0]
+            if name.isascii():
+                latin[name] = canon
+                max_words = max(max_words, name.count(" ") + 1)
+            else:
+                han[name] = canon
+                max_chars = max(max_chars, len(name))
+        return cls(latin, han, min(max_words, 6), max_chars, load_ms)
+
+
+_lock = threading.Lock()
+_cached: Gazetteer | None = None
+
+
+def load_gazetteer(path: Path | None = None) -> Gazetteer:
+    """Load the bundled gazetteer (or the file at ``path``); the bundled one is loaded once."""
+    global _cached
+    if path is None and _cached is not None:
+        return _cached
+    with _lock:
+        if path is None and _cached is not None:
+            return _cached
+        started = time.perf_counter()
+        if path is None:
+            raw = resources.files(__package__).joinpath("data", DATA_FILE).read_bytes()
+        else:
+            raw = path.read_bytes()
+        lines = gzip.decompress(raw).decode("utf-8").splitlines()
+        gaz = Gazetteer.from_lines(lines)
+        load_ms = (time.perf_counter() - started) * 1000
+        gaz = Gazetteer(gaz.latin, gaz.han, gaz.max_latin_words, gaz.max_han_chars, load_ms)
+        log.debug("gazetteer loaded: %d names in %.1f ms", len(gaz), load_ms)
+        if path is None:
+            _cached = gaz
+        return gaz

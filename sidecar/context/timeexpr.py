@@ -1,0 +1,233 @@
+"""Relative and absolute time expressions in Chinese and English → ISO dates.
+
+Ranges resolve to their first day that is not already past: "this weekend"/"这周末" is the
+coming Saturday (today when it is Saturday or Sunday), "next week"/"下周" is the Monday of next
+week, "this week"/"本周"/"next 7 days" is today. A bare weekday ("Friday", "周五") is its next
+occurrence counting today; "this Friday"/"这周五" is the Friday of the current Monday-based week;
+"next Friday"/"下周五" the Friday of next week. A month and day without a year ("March 3",
+"3月3日") is in the current year unless that is more than 30 days past, then in the next year;
+a bare "15号" is in the current month unless already past, then next month.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+
+@dataclass(frozen=True, slots=True)
+class TimeMatch:
+    expression: str  # the user's words, trimmed
+    date: date
+    start: int
+    end: int
+    lang: str  # "zh" or "en"
+
+
+_ZH_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6,
+              "七": 7, "八": 8, "九": 9}  # fmt: skip
+_ZH_WEEKDAY = {"一": 0, "二": 1, "三": 2, "四": 3, "五": 4, "六": 5, "日": 6, "天": 6, "七": 6,
+               "1": 0, "2": 1, "3": 2, "4": 3, "5": 4, "6": 5, "7": 6}  # fmt: skip
+_EN_WEEKDAY = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
+_EN_MONTH = {"jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6, "jul": 7, "aug": 8,
+             "sep": 9, "oct": 10, "nov": 11, "dec": 12}  # fmt: skip
+
+_ZH_GLUE = frozenset("以之最然午先事饭会课前后")
+_ZH_OFFSETS = {"今": 0, "明": 1, "后": 2, "大后": 3, "昨": -1, "前": -2, "大前": -3}
+
+_ZH_NUM = r"[0-9０-９]{1,2}|[一二三四五六七八九十]{1,3}"
+_ZH_RE = re.compile(
+    r"(?P<iso>\d{4}-\d{1,2}-\d{1,2})"
+    rf"|(?:(?P<zy>\d{{4}})年)?(?P<zm>{_ZH_NUM})月(?:(?P<zd>{_ZH_NUM})[日号號])?"
+    rf"|(?P<zdo>{_ZH_NUM})[号號]"
+    r"|(?P<rel>大后|大前|今|明|后|昨|前)(?:天|日|儿|晚|早|夜)"
+    r"(?:(?:早上|上午|中午|下午|晚上|夜里|白天)|(?:和|跟|与)?(?:明|后)天)?"
+    r"|今明两天|现在|此刻|目前|当前|这会儿"
+    r"|(?P<wkpre>下下|下个?|上个?|这个?|本)?(?P<wk>周|星期|礼拜)(?P<wd>[一二三四五六日天1-7]|末)?"
+)
+
+_EN_WD = r"(?:mon|tues|wednes|thurs|fri|satur|sun)days?"
+_EN_MON = (
+    r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+    r"|sep(?:t(?:ember)?)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)"
+)
+_EN_RE = re.compile(
+    r"\b(?:"
+    r"(?P<iso>\d{4}-\d{1,2}-\d{1,2})"
+    rf"|(?P<md>(?P<mdm>{_EN_MON})\.?\s+(?P<mdd>\d{{1,2}})(?:st|nd|rd|th)?)\b"
+    rf"|(?P<dm>(?P<dmd>\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?(?P<dmm>{_EN_MON}))\b"
+    r"|(?P<slash>(?P<sm>\d{1,2})/(?P<sd>\d{1,2})(?:/(?P<sy>\d{2,4}))?)\b"
+    r"|(?P<dat>the\s+day\s+after\s+tomorrow)"
+    r"|(?P<tt>today\s+and\s+tomorrow)"
+    r"|(?P<tom>tomorrow|tmrw|tmr)(?:'s)?(?:\s+(?:morning|afternoon|evening|night))?"
+    r"|(?P<tod>today|tonight|right\s+now|currently|current|now|"
+    r"this\s+(?:morning|afternoon|evening))(?:'s)?"
+    r"|(?P<yes>yesterday)(?:'s)?"
+    r"|(?P<wend>(?:(?P<wendpre>this|next|the|this\s+coming)\s+)?weekend)"
+    r"|(?P<days>(?:the\s+)?(?:next\s+)?(?:7|seven|few|couple\s+of|3|three|5|five)[\s-]days?)"
+    r"|(?P<week>(?:any\s+day\s+|during\s+|for\s+)?(?P<weekpre>this|next|the|coming)\s+week(?:'s|s)?"
+    r"|weekly)"
+    rf"|(?:on\s+)?(?P<wdx>(?:(?P<wdpre>this|next|coming|this\s+coming)\s+)?(?P<wd>{_EN_WD}))"
+    r")\b",
+    re.IGNORECASE,
+)
+
+
+def _zh_int(text: str) -> int:
+    text = text.translate(str.maketrans("０１２３４５６７８９", "0123456789"))
+    if text.isdigit():
+        return int(text)
+    if "十" in text:
+        tens, _, ones = text.partition("十")
+        return (_ZH_DIGITS.get(tens, 1) if tens else 1) * 10 + (_ZH_DIGITS.get(ones, 0))
+    return _ZH_DIGITS.get(text, 0)
+
+
+def _month_day(today: date, month: int, day: int, year: int | None = None) -> date | None:
+    try:
+        if year is not None:
+            return date(year, month, day)
+        candidate = date(today.year, month, day)
+        if (today - candidate).days > 30:
+            candidate = date(today.year + 1, month, day)
+        return candidate
+    except ValueError:
+        return None
+
+
+def _day_of_month(today: date, day: int) -> date | None:
+    year, month = today.year, today.month
+    for _ in range(3):
+        try:
+            candidate = date(year, month, day)
+        except ValueError:
+            candidate = None
+        if candidate is not None and candidate >= today:
+            return candidate
+        month += 1
+        if month > 12:
+            year, month = year + 1, 1
+    return None
+
+
+def _weekday(today: date, wd: int, prefix: str) -> date:
+    monday = today - timedelta(days=today.weekday())
+    if prefix in ("下下",):
+        return monday + timedelta(days=14 + wd)
+    if prefix.startswith("下") or prefix == "next":
+        return monday + timedelta(days=7 + wd)
+    if prefix.startswith("上") or prefix == "last":
+        return monday + timedelta(days=-7 + wd)
+    if prefix in ("这", "这个", "本", "this"):
+        return monday + timedelta(days=wd)
+    return today + timedelta(days=(wd - today.weekday()) % 7)
+
+
+def _weekend(today: date, next_week: bool) -> date:
+    monday = today - timedelta(days=today.weekday())
+    if next_week:
+        return monday + timedelta(days=12)
+    saturday = monday + timedelta(days=5)
+    return max(saturday, today)
+
+
+def _zh_match(m: re.Match[str], today: date) -> date | None:
+    g = m.groupdict()
+    if g["iso"]:
+        y, mo, d = (int(x) for x in g["iso"].split("-"))
+        return _month_day(today, mo, d, y)
+    if g["zm"]:
+        year = int(g["zy"]) if g["zy"] else None
+        day = _zh_int(g["zd"]) if g["zd"] else 1
+        return _month_day(today, _zh_int(g["zm"]), day, year)
+    if g["zdo"]:
+        return _day_of_month(today, _zh_int(g["zdo"]))
+    if g["rel"]:
+        return today + timedelta(days=_ZH_OFFSETS[g["rel"]])
+    if g["wk"]:
+        prefix = g["wkpre"] or ""
+        wd = g["wd"]
+        if wd == "末":
+            return _weekend(today, prefix.startswith("下"))
+        if wd:
+            return _weekday(today, _ZH_WEEKDAY[wd], prefix)
+        if not prefix:
+            return None  # a bare 周/星期 is not a time
+        if prefix.startswith("下"):
+            return today - timedelta(days=today.weekday()) + timedelta(days=7)
+        if prefix.startswith("上"):
+            return today - timedelta(days=today.weekday()) - timedelta(days=7)
+        return today
+    return today  # 现在, 目前, 今明两天...
+
+
+def _en_match(m: re.Match[str], today: date) -> date | None:
+    g = m.groupdict()
+    if g["iso"]:
+        y, mo, d = (int(x) for x in g["iso"].split("-"))
+        return _month_day(today, mo, d, y)
+    if g["md"]:
+        return _month_day(today, _EN_MONTH[g["mdm"][:3].lower()], int(g["mdd"]))
+    if g["dm"]:
+        return _month_day(today, _EN_MONTH[g["dmm"][:3].lower()], int(g["dmd"]))
+    if g["slash"]:
+        year = int(g["sy"]) if g["sy"] else None
+        if year is not None and year < 100:
+            year += 2000
+        return _month_day(today, int(g["sm"]), int(g["sd"]), year)
+    if g["dat"]:
+        return today + timedelta(days=2)
+    if g["tom"]:
+        return today + timedelta(days=1)
+    if g["yes"]:
+        return today - timedelta(days=1)
+    if g["wend"]:
+        return _weekend(today, (g["wendpre"] or "").lower() == "next")
+    if g["week"]:
+        if (g["weekpre"] or "").lower() == "next":
+            return today - timedelta(days=today.weekday()) + timedelta(days=7)
+        return today
+    if g["wd"]:
+        prefix = " ".join((g["wdpre"] or "").lower().split())
+        prefix = "this" if prefix == "this coming" else prefix
+        if prefix == "coming":
+            prefix = ""
+        return _weekday(today, _EN_WEEKDAY[g["wd"][:3].lower()], prefix)
+    return today  # today, tonight, now, next 7 days...
+
+
+def find_times(text: str, today: date) -> list[TimeMatch]:
+    """Every time expression in ``text``, in order, resolved relative to ``today``."""
+    found: list[TimeMatch] = []
+    has_han = any("\u4e00" <= ch <= "\u9fff" for ch in text)
+    if has_han:
+        for m in _ZH_RE.finditer(text):
+            if m.group("rel") in ("前", "后") and m.start() and text[m.start() - 1] in _ZH_GLUE:
+                continue  # 以前天气 / 之后天晴: the character belongs to the word before
+            resolved = _zh_match(m, today)
+            if resolved is not None:
+                found.append(TimeMatch(m.group(0), resolved, m.start(), m.end(), "zh"))
+    if not text.isascii() and not any(ch.isascii() and ch.isalpha() for ch in text):
+        return found
+    for m in _EN_RE.finditer(text):
+        if any(t.start < m.end() and m.start() < t.end for t in found):
+            continue
+        resolved = _en_match(m, today)
+        if resolved is None:
+            continue
+        start = m.start("wdx") if m.group("wdx") else m.start()
+        expr = text[start : m.end()]
+        found.append(TimeMatch(" ".join(expr.split()), resolved, start, m.end(), "en"))
+    found.sort(key=lambda t: t.start)
+    return found
+
+
+def render_date(day: date, today: date, lang: str) -> str:
+    """Words for ``day`` in ``lang`` when the user's own expression is in the other language."""
+    delta = (day - today).days
+    if lang == "zh":
+        words = {0: "今天", 1: "明天", 2: "后天", 3: "大后天", -1: "昨天", -2: "前天"}
+        return words.get(delta, f"{day.month}月{day.day}日")
+    words = {0: "today", 1: "tomorrow", 2: "the day after tomorrow", -1: "yesterday"}
+    return words.get(delta, f"on {day.strftime('%B')} {day.day}")
