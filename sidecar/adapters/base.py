@@ -1,0 +1,44 @@
+"""What every protocol adapter provides to the turn pipeline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..session.model import Message, Usage
+
+
+@dataclass(slots=True)
+class Incoming:
+    """A parsed intercepted request."""
+
+    body: dict[str, Any]
+    query: str  # the user's new message
+    session_id: str | None  # None: the sidecar names a new session
+    request_context: dict[str, Any] = field(default_factory=dict)
+    stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Injection:
+    session_id: str
+    history: Sequence[Message]
+    context: dict[str, Any]
+    completed_query: str | None
+    rewrite: str  # replace | annotate | off
+
+
+class Adapter(Protocol):
+    name: str
+
+    def parse(self, raw: bytes, headers: Any) -> Incoming: ...
+
+    def inject(self, incoming: Incoming, injection: Injection) -> dict[str, Any]: ...
+
+    def answer(self, body: Any) -> tuple[str | None, Usage]: ...
+
+    def prepare_stream(self, body: dict[str, Any]) -> bool:
+        """Adjust a streaming request (e.g. ask for usage); returns True when a usage-only chunk
+        the client did not ask for must be hidden from it."""
+        ...

@@ -1,0 +1,83 @@
+"""The ``tasks`` adapter: Shannon-style ``POST /api/tasks`` with ``query``, ``session_id``, ``context``."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from ..errors import BadRequest
+from ..session.model import Usage
+from .answers import answer_text, read_usage
+from .base import Incoming, Injection
+
+SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def validate_session_id(value: Any) -> str:
+    if not isinstance(value, str) or not SESSION_ID.fullmatch(value):
+        raise BadRequest(
+            "session_id must be 1-128 characters of A-Z a-z 0-9 . _ : -",
+            code="invalid_session_id",
+        )
+    return value
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise BadRequest(f"the body is not valid JSON: {e}", code="invalid_json") from e
+    if not isinstance(body, dict):
+        raise BadRequest("the body must be a JSON object", code="invalid_body")
+    return body
+
+
+class TasksAdapter:
+    name = "tasks"
+
+    def __init__(self, answer_paths: Sequence[str]) -> None:
+        self.answer_paths = tuple(answer_paths)
+
+    def parse(self, raw: bytes, headers: Any) -> Incoming:
+        body = parse_json_object(raw)
+        query = body.get("query")
+        if not isinstance(query, str) or not query.strip():
+            raise BadRequest("query must be a non-empty string", code="invalid_query")
+        session_id = body.get("session_id")
+        if session_id is not None:
+            session_id = validate_session_id(session_id)
+        context = body.get("context", {})
+        if context is None:
+            context = {}
+        if not isinstance(context, dict):
+            raise BadRequest("context must be a JSON object", code="invalid_context")
+        return Incoming(
+            body=body,
+            query=query,
+            session_id=session_id,
+            request_context=context,
+            stream=body.get("stream") is True,
+        )
+
+    def inject(self, incoming: Incoming, injection: Injection) -> dict[str, Any]:
+        body = dict(incoming.body)
+        body["session_id"] = injection.session_id
+        body["history"] = [m.as_history() for m in injection.history]
+        context = dict(injection.context)
+        if injection.completed_query and injection.completed_query != incoming.query:
+            if injection.rewrite == "replace":
+                body["query"] = injection.completed_query
+                body["original_query"] = incoming.query
+            elif injection.rewrite == "annotate":
+                context["resolved_query"] = injection.completed_query
+        body["context"] = context
+        return body
+
+    def answer(self, body: Any) -> tuple[str | None, Usage]:
+        return answer_text(body, self.answer_paths), read_usage(body)
+
+    def prepare_stream(self, body: dict[str, Any]) -> bool:
+        return False

@@ -1,0 +1,187 @@
+"""``create_app(config)``: the aiohttp application, its parts and their lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import aiohttp
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from .adapters.base import Adapter
+from .adapters.tasks import TasksAdapter
+from .config import Config, RouteConfig
+from .context import Extractor, HttpExtractor, RulesExtractor
+from .errors import NotFound, SidecarError, error_response, to_response
+from .health import Health, Lifecycle
+from .metrics import Metrics
+from .proxy import Forwarder, make_client_session
+from .session.manager import SessionService
+from .store.postgres import PostgresSessionStore, create_pool
+from .store.redis import CircuitBreaker, RedisSessionStore, make_client
+from .turns import TurnRoute
+from .writer import OutboxWriter
+
+log = logging.getLogger(__name__)
+
+CONFIG = web.AppKey("config", Config)
+METRICS = web.AppKey("metrics", Metrics)
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+HTTP = web.AppKey("http", aiohttp.ClientSession)
+REDIS = web.AppKey("redis", aioredis.Redis)
+REDIS_STORE = web.AppKey("redis_store", RedisSessionStore)
+PG_POOL = web.AppKey("pg_pool", asyncpg.Pool)
+PG_STORE = web.AppKey("pg_store", PostgresSessionStore)
+SESSIONS = web.AppKey("sessions", SessionService)
+WRITER = web.AppKey("writer", OutboxWriter)
+EXTRACTOR = web.AppKey("extractor", RulesExtractor)
+
+
+def _adapter(route: RouteConfig) -> Adapter:
+    if route.adapter == "openai":
+        from .adapters.openai import OpenAIAdapter
+
+        return OpenAIAdapter(session_from_user=route.session_from_user)
+    return TasksAdapter(route.answer_paths)
+
+
+@web.middleware
+async def errors_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every error the sidecar itself answers is JSON (contract section 6)."""
+    try:
+        return await handler(request)
+    except SidecarError as e:
+        if e.status >= 500:
+            log.warning("%s %s: %s", request.method, request.path, e)
+        return to_response(e)
+    except web.HTTPException as e:
+        if e.status >= 400:
+            code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+            return error_response(e.status, code.get(e.status, "http_error"), e.reason)
+        raise
+
+
+def create_app(config: Config) -> web.Application:
+    app = web.Application(
+        middlewares=[errors_middleware], client_max_size=config.session.max_body_bytes
+    )
+    app[CONFIG] = config
+    app[METRICS] = Metrics()
+    app[LIFECYCLE] = Lifecycle()
+    app.cleanup_ctx.extend([_http_client, _redis, _postgres, _services])
+    app.on_startup.append(_routes)
+    return app
+
+
+async def _http_client(app: web.Application) -> AsyncIterator[None]:
+    up = app[CONFIG].upstream
+    app[HTTP] = make_client_session(up.connect_timeout_s, up.read_timeout_s, up.pool_size)
+    yield
+    await app[HTTP].close()
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG].redis
+    client = make_client(cfg)
+    app[REDIS] = client
+    store = RedisSessionStore(
+        client, cfg, CircuitBreaker(cfg.breaker_failures, cfg.breaker_reset_s)
+    )
+    app[REDIS_STORE] = store
+    try:
+        await store.prepare()
+    except (OSError, aioredis.RedisError) as e:
+        log.warning("Redis not reachable at start (%s); scripts load on first use", e)
+    yield
+    await client.aclose()
+
+
+async def _postgres(app: web.Application) -> AsyncIterator[None]:
+    cfg = app[CONFIG].postgres
+    pool = await create_pool(cfg)
+    app[PG_POOL] = pool
+    app[PG_STORE] = PostgresSessionStore(pool)
+    if cfg.migrate_on_start:
+        # Best now, so the first requests find the tables; if PostgreSQL is down the writer
+        # applies them when it comes back (requests are served meanwhile).
+        try:
+            await asyncio.wait_for(app[PG_STORE].migrate(), cfg.connect_timeout_s)
+        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+            log.warning("migrations deferred, PostgreSQL unavailable: %s", e)
+    yield
+    await pool.close()
+
+
+async def _services(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG]
+    metrics = app[METRICS]
+    sessions = SessionService(app[REDIS_STORE], app[PG_STORE], config.session, metrics)
+    app[SESSIONS] = sessions
+    writer = OutboxWriter(
+        app[REDIS],
+        app[REDIS_STORE].keys,
+        app[PG_STORE],
+        config.writer,
+        metrics,
+        migrate=config.postgres.migrate_on_start,
+    )
+    app[WRITER] = writer
+    writer.start()
+    yield
+    # Requests have drained by now (the runner waits for them before cleanup).
+    await writer.stop(config.shutdown.drain_timeout_s)
+    await sessions.close()
+
+
+def build_extractor(app: web.Application) -> Extractor | None:
+    config = app[CONFIG]
+    if not config.context.extract_entities:
+        return None
+    rules = RulesExtractor(extra_topics=config.context.topics)
+    if config.context.extractor == "http" and config.context.http_extractor.url:
+        return HttpExtractor(
+            config.context.http_extractor.url,
+            app[HTTP],
+            timeout_s=config.context.http_extractor.timeout_ms / 1000,
+            fallback=rules,
+        )
+    return rules
+
+
+async def _routes(app: web.Application) -> None:
+    """Routes need the parts the cleanup contexts built, so they are added at startup."""
+    config = app[CONFIG]
+    health = Health(
+        app[LIFECYCLE],
+        app[REDIS_STORE],
+        app[PG_STORE],
+        app[WRITER],
+        app[METRICS],
+        config.writer.ready_max_lag,
+    )
+    app[METRICS].gauge_callback(
+        "sidecar_redis_circuit_open",
+        "1 while Redis is being skipped after failures.",
+        lambda: 1.0 if app[REDIS_STORE].breaker.is_open else 0.0,
+    )
+    router = app.router
+    router.add_get("/_sidecar/healthz", health.healthz)
+    router.add_get("/_sidecar/readyz", health.readyz)
+    router.add_get("/_sidecar/metrics", health.metrics_view)
+    extractor = build_extractor(app)
+    for route in config.routes:
+        handler = TurnRoute(
+            _adapter(route), config, app[HTTP], app[SESSIONS], extractor, app[METRICS]
+        )
+        router.add_post(route.path, handler.handle)
+    router.add_route("*", "/_sidecar/{tail:.*}", _sidecar_not_found)
+    router.add_route("*", "/{tail:.*}", Forwarder(app[HTTP], config.upstream.url).handle)
+
+
+async def _sidecar_not_found(request: web.Request) -> web.StreamResponse:
+    raise NotFound(f"no such sidecar endpoint: {request.path}")

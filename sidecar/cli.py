@@ -1,0 +1,125 @@
+"""Command line: ``sidecar serve | migrate | check-config | demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import asyncpg
+import yaml
+from aiohttp import web
+
+from .app import LIFECYCLE, create_app
+from .config import Config, load_config
+from .errors import ConfigError
+from .store.postgres import migrate
+
+log = logging.getLogger("sidecar")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM/SIGINT, then drain: readiness turns 503, the listener closes, in-flight
+    requests finish (bounded by ``shutdown.drain_timeout_s``), the writer flushes, and parts close
+    in reverse order. A second signal exits at once."""
+    app = create_app(config)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=config.shutdown.drain_timeout_s,
+    )
+    await runner.setup()
+    site = web.TCPSite(runner, config.listen.host, config.listen.port, reuse_address=True)
+    await site.start()
+    log.info(
+        "listening on http://%s:%d, forwarding to %s",
+        config.listen.host,
+        config.listen.port,
+        config.upstream.url,
+    )
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting without draining")
+            sys.stderr.flush()
+            import os
+
+            os._exit(1)
+        log.info("%s received: draining", signal.Signals(signum).name)
+        app[LIFECYCLE].shutting_down = True
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+        log.info("stopped")
+
+
+async def run_migrations(config: Config) -> list[str]:
+    conn = await asyncpg.connect(config.postgres.dsn, timeout=config.postgres.connect_timeout_s)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="sidecar", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, text in (
+        ("serve", "run the proxy until SIGTERM/SIGINT"),
+        ("migrate", "apply the PostgreSQL schema (idempotent)"),
+        ("check-config", "validate the config and print it with secrets redacted"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("-c", "--config", help="YAML config file (default: $SIDECAR_CONFIG)")
+    sub.add_parser("demo", help="play the weather conversation through a throw-away setup")
+    args = parser.parse_args(argv)
+
+    if args.command == "demo":
+        from .demo.run import main as demo_main
+
+        return demo_main()
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+
+    if args.command == "check-config":
+        print(yaml.safe_dump(config.redacted(), sort_keys=False, allow_unicode=True), end="")
+        return 0
+    _setup_logging(config.logging.level)
+    if args.command == "migrate":
+        try:
+            applied = asyncio.run(run_migrations(config))
+        except (OSError, asyncpg.PostgresError) as e:
+            print(f"migrate failed: {e}", file=sys.stderr)
+            return 1
+        print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+        return 0
+    try:
+        asyncio.run(serve(config))
+    except OSError as e:
+        print(f"cannot serve: {e}", file=sys.stderr)
+        return 1
+    return 0

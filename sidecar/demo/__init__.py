@@ -1,0 +1,1 @@
+"""The bundled demo: a small weather backend and the scripted conversation played through the sidecar."""

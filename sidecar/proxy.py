@@ -1,0 +1,191 @@
+"""The transparent forwarder: every request no route intercepts goes upstream as it came.
+
+Bodies stream both ways (nothing is buffered whole), hop-by-hop headers are dropped in each direction,
+redirects are passed back rather than followed, and upstream failures become 502/504 JSON errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
+from yarl import URL
+
+from .errors import UpstreamTimeout, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+# RFC 9110 section 7.6.1, plus the legacy Proxy-Connection and Keep-Alive.
+HOP_BY_HOP = frozenset(
+    h.lower()
+    for h in (
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "Proxy-Connection",
+        "TE",
+        "Trailer",
+        "Trailers",
+        "Transfer-Encoding",
+        "Upgrade",
+    )
+)
+
+
+def _connection_listed(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+    """Headers named by ``Connection`` are hop-by-hop too."""
+    listed: set[str] = set()
+    for value in headers.getall("Connection", ()):
+        listed.update(token.strip().lower() for token in value.split(",") if token.strip())
+    return listed
+
+
+def _end_to_end(
+    headers: CIMultiDictProxy[str] | CIMultiDict[str], extra_drop: Iterable[str] = ()
+) -> CIMultiDict[str]:
+    drop = HOP_BY_HOP | _connection_listed(headers) | {h.lower() for h in extra_drop}
+    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+
+
+def upstream_request_headers(
+    request: web.Request, *, body_changed: bool = False
+) -> CIMultiDict[str]:
+    """Headers to send upstream: end-to-end ones, ``Host`` for the upstream, ``X-Forwarded-*`` added."""
+    drop = ["Host"]
+    if body_changed:
+        drop += ["Content-Length", "Content-Encoding"]
+    headers = _end_to_end(request.headers, drop)
+    peer = request.remote or ""
+    prior = request.headers.get("X-Forwarded-For")
+    headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
+    headers.setdefault("X-Forwarded-Proto", request.scheme)
+    if "Host" in request.headers:
+        headers.setdefault("X-Forwarded-Host", request.headers["Host"])
+    return headers
+
+
+def client_response_headers(
+    upstream: aiohttp.ClientResponse, *, body_changed: bool = False
+) -> CIMultiDict[str]:
+    drop = ["Content-Length"] if body_changed else []
+    return _end_to_end(upstream.headers, drop)
+
+
+def upstream_url(base: URL, request: web.Request) -> URL:
+    """The upstream URL: the upstream's origin and base path joined with the raw path and query."""
+    return URL(str(base.origin()) + base.raw_path.rstrip("/") + request.raw_path, encoded=True)
+
+
+def make_client_session(
+    connect_timeout_s: float, read_timeout_s: float, pool_size: int
+) -> aiohttp.ClientSession:
+    """The one upstream client: pooled keep-alive connections, explicit timeouts, no cookie jar.
+
+    ``auto_decompress=False`` keeps compressed bodies byte-identical; the cookie jar is a dummy so
+    one client's cookies never leak to another.
+    """
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=pool_size, keepalive_timeout=30, ttl_dns_cache=60),
+        timeout=aiohttp.ClientTimeout(
+            total=None, connect=connect_timeout_s, sock_read=read_timeout_s
+        ),
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+        raise_for_status=False,
+    )
+
+
+@asynccontextmanager
+async def open_upstream(
+    client: aiohttp.ClientSession,
+    method: str,
+    url: URL,
+    headers: CIMultiDict[str],
+    data: Any,
+) -> AsyncIterator[aiohttp.ClientResponse]:
+    """Send one request upstream; connection errors become 502 and timeouts 504.
+
+    The response is closed on exit (its connection is dropped, not pooled, when the body was not
+    read to the end), so a client that goes away leaves nothing open upstream.
+    """
+    try:
+        resp = await client.request(
+            method,
+            url,
+            headers=headers,
+            data=data,
+            allow_redirects=False,
+            compress=None,
+        )
+    except TimeoutError as e:
+        raise UpstreamTimeout("the upstream did not answer in time") from e
+    except aiohttp.ClientError as e:
+        raise UpstreamUnavailable(f"the upstream is unreachable: {type(e).__name__}") from e
+    try:
+        yield resp
+    finally:
+        resp.close()
+
+
+ChunkObserver = Callable[[bytes], None]
+
+
+async def relay_response(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    headers: CIMultiDict[str],
+    *,
+    observe: ChunkObserver | None = None,
+    before_start: Callable[[web.StreamResponse], Awaitable[None]] | None = None,
+) -> tuple[web.StreamResponse, bool]:
+    """Stream the upstream's answer to the client as it arrives.
+
+    Returns the response and whether the upstream body was relayed to its end. A client that goes
+    away, or an upstream that stops mid-body, ends the relay early (``False``).
+    """
+    resp = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
+    if before_start is not None:
+        await before_start(resp)
+    await resp.prepare(request)
+    try:
+        async for chunk in upstream.content.iter_any():
+            if observe is not None:
+                observe(chunk)
+            await resp.write(chunk)
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        log.debug("client went away mid-response: %s %s", request.method, request.path)
+        return resp, False
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as e:
+        log.warning("upstream stopped mid-response on %s %s: %s", request.method, request.path, e)
+        # Headers are gone already; the only honest signal left is to cut the connection.
+        if request.transport is not None:
+            request.transport.close()
+        return resp, False
+    try:
+        await resp.write_eof()
+    except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+        return resp, False
+    return resp, True
+
+
+class Forwarder:
+    """The catch-all handler: passes a request through untouched."""
+
+    def __init__(self, client: aiohttp.ClientSession, base_url: str) -> None:
+        self.client = client
+        self.base = URL(base_url)
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        url = upstream_url(self.base, request)
+        data = request.content if request.body_exists else None
+        headers = upstream_request_headers(request)
+        async with open_upstream(self.client, request.method, url, headers, data) as up:
+            resp, _ = await relay_response(request, up, client_response_headers(up))
+            return resp

@@ -1,0 +1,229 @@
+"""The load chain and the commit of a turn.
+
+Load: L1 (versioned LRU) → Redis (one round trip; only the version when L1 is current) →
+PostgreSQL restore → a new session. Commit: one Redis round trip (a script) that also appends the
+turn to the outbox the writer drains into PostgreSQL. With Redis unavailable, history is read from
+PostgreSQL and the turn written straight there; the session is then marked so that its now stale
+Redis copy is dropped as soon as Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+import orjson
+
+from ..config import SessionConfig
+from ..errors import StoreUnavailable
+from ..metrics import Metrics
+from ..store.postgres import PostgresSessionStore, record_turn_direct
+from ..store.redis import Committed, RedisSessionStore, SessionAbsent
+from .cache import SessionCache
+from .model import SessionKey, SessionSnapshot, Turn, utc_now_iso
+
+log = logging.getLogger(__name__)
+
+PG_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    snapshot: SessionSnapshot
+    degraded: str | None = None  # "redis", "postgres" or "redis,postgres"
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    recorded: bool
+    degraded: str | None = None
+
+
+class SessionService:
+    def __init__(
+        self,
+        redis: RedisSessionStore,
+        pg: PostgresSessionStore,
+        cfg: SessionConfig,
+        metrics: Metrics,
+    ) -> None:
+        self.redis = redis
+        self.pg = pg
+        self.cfg = cfg
+        self.metrics = metrics
+        self.cache = SessionCache(cfg.local_cache_size)
+        # Sessions written to PostgreSQL while Redis was away: their Redis copy is stale.
+        self.stale_in_redis: set[SessionKey] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        redis.breaker.on_close.append(self._redis_returned)
+
+    # --- load ----------------------------------------------------------------------------------
+
+    async def load(self, key: SessionKey) -> Loaded:
+        if self.stale_in_redis:
+            await self._drop_stale()
+        cached = self.cache.get(key)
+        try:
+            res = await self.redis.load(
+                key, cached.version if cached else "", self.cfg.history_limit
+            )
+            if res.state == "current" and cached is not None:
+                return Loaded(cached)
+            if res.state == "fresh" and res.snapshot is not None:
+                self.cache.put(res.snapshot)
+                return Loaded(res.snapshot)
+            return await self._restore_or_create(key)
+        except StoreUnavailable:
+            self.cache.discard(key)
+            return await self._load_degraded(key)
+
+    async def _restore_or_create(self, key: SessionKey) -> Loaded:
+        degraded = None
+        try:
+            stored = await self.pg.fetch_session(key, self.cfg.max_stored_messages)
+        except PG_ERRORS as e:
+            # Without PostgreSQL we cannot tell a lost session from a new one; start it fresh in
+            # Redis so the turn is still remembered, and say so.
+            log.warning(
+                "restore of %s/%s skipped, PostgreSQL unavailable: %s",
+                key.tenant,
+                key.session_id,
+                e,
+            )
+            stored, degraded = None, "postgres"
+        now = utc_now_iso()
+        if stored is None:
+            await self.redis.seed(
+                key,
+                last_seq=0,
+                tokens_used=0,
+                message_count=0,
+                created_at=now,
+                updated_at=now,
+                context={},
+                messages=[],
+                announce=True,
+            )
+        else:
+            await self.redis.seed(
+                key,
+                last_seq=stored.last_seq,
+                tokens_used=stored.tokens_used,
+                message_count=stored.message_count,
+                created_at=stored.created_at,
+                updated_at=stored.updated_at,
+                context=stored.context,
+                messages=list(stored.window),
+                announce=False,
+            )
+        # Whoever won the race to seed, read what is there now.
+        res = await self.redis.load(key, "", self.cfg.history_limit)
+        if res.snapshot is None:
+            raise StoreUnavailable(f"session {key.session_id} vanished while being restored")
+        self.cache.put(res.snapshot)
+        return Loaded(res.snapshot, degraded)
+
+    async def _load_degraded(self, key: SessionKey) -> Loaded:
+        self.metrics.degraded.labels("redis").inc()
+        try:
+            stored = await self.pg.fetch_session(key, self.cfg.history_limit)
+        except PG_ERRORS as e:
+            log.warning(
+                "no history for %s/%s: Redis and PostgreSQL unavailable: %s",
+                key.tenant,
+                key.session_id,
+                e,
+            )
+            return Loaded(SessionSnapshot(key=key, version=""), "redis,postgres")
+        return Loaded(stored or SessionSnapshot(key=key, version=""), "redis")
+
+    # --- commit --------------------------------------------------------------------------------
+
+    async def commit(self, turn: Turn) -> Recorded:
+        try:
+            try:
+                committed = await self.redis.commit(turn, self.cfg.max_stored_messages)
+            except SessionAbsent:
+                # Expired or flushed between load and commit: restore, then commit once more.
+                await self._restore_or_create(turn.key)
+                committed = await self.redis.commit(turn, self.cfg.max_stored_messages)
+        except StoreUnavailable:
+            return await self._commit_degraded(turn)
+        self._update_cache(turn, committed)
+        if committed.recorded:
+            self.metrics.turns_recorded.labels("redis").inc()
+        return Recorded(committed.recorded)
+
+    def _update_cache(self, turn: Turn, committed: Committed) -> None:
+        cached = self.cache.get(turn.key)
+        if cached is None or not committed.recorded:
+            return
+        epoch, _, n = committed.version.rpartition(":")
+        if cached.version != f"{epoch}:{int(n) - 1}":
+            # Another turn landed in between: the next load fetches the real window.
+            self.cache.discard(turn.key)
+            return
+        user = dataclasses.replace(turn.user, seq=committed.first_seq)
+        assistant = dataclasses.replace(turn.assistant, seq=committed.first_seq + 1)
+        window = (
+            (*cached.window, user, assistant)[-self.cfg.history_limit :]
+            if self.cfg.history_limit > 0
+            else ()
+        )
+        self.cache.put(
+            dataclasses.replace(
+                cached,
+                version=committed.version,
+                window=window,
+                context={**cached.context, **turn.context_patch},
+                tokens_used=cached.tokens_used + turn.usage.total_tokens,
+                message_count=cached.message_count + 2,
+                last_seq=committed.first_seq + 1,
+                updated_at=turn.assistant.timestamp,
+            )
+        )
+
+    async def _commit_degraded(self, turn: Turn) -> Recorded:
+        self.cache.discard(turn.key)
+        self.stale_in_redis.add(turn.key)
+        payload = orjson.loads(turn.outbox_payload())
+        try:
+            await record_turn_direct(self.pg.pool, turn.key.tenant, turn.key.session_id, payload)
+        except PG_ERRORS as e:
+            log.error(
+                "turn of %s/%s not recorded: Redis and PostgreSQL unavailable: %s",
+                turn.key.tenant,
+                turn.key.session_id,
+                e,
+            )
+            raise StoreUnavailable("neither Redis nor PostgreSQL took the turn") from e
+        self.metrics.turns_recorded.labels("postgres").inc()
+        return Recorded(True, "redis")
+
+    # --- Redis coming back -----------------------------------------------------------------------
+
+    def _redis_returned(self) -> None:
+        log.info("Redis answers again")
+        if self.stale_in_redis:
+            task = asyncio.get_running_loop().create_task(self._drop_stale())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _drop_stale(self) -> None:
+        """Drop the Redis copies of sessions written elsewhere meanwhile; they restore from PostgreSQL."""
+        stale = list(self.stale_in_redis)
+        for key in stale:
+            try:
+                await self.redis.delete(key)
+            except StoreUnavailable:
+                return
+            self.stale_in_redis.discard(key)
+            self.cache.discard(key)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

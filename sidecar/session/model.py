@@ -1,0 +1,128 @@
+"""What a session is made of: messages, the loaded snapshot, and the turn to record."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import orjson
+
+Role = Literal["user", "assistant"]
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class SessionKey:
+    """A session is named by its tenant and its id: the same id under another tenant is another session."""
+
+    tenant: str
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    seq: int
+    id: str
+    role: Role
+    content: str
+    timestamp: str
+    tokens: int | None = None
+
+    def as_history(self) -> dict[str, Any]:
+        return {"role": self.role, "content": self.content, "timestamp": self.timestamp}
+
+    def encode_without_seq(self) -> bytes:
+        """The stored form is a JSON array ``[seq, id, role, content, timestamp, tokens]``;
+        the commit script prepends the sequence number it assigns."""
+        return (
+            b"[0,"
+            + orjson.dumps([self.id, self.role, self.content, self.timestamp, self.tokens])[1:]
+        )
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            [self.seq, self.id, self.role, self.content, self.timestamp, self.tokens]
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> Message:
+        seq, mid, role, content, ts, tokens = orjson.loads(raw)
+        return cls(seq=seq, id=mid, role=role, content=content, timestamp=ts, tokens=tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionSnapshot:
+    """A session as loaded: the window (oldest first), context and counters, at a version."""
+
+    key: SessionKey
+    version: str
+    window: tuple[Message, ...] = ()
+    context: dict[str, Any] = field(default_factory=dict)
+    tokens_used: int = 0
+    message_count: int = 0
+    last_seq: int = 0
+    created_at: str = ""
+    updated_at: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One exchange to record: the user's message, the assistant's answer, usage, context changes."""
+
+    key: SessionKey
+    user: Message
+    assistant: Message
+    usage: Usage
+    context_patch: dict[str, Any]
+    turn_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    idempotency_key: str | None = None
+    partial: bool = False
+
+    def outbox_payload(self) -> bytes:
+        """What the writer needs to persist the turn; the commit script adds the sequence number."""
+        return orjson.dumps(
+            {
+                "tenant": self.key.tenant,
+                "session_id": self.key.session_id,
+                "turn_id": self.turn_id,
+                "messages": [
+                    [m.id, m.role, m.content, m.timestamp, m.tokens]
+                    for m in (self.user, self.assistant)
+                ],
+                "usage": [
+                    self.usage.model,
+                    self.usage.prompt_tokens,
+                    self.usage.completion_tokens,
+                    self.usage.total_tokens,
+                ],
+                "context": self.context_patch,
+                "partial": self.partial,
+                "at": self.assistant.timestamp,
+            }
+        )
+
+
+def new_message(
+    role: Role, content: str, tokens: int | None, timestamp: str | None = None
+) -> Message:
+    return Message(
+        seq=0,
+        id=str(uuid.uuid4()),
+        role=role,
+        content=content,
+        timestamp=timestamp or utc_now_iso(),
+        tokens=tokens,
+    )

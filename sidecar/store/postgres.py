@@ -1,0 +1,285 @@
+"""The long-term store: schema migrations, session restore and idempotent batch writes."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any, Literal
+
+import asyncpg
+import orjson
+
+from ..config import PostgresConfig
+from ..session.model import Message, SessionKey, SessionSnapshot
+
+log = logging.getLogger(__name__)
+
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+# Any constant works; it only has to be the same for every replica running migrations.
+MIGRATION_LOCK_ID = 0x5E55_10C5
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
+
+
+async def create_pool(cfg: PostgresConfig) -> asyncpg.Pool:
+    """A pool that opens connections on demand, so the sidecar starts while PostgreSQL is down."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        cfg.dsn,
+        min_size=0,
+        max_size=cfg.pool_max_size,
+        timeout=cfg.connect_timeout_s,
+        command_timeout=cfg.command_timeout_s,
+        init=_init_connection,
+        max_inactive_connection_lifetime=60,
+    )
+    return pool
+
+
+def _migrations() -> list[tuple[int, str, str]]:
+    folder = resources.files(__package__).joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            found.append((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text("utf-8")))
+    return sorted(found)
+
+
+async def migrate(conn: Conn) -> list[str]:
+    """Apply the numbered migrations not applied yet, under an advisory lock (safe from many replicas)."""
+    applied: list[str] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, name text NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
+        for version, name, sql in _migrations():
+            if version in done:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
+                )
+            applied.append(name)
+            log.info("applied migration %s", name)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+    return applied
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One entry of the outbox stream, decoded."""
+
+    stream: str
+    entry_id: str
+    kind: Literal["turn", "session"]
+    seq: int
+    data: dict[str, Any]
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+_INSERT_MESSAGES = """
+INSERT INTO messages (id, tenant, session_id, seq, role, content, tokens, turn_id, partial, created_at)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                     $7::integer[], $8::uuid[], $9::boolean[], $10::timestamptz[])
+ON CONFLICT (id) DO NOTHING
+RETURNING tenant, session_id
+"""
+
+_INSERT_USAGE = """
+INSERT INTO token_usage (id, tenant, session_id, model, prompt_tokens, completion_tokens,
+                         total_tokens, created_at)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[],
+                     $6::integer[], $7::integer[], $8::timestamptz[])
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+"""
+
+_UPSERT_SESSION = """
+INSERT INTO sessions AS s (tenant, session_id, context, tokens_used, message_count,
+                           created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $6)
+ON CONFLICT (tenant, session_id) DO UPDATE SET
+    context = s.context || EXCLUDED.context,
+    tokens_used = s.tokens_used + EXCLUDED.tokens_used,
+    message_count = s.message_count + EXCLUDED.message_count,
+    updated_at = GREATEST(s.updated_at, EXCLUDED.updated_at)
+"""
+
+
+async def write_events(conn: Conn, events: list[OutboxEvent]) -> None:
+    """Write a batch in the caller's transaction. Idempotent: messages and usage rows are keyed by
+    their ids, and session counters grow only by what this call actually inserted."""
+    msg_cols: list[list[Any]] = [[] for _ in range(10)]
+    use_cols: list[list[Any]] = [[] for _ in range(8)]
+    turns = [e for e in events if e.kind == "turn"]
+    for e in turns:
+        d = e.data
+        for offset, (mid, role, content, ts, tokens) in enumerate(d["messages"]):
+            row = (
+                mid,
+                d["tenant"],
+                d["session_id"],
+                e.seq + offset,
+                role,
+                content,
+                tokens,
+                d["turn_id"],
+                bool(d.get("partial")),
+                _ts(ts),
+            )
+            for col, value in zip(msg_cols, row, strict=True):
+                col.append(value)
+        model, prompt, completion, total = d["usage"]
+        row2 = (
+            d["turn_id"],
+            d["tenant"],
+            d["session_id"],
+            model,
+            prompt,
+            completion,
+            total,
+            _ts(d["at"]),
+        )
+        for col, value in zip(use_cols, row2, strict=True):
+            col.append(value)
+
+    inserted_msgs: dict[tuple[str, str], int] = defaultdict(int)
+    new_turns: set[str] = set()
+    if turns:
+        for r in await conn.fetch(_INSERT_MESSAGES, *msg_cols):
+            inserted_msgs[(r["tenant"], r["session_id"])] += 1
+        new_turns = {str(r["id"]) for r in await conn.fetch(_INSERT_USAGE, *use_cols)}
+
+    # Per session: counters from what was inserted now, context patches applied in order.
+    sessions: dict[tuple[str, str], list[Any]] = {}
+    for e in events:
+        d = e.data
+        key = (d["tenant"], d["session_id"])
+        entry = sessions.setdefault(key, [{}, 0, _ts(d["at"])])
+        if e.kind == "session":
+            entry[0] = {**d.get("context", {}), **entry[0]}
+            entry[2] = min(entry[2], _ts(d["at"]))
+        elif d["turn_id"] in new_turns:
+            entry[0].update(d.get("context") or {})
+            entry[1] += d["usage"][3]
+            entry[2] = max(entry[2], _ts(d["at"]))
+    # A stable order, so two writers never lock the same rows in opposite orders.
+    rows = [
+        (tenant, sid, ctx, tokens, inserted_msgs.get((tenant, sid), 0), at)
+        for (tenant, sid), (ctx, tokens, at) in sorted(sessions.items())
+    ]
+    if rows:
+        await conn.executemany(_UPSERT_SESSION, rows)
+
+
+class PostgresSessionStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def ping(self) -> None:
+        async with self.pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+
+    async def migrate(self) -> list[str]:
+        async with self.pool.acquire() as conn:
+            return await migrate(conn)
+
+    async def write(self, events: list[OutboxEvent]) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await write_events(conn, events)
+
+    async def fetch_session(self, key: SessionKey, limit: int) -> SessionSnapshot | None:
+        """The session row and its last ``limit`` messages (oldest first), or None."""
+        async with self.pool.acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT context, tokens_used, message_count, created_at, updated_at,"
+                " (SELECT max(seq) FROM messages m WHERE m.tenant = s.tenant"
+                "   AND m.session_id = s.session_id) AS last_seq"
+                " FROM sessions s WHERE tenant = $1 AND session_id = $2",
+                key.tenant,
+                key.session_id,
+            )
+            if row is None:
+                return None
+            msgs = await conn.fetch(
+                "SELECT id, seq, role, content, tokens, created_at FROM ("
+                " SELECT * FROM messages WHERE tenant = $1 AND session_id = $2"
+                " ORDER BY seq DESC, created_at DESC LIMIT $3) last ORDER BY seq, created_at",
+                key.tenant,
+                key.session_id,
+                limit,
+            )
+        return SessionSnapshot(
+            key=key,
+            version="",
+            window=tuple(
+                Message(
+                    seq=m["seq"],
+                    id=str(m["id"]),
+                    role=m["role"],
+                    content=m["content"],
+                    timestamp=_iso(m["created_at"]),
+                    tokens=m["tokens"],
+                )
+                for m in msgs
+            ),
+            context=dict(row["context"]),
+            tokens_used=row["tokens_used"],
+            message_count=row["message_count"],
+            last_seq=row["last_seq"] or 0,
+            created_at=_iso(row["created_at"]),
+            updated_at=_iso(row["updated_at"]),
+        )
+
+    async def delete(self, key: SessionKey) -> None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            for table in ("messages", "token_usage", "sessions"):
+                await conn.execute(
+                    f"DELETE FROM {table} WHERE tenant = $1 AND session_id = $2",
+                    key.tenant,
+                    key.session_id,
+                )
+
+
+async def record_turn_direct(
+    pool: asyncpg.Pool, tenant: str, session_id: str, payload: dict[str, Any]
+) -> int:
+    """Write one turn straight to PostgreSQL (Redis is down): sequence numbers continue from the
+    highest one stored, under a per-session lock so concurrent turns do not collide."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(0) || $2, 0))",
+            tenant,
+            session_id,
+        )
+        last = await conn.fetchval(
+            "SELECT coalesce(max(seq), 0) FROM messages WHERE tenant = $1 AND session_id = $2",
+            tenant,
+            session_id,
+        )
+        seq = int(last) + 1
+        await write_events(conn, [OutboxEvent("", "", "turn", seq, payload)])
+        return seq

@@ -1,0 +1,254 @@
+"""The short-term store: sessions in Redis, loaded and committed in one round trip each."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Literal
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..config import RedisConfig
+from ..errors import StoreUnavailable
+from ..session.model import Message, SessionKey, SessionSnapshot, Turn
+from .keys import KeySpace
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
+
+
+def _script(name: str) -> str:
+    return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
+
+
+def make_client(cfg: RedisConfig) -> aioredis.Redis:
+    """A client whose every call is bounded by the socket timeouts and is tried once: the
+    circuit breaker, not per-call retries, decides what to do when Redis misbehaves."""
+    return aioredis.Redis.from_url(
+        cfg.url,
+        socket_timeout=cfg.socket_timeout_s,
+        socket_connect_timeout=cfg.connect_timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        health_check_interval=0,
+        max_connections=256,
+    )
+
+
+class CircuitBreaker:
+    """Counts consecutive Redis failures; while open, callers skip Redis without waiting."""
+
+    def __init__(self, failures: int, reset_s: float) -> None:
+        self.threshold = failures
+        self.reset_s = reset_s
+        self.failures = 0
+        self.opened_at: float | None = None
+        self.on_close: list[Any] = []
+
+    @property
+    def is_open(self) -> bool:
+        if self.opened_at is None:
+            return False
+        # Half-open after reset_s: let the next call through as a probe.
+        return time.monotonic() - self.opened_at < self.reset_s
+
+    def success(self) -> bool:
+        """Record a success; returns True when this closed a breaker that had opened."""
+        was_open = self.opened_at is not None
+        self.failures = 0
+        self.opened_at = None
+        return was_open
+
+    def failure(self) -> None:
+        self.failures += 1
+        if self.failures >= self.threshold:
+            self.opened_at = time.monotonic()
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    state: Literal["absent", "current", "fresh"]
+    snapshot: SessionSnapshot | None = None
+    version: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    recorded: bool  # False: an earlier request with the same Idempotency-Key recorded it
+    version: str
+    first_seq: int
+
+
+class SessionAbsent(Exception):
+    """The session vanished from Redis between load and commit."""
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _pairs(flat: list[Any]) -> dict[str, bytes]:
+    return {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+class RedisSessionStore:
+    """Sessions in Redis. Every public call is one round trip (one script or one pipeline)."""
+
+    def __init__(self, client: aioredis.Redis, cfg: RedisConfig, breaker: CircuitBreaker) -> None:
+        self.client = client
+        self.cfg = cfg
+        self.keys = KeySpace(cfg.key_prefix, cfg.partitions)
+        self.breaker = breaker
+        self.ttl_ms = cfg.session_ttl_s * 1000
+        self._load = client.register_script(_script("load.lua"))
+        self._commit = client.register_script(_script("commit.lua"))
+        self._seed = client.register_script(_script("seed.lua"))
+
+    async def prepare(self) -> None:
+        """Load the scripts so the first requests do not pay for it (NOSCRIPT is still handled)."""
+        for script in (self._load, self._commit, self._seed):
+            script.sha = _s(await self.client.script_load(script.script))
+
+    async def _call(self, coro: Any, *, probe: bool = False) -> Any:
+        if self.breaker.is_open and not probe:
+            coro.close()
+            raise StoreUnavailable("redis circuit open")
+        try:
+            result = await coro
+        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as e:
+            self.breaker.failure()
+            raise StoreUnavailable(f"redis unavailable: {e}") from e
+        was_open = self.breaker.success()
+        if was_open:
+            for callback in self.breaker.on_close:
+                callback()
+        return result
+
+    async def load(self, key: SessionKey, known_version: str, window: int) -> Loaded:
+        k = self.keys.session(key)
+        res = await self._call(
+            self._load(
+                keys=[k.meta, k.messages, k.context], args=[known_version, window, self.ttl_ms]
+            )
+        )
+        kind = int(res[0])
+        if kind == 0:
+            return Loaded("absent")
+        version = _s(res[1])
+        if kind == 1:
+            return Loaded("current", version=version)
+        meta = _pairs(res[2])
+        snapshot = SessionSnapshot(
+            key=key,
+            version=version,
+            window=tuple(Message.decode(raw) for raw in res[3]),
+            context={k_: orjson.loads(v) for k_, v in _pairs(res[4]).items()},
+            tokens_used=int(meta.get("tokens_used", 0)),
+            message_count=int(meta.get("message_count", 0)),
+            last_seq=int(meta.get("seq", 0)),
+            created_at=_s(meta.get("created_at", b"")),
+            updated_at=_s(meta.get("updated_at", b"")),
+        )
+        return Loaded("fresh", snapshot, version)
+
+    async def seed(
+        self,
+        key: SessionKey,
+        *,
+        last_seq: int,
+        tokens_used: int,
+        message_count: int,
+        created_at: str,
+        updated_at: str,
+        context: dict[str, Any],
+        messages: list[Message],
+        announce: bool,
+    ) -> bool:
+        """Create (``announce``: also tell the writer) or restore a session if still absent."""
+        k = self.keys.session(key)
+        payload = orjson.dumps(
+            {
+                "tenant": key.tenant,
+                "session_id": key.session_id,
+                "at": created_at,
+                "context": context,
+            }
+        )
+        args: list[Any] = [
+            self.ttl_ms,
+            secrets.token_hex(6),
+            last_seq,
+            tokens_used,
+            message_count,
+            created_at,
+            updated_at,
+            "1" if announce else "0",
+            payload,
+            len(context),
+        ]
+        for field_, value in context.items():
+            args += [field_, orjson.dumps(value)]
+        args += [m.encode() for m in messages]
+        res = await self._call(
+            self._seed(keys=[k.meta, k.messages, k.context, k.outbox], args=args)
+        )
+        return bool(int(res))
+
+    async def commit(self, turn: Turn, max_stored: int) -> Committed:
+        k = self.keys.session(turn.key)
+        args: list[Any] = [
+            self.ttl_ms,
+            max_stored,
+            turn.assistant.timestamp,
+            turn.user.encode_without_seq(),
+            turn.assistant.encode_without_seq(),
+            turn.usage.total_tokens,
+            turn.usage.model,
+            "1" if turn.idempotency_key else "0",
+            IDEMPOTENCY_TTL_MS,
+            turn.outbox_payload(),
+        ]
+        for field_, value in turn.context_patch.items():
+            args += [field_, orjson.dumps(value)]
+        res = await self._call(
+            self._commit(
+                keys=[k.meta, k.messages, k.context, k.outbox, k.idempotency(turn.idempotency_key)],
+                args=args,
+            )
+        )
+        kind = int(res[0])
+        if kind == -1:
+            raise SessionAbsent(turn.key.session_id)
+        if kind == 0:
+            version, _, seq = _s(res[1]).rpartition("|")
+            return Committed(False, version, int(seq))
+        return Committed(True, _s(res[1]), int(res[2]))
+
+    async def delete(self, key: SessionKey) -> None:
+        k = self.keys.session(key)
+        await self._call(self.client.delete(k.meta, k.messages, k.context))
+
+    async def ping(self) -> None:
+        """Ask Redis directly, even with the breaker open: readiness must see it come back."""
+        await self._call(self.client.ping(), probe=True)
+
+
+__all__ = [
+    "CircuitBreaker",
+    "Committed",
+    "Loaded",
+    "RedisError",
+    "RedisSessionStore",
+    "SessionAbsent",
+    "make_client",
+]

@@ -1,0 +1,337 @@
+"""The outbox writer: turns committed to Redis reach PostgreSQL in batches, durably.
+
+Entries are read with a consumer group and acknowledged only after their batch is committed in
+PostgreSQL; the writes are idempotent, so an entry delivered twice (a crash between commit and
+acknowledgement, or a claim from a dead consumer) never doubles rows or tokens. Transient errors
+are retried with backoff for as long as it takes (the entries are safe in Redis meanwhile); an
+entry that fails for a data reason is retried a bounded number of times on its own, then moved to
+the dead-letter stream so it never blocks the entries behind it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable
+from typing import Any
+
+import asyncpg
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError, ResponseError
+from tenacity import (
+    AsyncRetrying,
+    RetryCallState,
+    retry_if_exception,
+    wait_exponential_jitter,
+)
+
+from .config import WriterConfig
+from .metrics import Metrics
+from .store.keys import KeySpace
+from .store.postgres import OutboxEvent, PostgresSessionStore
+
+log = logging.getLogger(__name__)
+
+GROUP = "pg-writer"
+# PostgreSQL error classes that say "try again later" rather than "this row is wrong":
+# connection exceptions, insufficient resources, operator intervention, system errors,
+# transaction rollbacks (serialization failures, deadlocks).
+TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58", "40")
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        return state[:2] in TRANSIENT_SQLSTATE_CLASSES
+    return isinstance(
+        exc, (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+    )
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def decode_entry(stream: str, entry_id: str, fields: dict[Any, Any]) -> OutboxEvent:
+    f = {_s(k): v for k, v in fields.items()}
+    kind = _s(f.get("kind", b"turn"))
+    return OutboxEvent(
+        stream=stream,
+        entry_id=entry_id,
+        kind="session" if kind == "session" else "turn",
+        seq=int(f.get("seq", 0)),
+        data=orjson.loads(f["data"]),
+    )
+
+
+class OutboxWriter:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: KeySpace,
+        pg: PostgresSessionStore,
+        cfg: WriterConfig,
+        metrics: Metrics,
+        *,
+        migrate: bool,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.pg = pg
+        self.cfg = cfg
+        self.metrics = metrics
+        self.migrate = migrate
+        self.consumer = f"{socket.gethostname()}-{os.getpid()}"
+        self.streams = keys.outboxes()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._last_claim = 0.0
+        self.schema_ready = asyncio.Event()
+        self.lag = 0
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="outbox-writer")
+
+    async def stop(self, timeout_s: float) -> None:
+        """Stop taking new entries, finish what is in hand (bounded), then return."""
+        self._stop.set()
+        if self._task is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+        except TimeoutError:
+            log.warning(
+                "writer did not finish within %.1fs; unwritten turns stay in the outbox", timeout_s
+            )
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    def _stopping(self, _state: RetryCallState | None = None) -> bool:
+        return self._stop.is_set()
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while not self._stop.is_set():
+            try:
+                if not self.schema_ready.is_set():
+                    await self._prepare()
+                await self.step(block=True)
+                backoff = 0.1
+            except asyncio.CancelledError:
+                raise
+            except (
+                RedisError,
+                OSError,
+                asyncpg.PostgresError,
+                asyncpg.InterfaceError,
+                TimeoutError,
+            ) as e:
+                log.warning("writer: %s: %s; retrying in %.1fs", type(e).__name__, e, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        # Draining on shutdown: write what is already waiting, without blocking for more.
+        try:
+            while await self.step(block=False):
+                pass
+        except (
+            RedisError,
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            TimeoutError,
+        ) as e:
+            log.warning("writer: final flush stopped: %s", e)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def _prepare(self) -> None:
+        if self.migrate:
+            applied = await self.pg.migrate()
+            if applied:
+                log.info("migrations applied: %s", ", ".join(applied))
+        await self.ensure_groups()
+        self.schema_ready.set()
+
+    async def ensure_groups(self) -> None:
+        for stream in self.streams:
+            try:
+                await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+            except ResponseError as e:
+                if "BUSYGROUP" not in str(e):
+                    raise
+
+    async def step(self, *, block: bool) -> int:
+        """Read one batch (claimed entries of dead consumers first) and write it. Returns its size."""
+        events = await self._claim_stale()
+        if not events:
+            try:
+                reply = await self.redis.xreadgroup(
+                    GROUP,
+                    self.consumer,
+                    dict.fromkeys(self.streams, ">"),
+                    count=self.cfg.batch_size,
+                    block=self.cfg.block_ms if block else None,
+                )
+            except ResponseError as e:
+                if "NOGROUP" not in str(e):
+                    raise
+                # The outbox vanished (FLUSHALL, failover, a fresh Redis): recreate and go on.
+                log.warning("writer: outbox group missing, recreating it")
+                await self.ensure_groups()
+                return 0
+            events = self._decode(reply)
+        if events:
+            await self.write(events)
+        await self._measure_lag()
+        return len(events)
+
+    @staticmethod
+    def _decode(reply: Any) -> list[OutboxEvent]:
+        events = []
+        for stream, entries in reply or []:
+            for eid, fields in entries:
+                if fields:  # an entry deleted while pending shows up without fields
+                    events.append(decode_entry(_s(stream), _s(eid), fields))
+        return events
+
+    async def _claim_stale(self) -> list[OutboxEvent]:
+        now = time.monotonic()
+        if now - self._last_claim < min(self.cfg.claim_idle_ms / 2000, 5.0):
+            return []
+        self._last_claim = now
+        claimed: list[OutboxEvent] = []
+        for stream in self.streams:
+            try:
+                reply = await self.redis.xautoclaim(
+                    stream,
+                    GROUP,
+                    self.consumer,
+                    self.cfg.claim_idle_ms,
+                    "0-0",
+                    count=self.cfg.batch_size,
+                )
+            except ResponseError as e:
+                if "NOGROUP" in str(e):
+                    await self.ensure_groups()
+                    continue
+                raise
+            for eid, fields in reply[1]:
+                if fields:
+                    claimed.append(decode_entry(stream, _s(eid), fields))
+            if len(claimed) >= self.cfg.batch_size:
+                break
+        if claimed:
+            log.info("writer: claimed %d entries from idle consumers", len(claimed))
+        return claimed
+
+    async def _measure_lag(self) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in self.streams:
+                pipe.xlen(stream)
+            lengths = await pipe.execute()
+        self.lag = sum(int(n) for n in lengths)
+        self.metrics.outbox_lag.set(self.lag)
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def _retrying(self) -> AsyncRetrying:
+        return AsyncRetrying(
+            stop=self._stopping,
+            wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.5),
+            retry=retry_if_exception(is_transient),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        self.metrics.writer_retries.labels("postgres").inc()
+        exc = state.outcome.exception() if state.outcome else None
+        log.warning(
+            "writer: PostgreSQL write failed (%s), attempt %d; retrying",
+            type(exc).__name__,
+            state.attempt_number,
+        )
+
+    async def write(self, events: list[OutboxEvent]) -> None:
+        try:
+            async for attempt in self._retrying():
+                with attempt:
+                    await self.pg.write(events)
+        except asyncpg.PostgresError as e:
+            if is_transient(e):
+                raise
+            log.warning(
+                "writer: batch of %d rejected (%s); writing its entries one by one",
+                len(events),
+                e.sqlstate,
+            )
+            await self._write_one_by_one(events)
+            return
+        self.metrics.writer_batches.inc()
+        self.metrics.writer_events.inc(len(events))
+        await self._ack(events)
+
+    async def _write_one_by_one(self, events: list[OutboxEvent]) -> None:
+        for event in events:
+            error: Exception | None = None
+            for _ in range(self.cfg.max_data_attempts):
+                try:
+                    async for attempt in self._retrying():
+                        with attempt:
+                            await self.pg.write([event])
+                    error = None
+                    break
+                except asyncpg.PostgresError as e:
+                    if is_transient(e):
+                        raise
+                    error = e
+            if error is None:
+                self.metrics.writer_events.inc()
+            else:
+                await self._dead_letter(event, error)
+            await self._ack([event])
+
+    async def _dead_letter(self, event: OutboxEvent, error: Exception) -> None:
+        d = event.data
+        log.error(
+            "writer: dead-lettered %s entry %s of session %s/%s after %d attempts: %s",
+            event.kind,
+            event.entry_id,
+            d.get("tenant"),
+            d.get("session_id"),
+            self.cfg.max_data_attempts,
+            error,
+        )
+        await self.redis.xadd(
+            self.keys.dead_letters(),
+            {
+                "stream": event.stream,
+                "entry_id": event.entry_id,
+                "kind": event.kind,
+                "seq": event.seq,
+                "data": orjson.dumps(event.data),
+                "error": f"{type(error).__name__}: {error}",
+            },
+        )
+        self.metrics.dead_letters.inc()
+
+    async def _ack(self, events: Iterable[OutboxEvent]) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for e in events:
+            by_stream.setdefault(e.stream, []).append(e.entry_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, GROUP, *ids)
+                pipe.xdel(stream, *ids)
+            await pipe.execute()
