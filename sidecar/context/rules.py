@@ -184,7 +184,14 @@ class RulesExtractor:
         if topic is not None:
             entities["topic"] = topic.topic
         completed = self._complete(
-            text, place, time, topic, context, today, answering=asked_place or asked_time
+            text,
+            place,
+            time,
+            topic,
+            context,
+            today,
+            answering=asked_place or asked_time,
+            answering_place=asked_place,
         )
         return Resolution(entities, completed)
 
@@ -198,6 +205,7 @@ class RulesExtractor:
         today: date,
         *,
         answering: bool,
+        answering_place: bool,
     ) -> str | None:
         stored_topic = _stored_str(context, "topic")
         topic_name = topic.topic if topic is not None else stored_topic
@@ -209,7 +217,16 @@ class RulesExtractor:
         lang = _lang_of(text)
         spans = [m for m in (place, time, topic) if m is not None]
 
-        if spans and self._is_elliptical(text, spans, lang, answering=answering):
+        specific = (
+            topic is not None
+            and topic.topic == "weather"
+            and topic.keyword.lower() not in _NOUN_TOPIC_WORDS[lang]
+        )
+        if (
+            spans
+            and not (specific and _is_question(text, lang))
+            and self._is_elliptical(text, spans, lang, answering=answering)
+        ):
             carried = (
                 (place is None and stored_place is not None)
                 or (time is None and stored_date is not None)
@@ -231,11 +248,18 @@ class RulesExtractor:
                 parts.append(when)
             return " ".join(parts)
 
+        if not _is_question(text, lang):
+            return None
         if topic is not None and place is None and stored_place and stored_topic == topic.topic:
             when = None
             if time is None and stored_date is not None:
                 when = self._time_words(None, stored_date, stored_expr, today, lang)
             return _insert_place(text, stored_place, time, when, lang)
+        if answering_place and place is not None and time is None and stored_date is not None:
+            # "Will it drizzle in Menlo Park?" answering "For what location do you want
+            # tomorrow's forecast?": the question was asked for the stored time.
+            when = self._time_words(None, stored_date, stored_expr, today, lang)
+            return _insert_time(text, when, lang) if when else None
         return None
 
     @staticmethod
@@ -293,6 +317,30 @@ class RulesExtractor:
         if lang == "en" and _EN_DATE_LEAD.match(expr):
             expr = f"on {expr}"
         return expr
+
+
+_EN_QUESTION_START = re.compile(
+    r"^(?:what|what's|whats|how|how's|hows|will|is|are|does|do|did|can|could|should|would|"
+    r"when|which|where|any|tell|show|check|give|get|find|"
+    r"i\s*(?:want|wanna|would\s+like|'d\s+like|need)\s+(?:to\s+)?(?:know|find\s+out|check))\b",
+    re.IGNORECASE,
+)
+_ZH_QUESTION = re.compile(r"吗|呢|怎么样|怎样|如何|多少|几度|是否|有没有|会不会|要不要|查|[?？]")
+
+
+def _is_question(text: str, lang: str) -> bool:
+    if lang == "zh":
+        return bool(_ZH_QUESTION.search(text))
+    return text.rstrip().endswith("?") or bool(_EN_QUESTION_START.match(text.lstrip()))
+
+
+def _insert_time(text: str, when: str, lang: str) -> str:
+    if lang == "zh":
+        lead = re.match(r"^(?:那么|那)", text)
+        cut = lead.end() if lead else 0
+        return f"{text[:cut]}{when}{text[cut:]}"
+    body = text.rstrip(_PUNCT)
+    return f"{body} {when}{text[len(body) :]}"
 
 
 def _insert_place(

@@ -74,6 +74,10 @@ _EN_RE = re.compile(
 )
 
 
+# "for this week" → "this week", "today's" → "today"
+_EN_TRIM = re.compile(r"^for\s+|'s$", re.IGNORECASE)
+
+
 def _zh_int(text: str) -> int:
     text = text.translate(str.maketrans("０１２３４５６７８９", "0123456789"))
     if text.isdigit():
@@ -217,7 +221,7 @@ def find_times(text: str, today: date) -> list[TimeMatch]:
         if resolved is None:
             continue
         start = m.start("wdx") if m.group("wdx") else m.start()
-        expr = text[start : m.end()]
+        expr = _EN_TRIM.sub("", text[start : m.end()])
         found.append(TimeMatch(" ".join(expr.split()), resolved, start, m.end(), "en"))
     found.sort(key=lambda t: t.start)
     return found
