@@ -202,7 +202,7 @@ def _find_han(
                 canon = gaz.han.get(name)
                 if canon is None:
                     continue
-                if name in CJK_AMBIGUOUS and not _han_cue(text, i, i + size, answering):
+                if name in CJK_AMBIGUOUS and not _han_cue(text, i, i + size, blocked, answering):
                     continue
                 found = PlaceMatch(name, canon, i, i + size, "zh")
                 break
@@ -212,7 +212,9 @@ def _find_han(
     return None
 
 
-def _han_cue(text: str, start: int, end: int, answering: bool) -> bool:
+def _han_cue(text: str, start: int, end: int, blocked: Sequence[Span], answering: bool) -> bool:
+    if any(s == end for s, _ in blocked):
+        return True  # followed by a time or topic word: "大同明天天气"
     after = text[end : end + 3]
     if after.startswith(("市", "的天气", "天气", "的气温", "的温度", "会下", "下雨", "下雪")):
         return True
