@@ -32,6 +32,7 @@ METRICS = web.AppKey("metrics", Metrics)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 REDIS = web.AppKey("redis", aioredis.Redis)
+WRITER_REDIS = web.AppKey("writer_redis", aioredis.Redis)
 REDIS_STORE = web.AppKey("redis_store", RedisSessionStore)
 PG_POOL = web.AppKey("pg_pool", asyncpg.Pool)
 PG_STORE = web.AppKey("pg_store", PostgresSessionStore)
@@ -89,6 +90,8 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG].redis
     client = make_client(cfg)
     app[REDIS] = client
+    # The writer blocks on XREADGROUP; its own client keeps that off the request path's pool.
+    app[WRITER_REDIS] = make_client(cfg, socket_timeout_s=app[CONFIG].writer.block_ms / 1000 + 5.0)
     store = RedisSessionStore(
         client, cfg, CircuitBreaker(cfg.breaker_failures, cfg.breaker_reset_s)
     )
@@ -98,6 +101,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     except (OSError, aioredis.RedisError) as e:
         log.warning("Redis not reachable at start (%s); scripts load on first use", e)
     yield
+    await app[WRITER_REDIS].aclose()
     await client.aclose()
 
 
@@ -123,7 +127,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     sessions = SessionService(app[REDIS_STORE], app[PG_STORE], config.session, metrics)
     app[SESSIONS] = sessions
     writer = OutboxWriter(
-        app[REDIS],
+        app[WRITER_REDIS],
         app[REDIS_STORE].keys,
         app[PG_STORE],
         config.writer,

@@ -37,12 +37,9 @@ class Message:
         return {"role": self.role, "content": self.content, "timestamp": self.timestamp}
 
     def encode_without_seq(self) -> bytes:
-        """The stored form is a JSON array ``[seq, id, role, content, timestamp, tokens]``;
-        the commit script prepends the sequence number it assigns."""
-        return (
-            b"[0,"
-            + orjson.dumps([self.id, self.role, self.content, self.timestamp, self.tokens])[1:]
-        )
+        """The stored form is a JSON array ``[seq, id, role, content, timestamp, tokens]``; this is
+        it without the seq, which the commit script inserts after the ``[`` once it assigned it."""
+        return orjson.dumps([self.id, self.role, self.content, self.timestamp, self.tokens])
 
     def encode(self) -> bytes:
         return orjson.dumps(

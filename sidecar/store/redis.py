@@ -31,12 +31,13 @@ def _script(name: str) -> str:
     return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
 
 
-def make_client(cfg: RedisConfig) -> aioredis.Redis:
+def make_client(cfg: RedisConfig, *, socket_timeout_s: float | None = -1.0) -> aioredis.Redis:
     """A client whose every call is bounded by the socket timeouts and is tried once: the
-    circuit breaker, not per-call retries, decides what to do when Redis misbehaves."""
+    circuit breaker, not per-call retries, decides what to do when Redis misbehaves.
+    (The writer passes its own bound: its blocking reads wait longer than a request may.)"""
     return aioredis.Redis.from_url(
         cfg.url,
-        socket_timeout=cfg.socket_timeout_s,
+        socket_timeout=cfg.socket_timeout_s if socket_timeout_s == -1.0 else socket_timeout_s,
         socket_connect_timeout=cfg.connect_timeout_s,
         retry=Retry(NoBackoff(), 0),
         retry_on_timeout=False,
