@@ -17,6 +17,7 @@ from .config import Config, RouteConfig
 from .context import Extractor, HttpExtractor, RulesExtractor
 from .errors import NotFound, SidecarError, error_response, to_response
 from .health import Health, Lifecycle
+from .journal import Journal
 from .metrics import Metrics
 from .proxy import Forwarder, make_client_session
 from .session.manager import SessionService
@@ -124,8 +125,15 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 async def _services(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     metrics = app[METRICS]
-    sessions = SessionService(app[REDIS_STORE], app[PG_STORE], config.session, metrics)
+    sessions = SessionService(
+        app[REDIS_STORE],
+        app[PG_STORE],
+        config.session,
+        metrics,
+        Journal(config.writer.journal_path),
+    )
     app[SESSIONS] = sessions
+    sessions.start()
     writer = OutboxWriter(
         app[WRITER_REDIS],
         app[REDIS_STORE].keys,
@@ -183,6 +191,11 @@ async def _routes(app: web.Application) -> None:
             _adapter(route), config, app[HTTP], app[SESSIONS], extractor, app[METRICS]
         )
         router.add_post(route.path, handler.handle)
+        if handler.tasks is not None:
+            # Reading an asynchronous task's result: passed through, its turn recorded once.
+            router.add_get(
+                route.path.rstrip("/") + "/{task_id}", handler.poll_task, allow_head=False
+            )
     router.add_route("*", "/_sidecar/{tail:.*}", _sidecar_not_found)
     router.add_route("*", "/{tail:.*}", Forwarder(app[HTTP], config.upstream.url).handle)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
+from redis.exceptions import RedisError
 
 from .errors import StoreUnavailable
 from .metrics import Metrics
@@ -57,8 +59,14 @@ class Health:
             return f"postgres: {type(e).__name__}: {e}".rstrip(": ")
         return None
 
+    async def _refresh_lag(self) -> None:
+        # The writer may be stuck retrying a write; ask Redis for the current figure.
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            await asyncio.wait_for(self.writer.measure_lag(), PING_TIMEOUT_S)
+
     async def readyz(self, request: web.Request) -> web.Response:
         problems: list[str] = []
+        await self._refresh_lag()
         if self.lifecycle.shutting_down:
             problems.append("shutting down")
         checks = await asyncio.gather(self._check_redis(), self._check_postgres())
@@ -74,6 +82,7 @@ class Health:
         return web.Response(status=status, body=orjson.dumps(body), content_type="application/json")
 
     async def metrics_view(self, request: web.Request) -> web.Response:
+        await self._refresh_lag()
         return web.Response(
             body=self.metrics.render(),
             headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},

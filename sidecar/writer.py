@@ -33,24 +33,11 @@ from tenacity import (
 from .config import WriterConfig
 from .metrics import Metrics
 from .store.keys import KeySpace
-from .store.postgres import OutboxEvent, PostgresSessionStore
+from .store.postgres import OutboxEvent, PostgresSessionStore, is_transient
 
 log = logging.getLogger(__name__)
 
 GROUP = "pg-writer"
-# PostgreSQL error classes that say "try again later" rather than "this row is wrong":
-# connection exceptions, insufficient resources, operator intervention, system errors,
-# transaction rollbacks (serialization failures, deadlocks).
-TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58", "40")
-
-
-def is_transient(exc: BaseException) -> bool:
-    if isinstance(exc, asyncpg.PostgresError):
-        state = getattr(exc, "sqlstate", None) or ""
-        return state[:2] in TRANSIENT_SQLSTATE_CLASSES
-    return isinstance(
-        exc, (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
-    )
 
 
 def _s(value: bytes | str) -> str:
@@ -193,7 +180,7 @@ class OutboxWriter:
             events = self._decode(reply)
         if events:
             await self.write(events)
-        await self._measure_lag()
+        await self.measure_lag()
         return len(events)
 
     @staticmethod
@@ -235,7 +222,8 @@ class OutboxWriter:
             log.info("writer: claimed %d entries from idle consumers", len(claimed))
         return claimed
 
-    async def _measure_lag(self) -> None:
+    async def measure_lag(self) -> None:
+        """Turns waiting for PostgreSQL: acknowledged entries are deleted, so it is the length."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for stream in self.streams:
                 pipe.xlen(stream)

@@ -13,14 +13,16 @@ import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import orjson
 
 from ..config import SessionConfig
 from ..errors import StoreUnavailable
+from ..journal import Journal
 from ..metrics import Metrics
-from ..store.postgres import PostgresSessionStore, record_turn_direct
+from ..store.postgres import PostgresSessionStore, is_transient, record_turn_direct
 from ..store.redis import Committed, RedisSessionStore, SessionAbsent
 from .cache import SessionCache
 from .model import SessionKey, SessionSnapshot, Turn, utc_now_iso
@@ -49,7 +51,9 @@ class SessionService:
         pg: PostgresSessionStore,
         cfg: SessionConfig,
         metrics: Metrics,
+        journal: Journal,
     ) -> None:
+        self.journal = journal
         self.redis = redis
         self.pg = pg
         self.cfg = cfg
@@ -193,15 +197,69 @@ class SessionService:
         try:
             await record_turn_direct(self.pg.pool, turn.key.tenant, turn.key.session_id, payload)
         except PG_ERRORS as e:
-            log.error(
-                "turn of %s/%s not recorded: Redis and PostgreSQL unavailable: %s",
+            log.warning(
+                "turn of %s/%s journaled locally: Redis and PostgreSQL unavailable: %s",
                 turn.key.tenant,
                 turn.key.session_id,
                 e,
             )
-            raise StoreUnavailable("neither Redis nor PostgreSQL took the turn") from e
+            await self.journal.append(turn.key.tenant, turn.key.session_id, payload)
+            self.metrics.turns_recorded.labels("journal").inc()
+            return Recorded(True, "redis,postgres")
         self.metrics.turns_recorded.labels("postgres").inc()
         return Recorded(True, "redis")
+
+    # --- the local journal ---------------------------------------------------------------------
+
+    async def replay_journal(self) -> int:
+        """Write journaled turns to PostgreSQL; their sessions' Redis copies are then stale."""
+        touched: set[SessionKey] = set()
+
+        async def write(tenant: str, session_id: str, payload: dict[str, Any]) -> None:
+            try:
+                await record_turn_direct(self.pg.pool, tenant, session_id, payload)
+            except asyncpg.PostgresError as e:
+                if is_transient(e):
+                    raise
+                # This turn will never fit; keep it aside rather than block the others.
+                log.error(
+                    "journal: turn of %s/%s rejected by PostgreSQL (%s); kept in %s",
+                    tenant,
+                    session_id,
+                    e,
+                    self.journal.rejected,
+                )
+                await self.journal.reject(tenant, session_id, payload, str(e))
+                return
+            touched.add(SessionKey(tenant, session_id))
+
+        try:
+            count = await self.journal.replay(write)
+        finally:
+            self.stale_in_redis |= touched
+            for key in touched:
+                self.cache.discard(key)
+        if count:
+            self.metrics.journal_replayed.inc(count)
+            log.info("journal: %d turns replayed into PostgreSQL", count)
+            await self._drop_stale()
+        return count
+
+    async def _replay_loop(self, interval_s: float = 2.0) -> None:
+        """Replay the journal whenever it holds turns and PostgreSQL answers."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if not self.journal.pending():
+                continue
+            try:
+                await self.replay_journal()
+            except PG_ERRORS as e:
+                log.debug("journal replay postponed: %s", e)
+
+    def start(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._replay_loop(), name="journal-replay")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- Redis coming back -----------------------------------------------------------------------
 

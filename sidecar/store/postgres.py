@@ -81,6 +81,21 @@ async def migrate(conn: Conn) -> list[str]:
     return applied
 
 
+# PostgreSQL error classes that say "try again later" rather than "this row is wrong":
+# connection exceptions, insufficient resources, operator intervention, system errors,
+# transaction rollbacks (serialization failures, deadlocks).
+TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58", "40")
+
+
+def is_transient(exc: BaseException) -> bool:
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        return state[:2] in TRANSIENT_SQLSTATE_CLASSES
+    return isinstance(
+        exc, (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxEvent:
     """One entry of the outbox stream, decoded."""
@@ -90,6 +105,21 @@ class OutboxEvent:
     kind: Literal["turn", "session"]
     seq: int
     data: dict[str, Any]
+
+
+def _text(value: str) -> str:
+    """PostgreSQL text and jsonb cannot hold NUL; a user's stray NUL must not cost the turn."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, dict):
+        return {_text(str(k)): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
 
 
 def _ts(value: str) -> datetime:
@@ -144,7 +174,7 @@ async def write_events(conn: Conn, events: list[OutboxEvent]) -> None:
                 d["session_id"],
                 e.seq + offset,
                 role,
-                content,
+                _text(content),
                 tokens,
                 d["turn_id"],
                 bool(d.get("partial")),
@@ -180,10 +210,10 @@ async def write_events(conn: Conn, events: list[OutboxEvent]) -> None:
         key = (d["tenant"], d["session_id"])
         entry = sessions.setdefault(key, [{}, 0, _ts(d["at"])])
         if e.kind == "session":
-            entry[0] = {**d.get("context", {}), **entry[0]}
+            entry[0] = {**_clean(d.get("context") or {}), **entry[0]}
             entry[2] = min(entry[2], _ts(d["at"]))
         elif d["turn_id"] in new_turns:
-            entry[0].update(d.get("context") or {})
+            entry[0].update(_clean(d.get("context") or {}))
             entry[1] += d["usage"][3]
             entry[2] = max(entry[2], _ts(d["at"]))
     # A stable order, so two writers never lock the same rows in opposite orders.
@@ -271,7 +301,7 @@ async def record_turn_direct(
     highest one stored, under a per-session lock so concurrent turns do not collide."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1 || chr(0) || $2, 0))",
+            "SELECT pg_advisory_xact_lock(hashtextextended(length($1) || ':' || $1 || $2, 0))",
             tenant,
             session_id,
         )

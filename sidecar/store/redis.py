@@ -70,9 +70,11 @@ class CircuitBreaker:
         self.opened_at = None
         return was_open
 
-    def failure(self) -> None:
+    def failure(self, *, timed_out: bool = False) -> None:
+        """A timeout opens the breaker at once: a hung Redis must cost a request one timeout,
+        not one per call."""
         self.failures += 1
-        if self.failures >= self.threshold:
+        if timed_out or self.failures >= self.threshold:
             self.opened_at = time.monotonic()
 
 
@@ -127,7 +129,7 @@ class RedisSessionStore:
         try:
             result = await coro
         except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as e:
-            self.breaker.failure()
+            self.breaker.failure(timed_out=isinstance(e, (RedisTimeoutError, TimeoutError)))
             raise StoreUnavailable(f"redis unavailable: {e}") from e
         was_open = self.breaker.success()
         if was_open:

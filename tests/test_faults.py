@@ -1,0 +1,377 @@
+"""Nothing lost, nothing stuck: each fault is produced for real (servers stopped, killed or
+frozen; the sidecar killed or terminated) and PostgreSQL is checked afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections import Counter
+from typing import Any
+
+import aiohttp
+import orjson
+import redis.asyncio as aioredis
+
+from sidecar.devservices import TemporaryPostgres, TemporaryRedis
+from tests.harness import FakeUpstream, SidecarProcess, deep_merge
+from tests.harness.waiting import pg_fetch, pg_value, wait_for_rows, wait_until
+
+Result = tuple[int, dict[str, str], str]
+
+
+async def turn(
+    http: aiohttp.ClientSession, url: str, query: str, sid: str, timeout_s: float = 30.0
+) -> Result:
+    async with http.post(
+        f"{url}/api/tasks",
+        json={"query": query, "session_id": sid},
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+    ) as r:
+        await r.read()
+        return r.status, dict(r.headers), sid
+
+
+async def assert_stored_exactly_once(pg_dsn: str, upstream: FakeUpstream, turns: int) -> None:
+    """Every answered turn is in PostgreSQL once, with the token totals the upstream reported."""
+    await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2 * turns, timeout_s=60)
+    await wait_for_rows(pg_dsn, "SELECT count(*) FROM token_usage", turns, timeout_s=30)
+    dupes = await pg_value(
+        pg_dsn,
+        "SELECT count(*) FROM (SELECT tenant, session_id, seq FROM messages"
+        " GROUP BY 1, 2, 3 HAVING count(*) > 1) d",
+    )
+    assert dupes == 0
+    user_dupes = await pg_value(
+        pg_dsn,
+        "SELECT count(*) FROM (SELECT session_id, content FROM messages WHERE role = 'user'"
+        " GROUP BY 1, 2 HAVING count(*) > 1) d",
+    )
+    assert user_dupes == 0
+    expected: Counter[str] = Counter()
+    for answer in upstream.reported:
+        expected[answer.session_id or ""] += answer.usage["total_tokens"]
+    rows = await pg_fetch(pg_dsn, "SELECT session_id, tokens_used, message_count FROM sessions")
+    assert {r["session_id"]: r["tokens_used"] for r in rows} == dict(expected)
+    assert sum(r["message_count"] for r in rows) == 2 * turns
+
+
+async def test_postgres_down_while_turns_are_sent_loses_nothing(
+    start_sidecar: Any,
+    upstream: FakeUpstream,
+    http: aiohttp.ClientSession,
+    pg_dsn: str,
+    postgres_server: TemporaryPostgres,
+) -> None:
+    sc = await start_sidecar()
+    sessions = [f"pg-down-{i}" for i in range(20)]
+    first = await asyncio.gather(*(turn(http, sc.url, "hello", sid) for sid in sessions))
+    assert all(status == 200 for status, _, _ in first)
+    await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 40)
+
+    postgres_server.stop()
+    results: list[Result] = []
+    for round_ in range(9):
+        results += await asyncio.gather(
+            *(turn(http, sc.url, f"question {round_}", sid) for sid in sessions)
+        )
+    assert [status for status, _, _ in results] == [200] * 180
+    async with http.get(f"{sc.url}/_sidecar/metrics") as r:
+        metrics = await r.text()
+    lag = next(line for line in metrics.splitlines() if line.startswith("sidecar_outbox_lag "))
+    assert float(lag.split()[1]) >= 150  # the turns wait in the outbox, safe in Redis
+
+    postgres_server.start()
+    await assert_stored_exactly_once(pg_dsn, upstream, 200)
+
+
+async def test_sidecar_killed_mid_load_keeps_every_answered_turn(
+    upstream: FakeUpstream,
+    sidecar_config: dict[str, Any],
+    pg_dsn: str,
+    http: aiohttp.ClientSession,
+    postgres_server: TemporaryPostgres,
+    redis_url: str,
+) -> None:
+    config = deep_merge(sidecar_config, {"writer": {"claim_idle_ms": 1000, "block_ms": 200}})
+    answered: list[tuple[str, str]] = []
+    async with SidecarProcess(config) as proc:
+        upstream.tasks_delay_s = 0.02
+
+        async def client(n: int) -> None:
+            for i in range(1000):
+                try:
+                    status, _, _ = await turn(http, proc.url, f"c{n} q{i}", f"kill-{n}", 5)
+                except (aiohttp.ClientError, TimeoutError):
+                    return
+                if status == 200:
+                    answered.append((f"kill-{n}", f"c{n} q{i}"))
+
+        clients = [asyncio.create_task(client(n)) for n in range(8)]
+        await wait_until(lambda: _async(len(answered)), lambda n: n >= 30, what="30 answers")
+        # Freeze PostgreSQL so the writer is caught holding entries it read but never
+        # acknowledged: the restarted process must claim them from the dead consumer.
+        postgres_server.pause()
+        try:
+            await wait_until(lambda: _async(len(answered)), lambda n: n >= 80, what="80 answers")
+            proc.kill()
+            await asyncio.gather(*clients)
+            assert await proc.wait() == -signal.SIGKILL
+        finally:
+            postgres_server.resume()
+
+    upstream.tasks_delay_s = 0
+    prefix = config["redis"]["key_prefix"]
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        held = 0
+        async for key in client.scan_iter(match=f"{prefix}:*:outbox"):
+            held += (await client.xpending(key, "pg-writer"))["pending"]
+        assert held > 0, "the killed writer held no entries: the claim path was not exercised"
+    finally:
+        await client.aclose()
+    async with SidecarProcess(config):
+        await wait_for_rows(
+            pg_dsn,
+            "SELECT count(*) FROM messages WHERE role = 'user'",
+            len(answered),
+            timeout_s=30,
+        )
+    stored = await pg_fetch(pg_dsn, "SELECT session_id, content FROM messages WHERE role = 'user'")
+    stored_pairs = Counter((r["session_id"], r["content"]) for r in stored)
+    assert all(stored_pairs[pair] == 1 for pair in answered)
+    assert max(stored_pairs.values()) == 1  # nothing twice, answered or not
+
+
+async def _async(value: Any) -> Any:
+    return value
+
+
+async def test_sigterm_drains_slow_turns_and_flushes_them(
+    upstream: FakeUpstream,
+    sidecar_config: dict[str, Any],
+    pg_dsn: str,
+    http: aiohttp.ClientSession,
+) -> None:
+    upstream.tasks_delay_s = 1.5
+    async with SidecarProcess(
+        deep_merge(sidecar_config, {"shutdown": {"drain_timeout_s": 15}})
+    ) as proc:
+        pending = [
+            asyncio.create_task(turn(http, proc.url, f"slow {i}", f"term-{i}")) for i in range(20)
+        ]
+        await wait_until(
+            lambda: _async(len(upstream.requests_to("/api/tasks"))),
+            lambda n: n == 20,
+            what="20 turns in flight",
+        )
+        proc.terminate()
+        results = await asyncio.gather(*pending)
+        assert [status for status, _, _ in results] == [200] * 20
+        assert await proc.wait() == 0
+    # Checked after the process exited: its writer flushed before it stopped.
+    assert await pg_value(pg_dsn, "SELECT count(*) FROM messages") == 40
+    assert await pg_value(pg_dsn, "SELECT count(*) FROM token_usage") == 20
+
+
+async def test_redis_down_serves_from_postgres_and_recovers_without_stale_history(
+    start_sidecar: Any,
+    upstream: FakeUpstream,
+    http: aiohttp.ClientSession,
+    pg_dsn: str,
+    redis_server: TemporaryRedis,
+) -> None:
+    sc = await start_sidecar(redis={"breaker_reset_s": 0.5})
+    sid = "redis-down"
+    await turn(http, sc.url, "first", sid)
+    await turn(http, sc.url, "second", sid)
+    await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 4)
+
+    redis_server.stop()
+    status, headers, _ = await turn(http, sc.url, "during outage", sid)
+    assert status == 200
+    assert headers["X-Sidecar-Degraded"] == "redis"
+    history = upstream.requests_to("/api/tasks")[-1].json["history"]
+    assert [m["content"] for m in history] == [
+        "first",
+        "answer to: first",
+        "second",
+        "answer to: second",
+    ]
+    status, headers, _ = await turn(http, sc.url, "brand new", "born-in-outage")
+    assert (status, headers["X-Sidecar-Degraded"]) == (200, "redis")
+    assert await pg_value(pg_dsn, "SELECT count(*) FROM messages") == 8
+
+    redis_server.start()  # with its old (now stale) copy of the session, from the AOF
+
+    async def degraded() -> str | None:
+        _, headers, _ = await turn(http, sc.url, "ping", "probe")
+        return headers.get("X-Sidecar-Degraded")
+
+    await wait_until(degraded, lambda d: d is None, timeout_s=10, what="normal service")
+    status, headers, _ = await turn(http, sc.url, "after outage", sid)
+    assert status == 200
+    assert "X-Sidecar-Degraded" not in headers
+    history = upstream.requests_to("/api/tasks")[-1].json["history"]
+    assert [m["content"] for m in history][-2:] == ["during outage", "answer to: during outage"]
+    assert len(history) == 6
+    # The new session's outage turn is there too.
+    await turn(http, sc.url, "again", "born-in-outage")
+    history = upstream.requests_to("/api/tasks")[-1].json["history"]
+    assert [m["content"] for m in history] == ["brand new", "answer to: brand new"]
+
+
+async def test_hung_redis_costs_a_request_one_timeout_then_service_resumes(
+    start_sidecar: Any,
+    upstream: FakeUpstream,
+    http: aiohttp.ClientSession,
+    pg_dsn: str,
+    redis_server: TemporaryRedis,
+) -> None:
+    timeout_s = 0.3
+    sc = await start_sidecar(
+        redis={
+            "socket_timeout_s": timeout_s,
+            "connect_timeout_s": timeout_s,
+            "breaker_reset_s": 0.5,
+        }
+    )
+    sid = "hung"
+    await turn(http, sc.url, "before", sid)
+    await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
+
+    redis_server.pause()
+    try:
+        for i in range(6):
+            started = time.monotonic()
+            status, headers, _ = await turn(http, sc.url, f"while frozen {i}", sid, timeout_s=10)
+            elapsed = time.monotonic() - started
+            assert status == 200
+            assert "redis" in headers["X-Sidecar-Degraded"]
+            # One socket timeout at most (then the breaker skips Redis), plus PostgreSQL's time.
+            assert elapsed < timeout_s + 1.0, elapsed
+    finally:
+        redis_server.resume()
+
+    async def degraded() -> str | None:
+        _, headers, _ = await turn(http, sc.url, "ping", "probe-hung")
+        return headers.get("X-Sidecar-Degraded")
+
+    await wait_until(degraded, lambda d: d is None, timeout_s=10, what="normal service")
+    await turn(http, sc.url, "after", sid)
+    contents = [m["content"] for m in upstream.requests_to("/api/tasks")[-1].json["history"]]
+    assert [c for c in contents if not c.startswith("answer")] == [
+        "before",
+        *(f"while frozen {i}" for i in range(6)),
+    ]
+
+
+async def test_poison_entry_is_dead_lettered_and_the_rest_written(
+    start_sidecar: Any,
+    upstream: FakeUpstream,
+    http: aiohttp.ClientSession,
+    pg_dsn: str,
+    redis_url: str,
+    postgres_server: TemporaryPostgres,
+    sidecar_config: dict[str, Any],
+) -> None:
+    sc = await start_sidecar()
+    await turn(http, sc.url, "hello", "poison")
+    await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
+    prefix = sidecar_config["redis"]["key_prefix"]
+
+    postgres_server.stop()  # so the poison and good turns land in one batch
+    for i in range(4):
+        assert (await turn(http, sc.url, f"good {i}", "poison"))[0] == 200
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        outbox = await anext(client.scan_iter(match=f"{prefix}:*:outbox"))
+        bad = {
+            "tenant": "anonymous",
+            "session_id": "poison",
+            "turn_id": "6f1c9a52-0b9e-4c57-9d0e-0d5b2f0c0001",
+            "messages": [
+                [
+                    "6f1c9a52-0b9e-4c57-9d0e-0d5b2f0c0002",
+                    "system",
+                    "not a role",
+                    "2026-01-01T00:00:00Z",
+                    1,
+                ],
+                [
+                    "6f1c9a52-0b9e-4c57-9d0e-0d5b2f0c0003",
+                    "assistant",
+                    "x",
+                    "2026-01-01T00:00:00Z",
+                    1,
+                ],
+            ],
+            "usage": ["m", 1, 1, 2],
+            "context": {},
+            "partial": False,
+            "at": "2026-01-01T00:00:00Z",
+        }
+        await client.xadd(outbox, {"kind": "turn", "seq": 900, "data": orjson.dumps(bad)})
+        for i in range(4, 6):
+            assert (await turn(http, sc.url, f"good {i}", "poison"))[0] == 200
+        postgres_server.start()
+
+        await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 14)
+        dead = await wait_until(
+            lambda: client.xrange(f"{prefix}:dead-letters"),
+            lambda r: len(r) == 1,
+            what="one dead letter",
+        )
+        fields = dead[0][1]
+        assert orjson.loads(fields[b"data"])["session_id"] == "poison"
+        assert b"CheckViolation" in fields[b"error"]
+        assert (
+            await pg_value(pg_dsn, "SELECT count(*) FROM messages WHERE content = 'not a role'")
+            == 0
+        )
+        async with http.get(f"{sc.url}/_sidecar/metrics") as r:
+            assert "sidecar_writer_dead_letters_total 1.0" in await r.text()
+        # Nothing is left waiting behind it.
+        await wait_until(
+            lambda: _outbox_length(client, prefix), lambda n: n == 0, what="an empty outbox"
+        )
+    finally:
+        await client.aclose()
+
+
+async def _outbox_length(client: aioredis.Redis, prefix: str) -> int:
+    total = 0
+    async for key in client.scan_iter(match=f"{prefix}:*:outbox"):
+        total += await client.xlen(key)
+    return total
+
+
+async def test_both_stores_down_journals_the_turn_and_replays_it(
+    start_sidecar: Any,
+    upstream: FakeUpstream,
+    http: aiohttp.ClientSession,
+    pg_dsn: str,
+    redis_server: TemporaryRedis,
+    postgres_server: TemporaryPostgres,
+    tmp_path: Any,
+) -> None:
+    journal = tmp_path / "journal.jsonl"
+    sc = await start_sidecar(writer={"journal_path": str(journal)}, redis={"breaker_reset_s": 0.5})
+    await turn(http, sc.url, "before", "journaled")
+    await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
+
+    redis_server.stop()
+    postgres_server.stop()
+    try:
+        status, headers, _ = await turn(http, sc.url, "nobody home", "journaled")
+        assert status == 200
+        assert headers["X-Sidecar-Degraded"] == "postgres,redis"
+        assert journal.exists()
+    finally:
+        postgres_server.start()
+        redis_server.start()
+    await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 4, timeout_s=30)
+    assert (
+        await pg_value(pg_dsn, "SELECT count(*) FROM messages WHERE content = 'nobody home'") == 1
+    )
+    await wait_until(lambda: _async(journal.exists()), lambda e: not e, what="journal emptied")
