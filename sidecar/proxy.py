@@ -16,7 +16,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from .errors import UpstreamTimeout, UpstreamUnavailable
+from .errors import NotFound, UpstreamTimeout, UpstreamUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,12 @@ HOP_BY_HOP = frozenset(
         "Upgrade",
     )
 )
+
+# The sidecar's own endpoints live under this prefix; nothing under it is ever forwarded.
+SIDECAR_PREFIX = "/_sidecar"
+
+# Request bodies in these encodings are decoded by aiohttp's server before a handler reads them.
+SERVER_DECODED_ENCODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
 
 
 def _connection_listed(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
@@ -183,9 +189,16 @@ class Forwarder:
         self.base = URL(base_url)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path == SIDECAR_PREFIX or path.startswith(SIDECAR_PREFIX + "/"):
+            raise NotFound(f"no such sidecar endpoint: {path}")
         url = upstream_url(self.base, request)
         data = request.content if request.body_exists else None
-        headers = upstream_request_headers(request)
+        # A compressed body arrives here already decoded: send it upstream as what it now is,
+        # not under the Content-Encoding and Content-Length that described the encoded bytes.
+        encoding = request.headers.get("Content-Encoding", "").strip().lower()
+        decoded = data is not None and encoding in SERVER_DECODED_ENCODINGS
+        headers = upstream_request_headers(request, body_changed=decoded)
         async with open_upstream(self.client, request.method, url, headers, data) as up:
             resp, _ = await relay_response(request, up, client_response_headers(up))
             return resp
