@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -143,18 +143,32 @@ async def open_upstream(
 ChunkObserver = Callable[[bytes], None]
 
 
+class ChunkFilter(Protocol):
+    """Rewrites a streamed body on its way to the client, holding back as little as it can."""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The bytes to send now for ``chunk`` (possibly empty, held until more arrives)."""
+        ...
+
+    def flush(self) -> bytes:
+        """What is still held back once the upstream body has ended."""
+        ...
+
+
 async def relay_response(
     request: web.Request,
     upstream: aiohttp.ClientResponse,
     headers: CIMultiDict[str],
     *,
     observe: ChunkObserver | None = None,
+    transform: ChunkFilter | None = None,
     before_start: Callable[[web.StreamResponse], Awaitable[None]] | None = None,
 ) -> tuple[web.StreamResponse, bool]:
     """Stream the upstream's answer to the client as it arrives.
 
     Returns the response and whether the upstream body was relayed to its end. A client that goes
-    away, or an upstream that stops mid-body, ends the relay early (``False``).
+    away, or an upstream that stops mid-body, ends the relay early (``False``). ``observe`` sees
+    every chunk as the upstream sent it; ``transform`` may change what the client is sent.
     """
     resp = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=headers)
     if before_start is not None:
@@ -164,7 +178,13 @@ async def relay_response(
         async for chunk in upstream.content.iter_any():
             if observe is not None:
                 observe(chunk)
+            if transform is not None:
+                chunk = transform.feed(chunk)
+                if not chunk:
+                    continue
             await resp.write(chunk)
+        if transform is not None and (rest := transform.flush()):
+            await resp.write(rest)
     except (ConnectionResetError, aiohttp.ClientConnectionResetError):
         log.debug("client went away mid-response: %s %s", request.method, request.path)
         return resp, False

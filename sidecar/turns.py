@@ -1,5 +1,10 @@
 """The path of one intercepted turn: parse, load the session, resolve the context, forward with
-history injected, read the answer as it passes, and record the turn."""
+history injected, read the answer as it passes, and record the turn.
+
+Answers come three ways: a JSON body (read whole, then relayed), a Server-Sent Events stream
+(relayed chunk by chunk while a parser reads a copy) and, on tasks routes, an asynchronous task
+(remembered, and recorded when the client reads its result through ``GET <route>/{task_id}``).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +13,9 @@ import logging
 import time
 import uuid
 import zoneinfo
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import orjson
@@ -17,13 +23,14 @@ from aiohttp import web
 from yarl import URL
 
 from .adapters.base import Adapter, Incoming, Injection
-from .adapters.sse import SSEAccumulator
+from .adapters.sse import SSEAccumulator, UsageChunkFilter
 from .config import Config
 from .context import Extractor, estimate_tokens
 from .errors import PayloadTooLarge, StoreUnavailable
 from .identity import resolve_tenant
 from .metrics import Metrics
 from .proxy import (
+    ChunkFilter,
     client_response_headers,
     open_upstream,
     relay_response,
@@ -33,11 +40,23 @@ from .proxy import (
 from .session.manager import SessionService
 from .session.model import SessionKey, SessionSnapshot, Turn, Usage, new_message
 from .session.window import history_window
+from .tasks_async import (
+    FAILED_STATUSES,
+    RUNNING_STATUSES,
+    PendingTask,
+    TaskRegistry,
+    task_id_of,
+    task_status,
+)
 
 log = logging.getLogger(__name__)
 
 # Answers larger than this are relayed but not parsed for memory.
 MAX_PARSED_ANSWER = 32 * 1024 * 1024
+# The path parameter of a task poll route: ``<route>/{task_id}``.
+TASK_ID_PARAM = "/{task_id}"
+
+T = TypeVar("T")
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -83,7 +102,7 @@ class Clock:
 
 
 class TurnRoute:
-    """The handler of one intercepted route."""
+    """The handler of one intercepted route (and, on tasks routes, of its task polls)."""
 
     def __init__(
         self,
@@ -101,6 +120,9 @@ class TurnRoute:
         self.extractor = extractor
         self.metrics = metrics
         self.base = URL(config.upstream.url)
+        self.tasks = TaskRegistry(sessions.redis) if adapter.async_tasks else None
+        # Commits running under shield; referenced so none is collected mid-way.
+        self._commits: set[asyncio.Task[Any]] = set()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         clock = Clock()
@@ -114,6 +136,8 @@ class TurnRoute:
         headers = upstream_request_headers(request, body_changed=True)
         headers["Content-Type"] = "application/json"
         headers["X-Session-ID"] = prepared.key.session_id
+        # The answer is read for memory; an encoding the sidecar does not decode would hide it.
+        headers.popall("Accept-Encoding", None)
         url = upstream_url(self.base, request)
         data = orjson.dumps(prepared.forward_body)
         clock.pause()
@@ -192,6 +216,8 @@ class TurnRoute:
             text, usage = self.adapter.answer(parsed)
             if text is not None:
                 await self._record(prepared, text, usage, partial=False)
+            elif self.tasks is not None and (task_id := task_id_of(parsed)) is not None:
+                await self._remember_task(request, task_id, prepared)
         self._finish_headers(headers, prepared, clock)
         self.metrics.requests.labels(self.adapter.name, str(up.status)).inc()
         return web.Response(status=up.status, reason=up.reason, body=body, headers=headers)
@@ -205,14 +231,27 @@ class TurnRoute:
         clock: Clock,
         hide_usage: bool,
     ) -> web.StreamResponse:
+        """Relay an SSE answer chunk by chunk while a parser reads a copy, then record the turn.
+
+        A stream cut short (the client went away, or the upstream stopped) is recorded as far as
+        it got, marked ``partial``: that text was generated and shown to the user, and the next
+        turn ("go on", "that is not what I asked") refers to it; forgetting it would make the
+        conversation incoherent. It is recorded once: this is the only place a stream's turn is
+        committed, and a retry with the same ``Idempotency-Key`` finds it recorded already.
+        A stream whose events said the answer was whole (``[DONE]``, a final event with the
+        full result, a ``finish_reason``) is not partial even if its connection ended early.
+        """
         acc = SSEAccumulator()
+        transform: ChunkFilter | None = UsageChunkFilter() if hide_usage else None
         headers["X-Accel-Buffering"] = "no"
         self._finish_headers(headers, prepared, clock)
         clock.pause()
-        resp, complete = await relay_response(request, up, headers, observe=acc.feed)
-        if 200 <= up.status < 300 and acc.text:
-            # A stream cut short is recorded as far as it got, marked partial: the user saw it.
-            await self._record(prepared, acc.text, acc.result_usage(), partial=not complete)
+        resp, complete = await relay_response(
+            request, up, headers, observe=acc.feed, transform=transform
+        )
+        if 200 <= up.status < 300 and acc.text and not acc.tool_calls:
+            partial = not (complete or acc.finished)
+            await self._record(prepared, acc.text, acc.result_usage(), partial=partial)
         self.metrics.requests.labels(self.adapter.name, str(up.status)).inc()
         return resp
 
@@ -225,29 +264,147 @@ class TurnRoute:
         self.metrics.overhead.observe(clock.spent)
 
     async def _record(self, prepared: Prepared, text: str, usage: Usage, *, partial: bool) -> None:
-        query = prepared.incoming.query
-        user = new_message("user", query, usage_or_estimate(None, query))
+        await self._commit(
+            prepared.key,
+            prepared.incoming.query,
+            text,
+            usage,
+            context_patch=prepared.context_patch,
+            idempotency_key=prepared.idempotency_key,
+            partial=partial,
+            degraded=prepared.degraded,
+        )
+
+    async def _commit(
+        self,
+        key: SessionKey,
+        query: str,
+        text: str,
+        usage: Usage,
+        *,
+        context_patch: dict[str, Any],
+        idempotency_key: str | None,
+        partial: bool,
+        degraded: list[str],
+        asked_at: str | None = None,
+    ) -> bool:
+        """Record one turn; False when no store took it (``unrecorded`` is added to ``degraded``)."""
+        user = new_message("user", query, usage_or_estimate(None, query), asked_at)
         assistant = new_message(
             "assistant", text, usage_or_estimate(usage.completion_tokens or None, text)
         )
         turn = Turn(
-            key=prepared.key,
+            key=key,
             user=user,
             assistant=assistant,
             usage=usage,
-            context_patch=prepared.context_patch,
-            idempotency_key=prepared.idempotency_key,
+            context_patch=context_patch,
+            idempotency_key=idempotency_key,
             partial=partial,
         )
         # The client may go away now; the turn it was answered must still be recorded whole.
         try:
-            result = await asyncio.shield(self.sessions.commit(turn))
+            result = await self._shielded(self.sessions.commit(turn))
         except StoreUnavailable:
-            prepared.degraded.append("unrecorded")
-            return
+            degraded.append("unrecorded")
+            return False
         if result.degraded:
-            prepared.degraded.append(result.degraded)
+            degraded.append(result.degraded)
             self.metrics.degraded.labels(result.degraded).inc()
+        return True
+
+    async def _shielded(self, coro: Coroutine[Any, Any, T]) -> T:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._commits.add(task)
+        task.add_done_callback(self._commits.discard)
+        return await asyncio.shield(task)
+
+    # --- asynchronous tasks ----------------------------------------------------------------------
+
+    async def _remember_task(self, request: web.Request, task_id: str, prepared: Prepared) -> None:
+        """Keep what the task's turn needs until the client reads its result."""
+        assert self.tasks is not None
+        task = PendingTask(
+            tenant=prepared.key.tenant,
+            session_id=prepared.key.session_id,
+            query=prepared.incoming.query,
+            context_patch=prepared.context_patch,
+            # The client's key when it gave one (a resubmission is then one turn too), else
+            # one per task: however often the task is read, its turn is recorded once.
+            idempotency_key=prepared.idempotency_key or f"task:{task_id}",
+        )
+        if not await self._shielded(self.tasks.remember(_route_of(request), task_id, task)):
+            prepared.degraded.append("unrecorded")
+
+    async def poll_task(self, request: web.Request) -> web.StreamResponse:
+        """``GET <route>/{task_id}``: passed through; the answer of a task the sidecar remembers
+        is read, and once it shows the result the turn is recorded (once) and the task forgotten.
+        """
+        task_id = request.match_info["task_id"]
+        route = _route_of(request)
+        tenant = resolve_tenant(request, trust_headers=self.config.identity.trust_headers)
+        pending = await self.tasks.lookup(tenant, route, task_id) if self.tasks else None
+        url = upstream_url(self.base, request)
+        headers = upstream_request_headers(request)
+        data = request.content if request.body_exists else None
+        if pending is None:
+            async with open_upstream(self.client, request.method, url, headers, data) as up:
+                resp, _ = await relay_response(request, up, client_response_headers(up))
+                return resp
+
+        headers.popall("Accept-Encoding", None)
+        async with open_upstream(self.client, request.method, url, headers, data) as up:
+            if up.content_type == "text/event-stream" or (
+                up.content_length is not None and up.content_length > MAX_PARSED_ANSWER
+            ):
+                resp, _ = await relay_response(request, up, client_response_headers(up))
+                return resp
+            body = await up.read()
+            out_headers = client_response_headers(up, body_changed=True)
+            out_headers["X-Session-ID"] = pending.session_id
+            degraded: list[str] = []
+            if 200 <= up.status < 300:
+                await self._task_answer(route, task_id, pending, body, degraded)
+            if degraded:
+                out_headers["X-Sidecar-Degraded"] = ",".join(sorted(set(degraded)))
+            self.metrics.requests.labels(self.adapter.name, str(up.status)).inc()
+            return web.Response(status=up.status, reason=up.reason, body=body, headers=out_headers)
+
+    async def _task_answer(
+        self, route: str, task_id: str, pending: PendingTask, body: bytes, degraded: list[str]
+    ) -> None:
+        assert self.tasks is not None
+        try:
+            parsed: Any = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return
+        status = task_status(parsed)
+        if status in FAILED_STATUSES:
+            await self.tasks.forget(pending.tenant, route, task_id)
+            return
+        text, usage = self.adapter.answer(parsed)
+        if text is None or status in RUNNING_STATUSES:
+            return
+        recorded = await self._commit(
+            pending.key,
+            pending.query,
+            text,
+            usage,
+            context_patch=pending.context_patch,
+            idempotency_key=pending.idempotency_key,
+            partial=False,
+            degraded=degraded,
+            asked_at=pending.submitted_at,
+        )
+        if recorded:
+            await self._shielded(self.tasks.forget(pending.tenant, route, task_id))
+
+
+def _route_of(request: web.Request) -> str:
+    """The configured path of the route a request came in by (a task poll's without its id)."""
+    resource = request.match_info.route.resource
+    canonical = resource.canonical if resource is not None else request.path
+    return canonical.removesuffix(TASK_ID_PARAM).rstrip("/")
 
 
 def usage_or_estimate(reported: int | None, text: str) -> int:

@@ -31,6 +31,8 @@ class Injection:
 
 class Adapter(Protocol):
     name: str
+    # Whether an answer may be an asynchronous task (a ``task_id``, the result read later).
+    async_tasks: bool
 
     def parse(self, raw: bytes, headers: Any) -> Incoming: ...
 

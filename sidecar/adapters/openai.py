@@ -2,7 +2,9 @@
 
 The session is named by ``X-Session-ID`` (or the body's ``user`` field when configured). Stored
 history goes after the leading system messages and before the request's own messages, minus what
-the client already re-sent. Only the new user message and the answer are recorded.
+the client already re-sent. Only the new user message and the answer are recorded. Streams ask the
+upstream for usage (``stream_options.include_usage``); the turn pipeline hides the extra usage chunk
+from a client that did not ask for it. Tool calls and multi-part contents are forwarded untouched.
 """
 
 from __future__ import annotations
@@ -12,11 +14,13 @@ from typing import Any
 
 from ..errors import BadRequest
 from ..session.model import Message, Usage
-from .answers import answer_text, read_usage
+from .answers import answer_text, dig, read_usage
 from .base import Incoming, Injection
 from .tasks import parse_json_object, validate_session_id
 
 SYSTEM_ROLES = ("system", "developer")
+# Roles a request may end with: a new question, or the results of the tools the model called.
+TURN_ENDS = ("user", "tool", "function")
 
 
 def content_text(content: Any) -> str:
@@ -60,6 +64,7 @@ def missing_history(stored: Sequence[Message], sent_prior: Sequence[Any]) -> Seq
 
 class OpenAIAdapter:
     name = "openai"
+    async_tasks = False
 
     def __init__(self, *, session_from_user: bool = False) -> None:
         self.session_from_user = session_from_user
@@ -70,8 +75,18 @@ class OpenAIAdapter:
         if not isinstance(messages, list) or not messages:
             raise BadRequest("messages must be a non-empty list", code="invalid_messages")
         last = messages[-1]
-        if not isinstance(last, dict) or last.get("role") != "user":
-            raise BadRequest("the last message must be the user's", code="invalid_messages")
+        if not isinstance(last, dict) or last.get("role") not in TURN_ENDS:
+            raise BadRequest(
+                "the last message must be the user's or a tool's result", code="invalid_messages"
+            )
+        # After tool results the turn is still the user's last question; its answer is recorded
+        # with it once the model answers in text.
+        question = next(
+            (m for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"),
+            None,
+        )
+        if question is None:
+            raise BadRequest("the messages hold no user message", code="invalid_messages")
         session_id = headers.get("X-Session-ID") or None
         if session_id is None and self.session_from_user and isinstance(body.get("user"), str):
             session_id = body["user"] or None
@@ -79,7 +94,7 @@ class OpenAIAdapter:
             session_id = validate_session_id(session_id)
         return Incoming(
             body=body,
-            query=content_text(last.get("content")),
+            query=content_text(question.get("content")),
             session_id=session_id,
             stream=body.get("stream") is True,
         )
@@ -104,6 +119,13 @@ class OpenAIAdapter:
         return body
 
     def answer(self, body: Any) -> tuple[str | None, Usage]:
+        """The answer's text, or None while the model is asking for tool calls: the turn is
+        recorded when the answer that follows the tools' results arrives."""
+        message = dig(body, "choices.0.message")
+        if isinstance(message, dict) and (
+            message.get("tool_calls") or message.get("function_call")
+        ):
+            return None, read_usage(body)
         return answer_text(body, ("choices.0.message.content",)), read_usage(body)
 
     def prepare_stream(self, body: dict[str, Any]) -> bool:

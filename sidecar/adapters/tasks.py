@@ -37,6 +37,7 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
 
 class TasksAdapter:
     name = "tasks"
+    async_tasks = True
 
     def __init__(self, answer_paths: Sequence[str]) -> None:
         self.answer_paths = tuple(answer_paths)

@@ -1,0 +1,216 @@
+"""Shannon-style asynchronous tasks: a submitted task's turn is recorded once, when the client
+reads its result through the sidecar."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import asyncpg
+import redis.asyncio as aioredis
+from aiohttp import web
+
+from sidecar.devservices import TemporaryRedis
+from sidecar.store.keys import KeySpace
+from tests.harness import FakeUpstream, answer_text
+
+TASKS = "/api/tasks"
+
+
+async def wait_for(probe: Callable[[], Awaitable[Any]], what: str, timeout_s: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last: {result!r}")
+        await asyncio.sleep(0.05)
+
+
+async def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def messages_of(dsn: str, session_id: str, n: int) -> list[asyncpg.Record]:
+    async def probe() -> list[asyncpg.Record]:
+        rows = await fetch(
+            dsn,
+            "SELECT role, content, partial FROM messages WHERE session_id = $1 ORDER BY seq",
+            session_id,
+        )
+        return rows if len(rows) >= n else []
+
+    return list(await wait_for(probe, f"{n} messages of {session_id}"))
+
+
+async def usage_of(dsn: str, session_id: str) -> list[dict[str, int]]:
+    rows = await fetch(
+        dsn,
+        "SELECT prompt_tokens, completion_tokens, total_tokens FROM token_usage"
+        " WHERE session_id = $1 ORDER BY created_at",
+        session_id,
+    )
+    return [dict(r) for r in rows]
+
+
+async def submit(http: aiohttp.ClientSession, url: str, query: str, sid: str) -> str:
+    async with http.post(url + TASKS, json={"query": query, "session_id": sid}) as resp:
+        assert resp.status == 202
+        assert resp.headers["X-Session-ID"] == sid
+        body = await resp.json()
+    task_id = body["task_id"]
+    assert isinstance(task_id, str)
+    return task_id
+
+
+async def poll(http: aiohttp.ClientSession, url: str, task_id: str) -> tuple[int, Any]:
+    async with http.get(f"{url}{TASKS}/{task_id}") as resp:
+        return resp.status, await resp.json()
+
+
+async def sync_turn(
+    http: aiohttp.ClientSession, url: str, upstream: FakeUpstream, query: str, sid: str
+) -> None:
+    upstream.tasks_mode = "json"
+    async with http.post(url + TASKS, json={"query": query, "session_id": sid}) as resp:
+        assert resp.status == 200
+        await resp.read()
+
+
+async def test_task_recorded_once_when_its_result_is_read(
+    start_sidecar: Any, upstream: FakeUpstream, pg_dsn: str, http: aiohttp.ClientSession
+) -> None:
+    sidecar = await start_sidecar()
+    upstream.tasks_mode = "async"
+    upstream.tasks_async_polls = 3
+    sid = f"at-{uuid.uuid4().hex[:8]}"
+    q = "What is the weather in Paris?"
+    task_id = await submit(http, sidecar.url, q, sid)
+
+    statuses = [await poll(http, sidecar.url, task_id) for _ in range(3)]
+    assert [s for s, _ in statuses] == [200, 200, 200]
+    assert [b["status"] for _, b in statuses] == ["running", "running", "completed"]
+    assert statuses[2][1]["result"] == answer_text(q)
+
+    rows = await messages_of(pg_dsn, sid, 2)
+    assert [(r["role"], r["content"], r["partial"]) for r in rows] == [
+        ("user", q, False),
+        ("assistant", answer_text(q), False),
+    ]
+    assert await usage_of(pg_dsn, sid) == upstream.reported_usage
+
+    # Reading it again, even many at once, records nothing more.
+    again = await asyncio.gather(*(poll(http, sidecar.url, task_id) for _ in range(5)))
+    assert all(s == 200 and b["status"] == "completed" for s, b in again)
+
+    # The next turn sees the task's exchange in its history, and lands right after it.
+    await sync_turn(http, sidecar.url, upstream, "Thank you", sid)
+    history = upstream.requests_to(TASKS)[-1].json["history"]
+    assert [(h["role"], h["content"]) for h in history] == [
+        ("user", q),
+        ("assistant", answer_text(q)),
+    ]
+    rows = await messages_of(pg_dsn, sid, 4)
+    assert len(rows) == 4
+    assert [r["content"] for r in rows[2:]] == ["Thank you", answer_text("Thank you")]
+    assert len(await usage_of(pg_dsn, sid)) == 2
+
+
+async def test_concurrent_first_reads_record_once(
+    start_sidecar: Any, upstream: FakeUpstream, pg_dsn: str, http: aiohttp.ClientSession
+) -> None:
+    sidecar = await start_sidecar()
+    upstream.tasks_mode = "async"
+    upstream.tasks_async_polls = 1  # completed from the first read on
+    sid = f"at-{uuid.uuid4().hex[:8]}"
+    task_id = await submit(http, sidecar.url, "Weather in Rome?", sid)
+    answers = await asyncio.gather(*(poll(http, sidecar.url, task_id) for _ in range(6)))
+    assert all(b["status"] == "completed" for _, b in answers)
+
+    await sync_turn(http, sidecar.url, upstream, "Thanks", sid)
+    rows = await messages_of(pg_dsn, sid, 4)
+    assert [r["content"] for r in rows] == [
+        "Weather in Rome?",
+        answer_text("Weather in Rome?"),
+        "Thanks",
+        answer_text("Thanks"),
+    ]
+
+
+async def test_unknown_tasks_pass_through_untouched(
+    start_sidecar: Any, upstream: FakeUpstream, pg_dsn: str, http: aiohttp.ClientSession
+) -> None:
+    sidecar = await start_sidecar()
+    # No such task anywhere: the upstream's 404 comes back as it was.
+    status, body = await poll(http, sidecar.url, "no-such-task")
+    assert (status, body) == (404, {"error": "task not found"})
+
+    # A task submitted to the upstream directly: its result passes through, nothing recorded.
+    upstream.tasks_mode = "async"
+    upstream.tasks_async_polls = 1
+    async with http.post(
+        upstream.url + TASKS, json={"query": "direct", "session_id": "elsewhere"}
+    ) as resp:
+        task_id = (await resp.json())["task_id"]
+    async with http.get(f"{sidecar.url}{TASKS}/{task_id}?verbose=1") as resp:
+        assert resp.status == 200
+        assert "X-Session-ID" not in resp.headers
+        assert (await resp.json())["result"] == answer_text("direct")
+    forwarded = upstream.requests_to(f"{TASKS}/{task_id}")[-1]
+    assert forwarded.query_string == "verbose=1"
+
+    # A later turn of that session id proves no turn was recorded for it.
+    await sync_turn(http, sidecar.url, upstream, "hello", "elsewhere")
+    rows = await messages_of(pg_dsn, "elsewhere", 2)
+    assert [r["content"] for r in rows] == ["hello", answer_text("hello")]
+
+
+async def test_remembered_task_expires(
+    start_sidecar: Any, upstream: FakeUpstream, redis_url: str, http: aiohttp.ClientSession
+) -> None:
+    sidecar = await start_sidecar()
+    upstream.tasks_mode = "async"
+    upstream.tasks_async_polls = 2
+    task_id = await submit(http, sidecar.url, "q", f"at-{uuid.uuid4().hex[:8]}")
+    cfg = sidecar.config.redis
+    key = KeySpace(cfg.key_prefix, cfg.partitions).task("anonymous", TASKS, task_id)
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        ttl = await client.ttl(key)
+        assert 23 * 3600 < ttl <= 24 * 3600
+        await poll(http, sidecar.url, task_id)
+        await poll(http, sidecar.url, task_id)  # completed: recorded and forgotten
+        assert await client.exists(key) == 0
+    finally:
+        await client.aclose()
+
+
+async def test_redis_down_while_remembering_still_serves(
+    start_sidecar: Any,
+    upstream: FakeUpstream,
+    redis_server: TemporaryRedis,
+    http: aiohttp.ClientSession,
+) -> None:
+    sidecar = await start_sidecar()
+
+    async def accept_then_lose_redis(request: web.Request, body: Any) -> web.StreamResponse:
+        redis_server.stop()
+        return web.json_response({"task_id": "task-x", "status": "queued"}, status=202)
+
+    upstream.tasks_handler = accept_then_lose_redis
+    try:
+        async with http.post(sidecar.url + TASKS, json={"query": "q", "session_id": "s"}) as resp:
+            assert resp.status == 202
+            assert await resp.json() == {"task_id": "task-x", "status": "queued"}
+            assert "unrecorded" in resp.headers["X-Sidecar-Degraded"]
+    finally:
+        redis_server.ensure_running()

@@ -1,0 +1,335 @@
+"""The ``openai`` adapter through the official ``openai`` SDK: memory, streams, usage, re-sent history."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import asyncpg
+import openai
+import pytest
+from aiohttp import web
+
+from sidecar.adapters.openai import missing_history
+from sidecar.session.model import new_message
+from tests.harness import FakeUpstream, answer_text
+
+CHAT = "/v1/chat/completions"
+SYSTEM = {"role": "system", "content": "You are terse."}
+
+
+async def wait_for(probe: Callable[[], Awaitable[Any]], what: str, timeout_s: float = 15.0) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last: {result!r}")
+        await asyncio.sleep(0.05)
+
+
+async def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return list(await conn.fetch(sql, *args))
+    finally:
+        await conn.close()
+
+
+async def stored_turns(dsn: str, session_id: str, n_messages: int) -> list[asyncpg.Record]:
+    """The session's messages once ``n_messages`` of them (and the last turn's usage) are written."""
+
+    async def probe() -> list[asyncpg.Record]:
+        rows = await fetch(
+            dsn,
+            "SELECT role, content, partial FROM messages WHERE session_id = $1 ORDER BY seq",
+            session_id,
+        )
+        return rows if len(rows) >= n_messages else []
+
+    return list(await wait_for(probe, f"{n_messages} messages of {session_id}"))
+
+
+async def usage_rows(dsn: str, session_id: str, n: int) -> list[asyncpg.Record]:
+    async def probe() -> list[asyncpg.Record]:
+        rows = await fetch(
+            dsn,
+            "SELECT model, prompt_tokens, completion_tokens, total_tokens FROM token_usage"
+            " WHERE session_id = $1 ORDER BY created_at",
+            session_id,
+        )
+        return rows if len(rows) >= n else []
+
+    return list(await wait_for(probe, f"{n} usage rows of {session_id}"))
+
+
+def sdk(url: str, session_id: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(
+        base_url=url + "/v1",
+        api_key="k",
+        default_headers={"X-Session-ID": session_id},
+        max_retries=0,
+    )
+
+
+def sent_messages(upstream: FakeUpstream, i: int) -> list[dict[str, Any]]:
+    body = upstream.requests_to(CHAT)[i].json
+    assert isinstance(body, dict)
+    return list(body["messages"])
+
+
+def as_usage(row: asyncpg.Record) -> dict[str, int]:
+    return {
+        "prompt_tokens": row["prompt_tokens"],
+        "completion_tokens": row["completion_tokens"],
+        "total_tokens": row["total_tokens"],
+    }
+
+
+async def test_sdk_json_calls_share_memory(
+    start_sidecar: Any, upstream: FakeUpstream, pg_dsn: str
+) -> None:
+    sidecar = await start_sidecar()
+    sid = f"oa-{uuid.uuid4().hex[:8]}"
+    async with sdk(sidecar.url, sid) as client:
+        first = await client.chat.completions.create(
+            model="fake-1", messages=[SYSTEM, {"role": "user", "content": "Weather in Paris?"}]
+        )
+        second = await client.chat.completions.create(
+            model="fake-1", messages=[SYSTEM, {"role": "user", "content": "And tomorrow?"}]
+        )
+    a1 = answer_text("Weather in Paris?")
+    assert first.choices[0].message.content == a1
+    assert second.choices[0].message.content == answer_text("And tomorrow?")
+    assert first.usage is not None
+    assert first.usage.total_tokens == upstream.reported_usage[0]["total_tokens"]
+
+    # The stored exchange goes after the system message, before the request's own message.
+    assert sent_messages(upstream, 1) == [
+        SYSTEM,
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": a1},
+        {"role": "user", "content": "And tomorrow?"},
+    ]
+
+    rows = await stored_turns(pg_dsn, sid, 4)
+    assert [(r["role"], r["content"], r["partial"]) for r in rows] == [
+        ("user", "Weather in Paris?", False),
+        ("assistant", a1, False),
+        ("user", "And tomorrow?", False),
+        ("assistant", answer_text("And tomorrow?"), False),
+    ]
+    usage = await usage_rows(pg_dsn, sid, 2)
+    assert [as_usage(r) for r in usage] == upstream.reported_usage
+    assert {r["model"] for r in usage} == {"fake-1"}
+
+
+async def test_sdk_streams_with_and_without_usage(
+    start_sidecar: Any, upstream: FakeUpstream, pg_dsn: str
+) -> None:
+    sidecar = await start_sidecar()
+    sid = f"oa-{uuid.uuid4().hex[:8]}"
+    upstream.chat_chunks = 5
+    async with sdk(sidecar.url, sid) as client:
+        # The client asks for usage: it gets the usage chunk.
+        stream = await client.chat.completions.create(
+            model="fake-1",
+            messages=[SYSTEM, {"role": "user", "content": "Weather in Paris?"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        chunks = [c async for c in stream]
+        text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert text == answer_text("Weather in Paris?")
+        usage_chunks = [c for c in chunks if not c.choices]
+        assert len(usage_chunks) == 1
+        assert usage_chunks[0].usage is not None
+        assert usage_chunks[0].usage.total_tokens == upstream.reported_usage[0]["total_tokens"]
+
+        # The client does not ask: the upstream is asked anyway, the client sees no usage chunk.
+        stream = await client.chat.completions.create(
+            model="fake-1",
+            messages=[SYSTEM, {"role": "user", "content": "And tomorrow?"}],
+            stream=True,
+        )
+        chunks = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == answer_text("And tomorrow?")
+    assert all(c.choices for c in chunks), "a usage-only chunk reached the client"
+    assert all(c.usage is None for c in chunks)
+    second = upstream.requests_to(CHAT)[1].json
+    assert second["stream_options"] == {"include_usage": True}
+    assert upstream.reported[1].usage_sent
+
+    assert sent_messages(upstream, 1)[:3] == [
+        SYSTEM,
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": answer_text("Weather in Paris?")},
+    ]
+    rows = await stored_turns(pg_dsn, sid, 4)
+    assert [r["content"] for r in rows] == [
+        "Weather in Paris?",
+        answer_text("Weather in Paris?"),
+        "And tomorrow?",
+        answer_text("And tomorrow?"),
+    ]
+    assert not any(r["partial"] for r in rows)
+    usage = await usage_rows(pg_dsn, sid, 2)
+    assert [as_usage(r) for r in usage] == upstream.reported_usage
+
+
+async def test_resent_conversation_is_neither_duplicated_nor_stored_twice(
+    start_sidecar: Any, upstream: FakeUpstream, pg_dsn: str
+) -> None:
+    sidecar = await start_sidecar()
+    sid = f"oa-{uuid.uuid4().hex[:8]}"
+    u1 = {"role": "user", "content": "Weather in Paris?"}
+    a1 = {"role": "assistant", "content": answer_text("Weather in Paris?")}
+    u2 = {"role": "user", "content": "And tomorrow?"}
+    a2 = {"role": "assistant", "content": answer_text("And tomorrow?")}
+    u3 = {"role": "user", "content": "Thanks"}
+    async with sdk(sidecar.url, sid) as client:
+        await client.chat.completions.create(model="m", messages=[SYSTEM, u1])
+        await client.chat.completions.create(model="m", messages=[SYSTEM, u1, a1, u2])
+        # Streaming too, re-sending everything so far.
+        stream = await client.chat.completions.create(
+            model="m", messages=[SYSTEM, u1, a1, u2, a2, u3], stream=True
+        )
+        _ = [c async for c in stream]
+    assert sent_messages(upstream, 1) == [SYSTEM, u1, a1, u2]
+    assert sent_messages(upstream, 2) == [SYSTEM, u1, a1, u2, a2, u3]
+
+    rows = await stored_turns(pg_dsn, sid, 6)
+    assert [r["content"] for r in rows] == [
+        u1["content"],
+        a1["content"],
+        u2["content"],
+        a2["content"],
+        u3["content"],
+        answer_text("Thanks"),
+    ]
+
+
+async def test_tool_calls_and_multipart_content_pass_untouched(
+    start_sidecar: Any, upstream: FakeUpstream, pg_dsn: str
+) -> None:
+    sidecar = await start_sidecar()
+    sid = f"oa-{uuid.uuid4().hex[:8]}"
+    tool_call = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+    }
+
+    async def ask_for_tool(request: web.Request, body: Any) -> web.StreamResponse:
+        return web.json_response(
+            {
+                "id": "chatcmpl-tool",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": "fake-1",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {
+                            "role": "assistant",
+                            "content": None,
+                            "tool_calls": [tool_call],
+                        },
+                        "finish_reason": "tool_calls",
+                    }
+                ],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+            }
+        )
+
+    question = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "What is the weather "},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+            {"type": "text", "text": "in Paris?"},
+        ],
+    }
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
+    async with sdk(sidecar.url, sid) as client:
+        upstream.chat_handler = ask_for_tool
+        first = await client.chat.completions.create(
+            model="fake-1", messages=[SYSTEM, question], tools=tools
+        )
+        calls = first.choices[0].message.tool_calls
+        assert calls is not None
+        assert calls[0].function.arguments == '{"city": "Paris"}'
+        upstream.chat_handler = None
+        follow_up = [
+            SYSTEM,
+            question,
+            {"role": "assistant", "content": None, "tool_calls": [tool_call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"},
+        ]
+        final = await client.chat.completions.create(
+            model="fake-1", messages=follow_up, tools=tools
+        )
+    assert sent_messages(upstream, 0) == [SYSTEM, question]
+    assert upstream.requests_to(CHAT)[0].json["tools"] == tools
+    assert sent_messages(upstream, 1) == follow_up
+    # The turn is the user's question and the answer in text, recorded once the tools have run.
+    rows = await stored_turns(pg_dsn, sid, 2)
+    assert [(r["role"], r["content"]) for r in rows] == [
+        ("user", "What is the weather in Paris?"),
+        ("assistant", final.choices[0].message.content),
+    ]
+
+
+async def test_session_id_created_when_absent(
+    start_sidecar: Any, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    sidecar = await start_sidecar()
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    async with http.post(sidecar.url + CHAT, json=body) as resp:
+        assert resp.status == 200
+        created = resp.headers["X-Session-ID"]
+    uuid.UUID(created)
+    # Naming it on the next request brings the first exchange back.
+    body["messages"] = [{"role": "user", "content": "again"}]
+    async with http.post(sidecar.url + CHAT, json=body, headers={"X-Session-ID": created}) as resp:
+        assert resp.status == 200
+        assert resp.headers["X-Session-ID"] == created
+    assert sent_messages(upstream, 1) == [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": answer_text("hi")},
+        {"role": "user", "content": "again"},
+    ]
+
+
+def _msgs(*pairs: tuple[str, str]) -> list[Any]:
+    return [new_message(role, text, None) for role, text in pairs]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("sent", "expected"),
+    [
+        ([], ["u1", "a1", "u2", "a2"]),  # nothing re-sent: everything is added
+        ([("user", "u1"), ("assistant", "a1"), ("user", "u2"), ("assistant", "a2")], []),
+        ([("user", "u2"), ("assistant", "a2")], ["u1", "a1"]),  # the client kept the tail
+        ([("user", "other")], ["u1", "a1", "u2", "a2"]),  # unrelated: nothing overlaps
+        ([("user", "u0"), ("assistant", "a0"), ("user", "u1"), ("assistant", "a2")], []),
+    ],
+)
+def test_missing_history_overlap(sent: list[tuple[str, str]], expected: list[str]) -> None:
+    stored = _msgs(("user", "u1"), ("assistant", "a1"), ("user", "u2"), ("assistant", "a2"))
+    prior = [{"role": role, "content": text} for role, text in sent]
+    assert [m.content for m in missing_history(stored, prior)] == expected
