@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from sidecar.app import REDIS_STORE
 from sidecar.config import Config
+from sidecar.context import estimate_tokens
 from sidecar.session.model import Message, SessionKey
 from sidecar.store.redis import CircuitBreaker, RedisSessionStore, make_client
 from tests.harness import FakeUpstream
@@ -403,3 +404,33 @@ async def test_history_load_does_not_grow_with_session_length(
     assert forwarded == {"short": 50, "long": 50}
     # Same window, same cost (allow for the writer's background reads in between).
     assert sent["long"] < sent["short"] * 1.5, sent
+
+
+async def test_token_budget_cuts_the_window_counting_cjk_properly(
+    start_sidecar: Any, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    budget = 60
+    sc = await start_sidecar(session={"history_token_budget": budget})
+    sid = "budget"
+    queries = ["天" * 40, "short one", "third"]
+    for query in queries:
+        await post_turn(http, sc.url, query, sid)
+
+    # Assistant messages cost what the upstream reported; user messages are estimated.
+    costs = []
+    for query, usage in zip(queries[:2], upstream.reported_usage[:2], strict=True):
+        costs += [
+            (query, estimate_tokens(query)),
+            (f"answer to: {query}", usage["completion_tokens"]),
+        ]
+    expected: list[str] = []
+    used = 0
+    for content, cost in reversed(costs):
+        if used + cost > budget:
+            break
+        expected.insert(0, content)
+        used += cost
+    history = [m["content"] for m in tasks_requests(upstream)[2]["history"]]
+    assert history == expected
+    assert estimate_tokens("天" * 40) >= 30  # a CJK character is about a token, not a quarter
+    assert "天" * 40 not in history
