@@ -63,7 +63,7 @@ async def test_postgres_down_while_turns_are_sent_loses_nothing(
     pg_dsn: str,
     postgres_server: TemporaryPostgres,
 ) -> None:
-    sc = await start_sidecar()
+    sc = await start_sidecar(writer={"ready_max_lag": 100})
     sessions = [f"pg-down-{i}" for i in range(20)]
     first = await asyncio.gather(*(turn(http, sc.url, "hello", sid) for sid in sessions))
     assert all(status == 200 for status, _, _ in first)
@@ -80,6 +80,10 @@ async def test_postgres_down_while_turns_are_sent_loses_nothing(
         metrics = await r.text()
     lag = next(line for line in metrics.splitlines() if line.startswith("sidecar_outbox_lag "))
     assert float(lag.split()[1]) >= 150  # the turns wait in the outbox, safe in Redis
+    async with http.get(f"{sc.url}/_sidecar/readyz") as r:
+        assert r.status == 503
+        problems = (await r.json())["problems"]
+    assert any(p.startswith("writer:") and "waiting for PostgreSQL" in p for p in problems)
 
     postgres_server.start()
     await assert_stored_exactly_once(pg_dsn, upstream, 200)
