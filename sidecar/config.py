@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
 
@@ -71,6 +71,7 @@ def _check(fn: Check, default: Any = dataclasses.MISSING) -> Any:
     return field(default=default, metadata={"check": fn})
 
 
+# Masked whole by ``redacted()``; URLs (any field) have only their passwords masked.
 SECRET = {"secret": True}
 
 
@@ -96,7 +97,6 @@ class RedisConfig:
         default="redis://127.0.0.1:6379/0",
         metadata={
             "check": _url_check(("redis", "rediss", "unix"), "a redis:// or rediss:// URL"),
-            **SECRET,
         },
     )
     key_prefix: str = "sidecar"
@@ -115,7 +115,7 @@ class RedisConfig:
 class PostgresConfig:
     dsn: str = field(
         default="postgresql://sidecar@127.0.0.1:5432/sidecar",
-        metadata={"check": _url_check(("postgresql", "postgres"), "a postgresql:// DSN"), **SECRET},
+        metadata={"check": _url_check(("postgresql", "postgres"), "a postgresql:// DSN")},
     )
     migrate_on_start: bool = True
     pool_min_size: int = _check(_non_negative, 1)
@@ -279,6 +279,13 @@ def load_config(
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
+class _EnvText(str):
+    """Text that came from the environment: typed by the key it lands on, not by how it looks
+    (a token ``12345`` or ``true`` stays a string; a port ``8080`` becomes a number)."""
+
+    __slots__ = ()
+
+
 def _interpolate(value: Any, env: Mapping[str, str], path: str) -> Any:
     if isinstance(value, str):
 
@@ -293,9 +300,9 @@ def _interpolate(value: Any, env: Mapping[str, str], path: str) -> Any:
             )
 
         out = _VAR.sub(sub, value)
-        # A value that was entirely a variable is parsed like YAML would parse it (ports, bools).
+        # A value that was entirely a variable is typed when it is built (ports, bools, strings).
         if out != value and _VAR.fullmatch(value):
-            return _scalar_from_text(out)
+            return _EnvText(out)
         return out
     if isinstance(value, Mapping):
         return {k: _interpolate(v, env, _join(path, str(k))) for k, v in value.items()}
@@ -326,7 +333,7 @@ def _apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
                 target = data.setdefault(section.name, {})
                 if not isinstance(target, dict):
                     continue  # reported as a type error when the section is built
-                target[f.name] = _scalar_from_text(env[name])
+                target[f.name] = _EnvText(env[name])
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -354,6 +361,8 @@ def _fail(path: str, message: str) -> ConfigError:
 
 
 def _build(tp: Any, value: Any, path: str) -> Any:
+    if isinstance(value, _EnvText):
+        value = str(value) if tp is str else _scalar_from_text(str(value))
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp) and isinstance(tp, type):
         if not isinstance(value, Mapping):
@@ -423,15 +432,22 @@ def _build(tp: Any, value: Any, path: str) -> Any:
 REDACTED = "***"
 
 
+# Query parameters that carry credentials in DSNs (``?password=...``) and URLs.
+_SECRET_PARAM = re.compile(r"password|secret|token", re.IGNORECASE)
+
+
 def _redact_url(url: str) -> str:
+    """``url`` with the password of its user info and credential query parameters masked."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    netloc = f"{parts.username}:{REDACTED}@{host}" if parts.username else f":{REDACTED}@{host}"
-    return urlunsplit(parts._replace(netloc=netloc))
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    netloc = parts.netloc
+    if at and ":" in userinfo:
+        netloc = f"{userinfo.split(':', 1)[0]}:{REDACTED}@{hostport}"
+    params = []
+    for param in parts.query.split("&") if parts.query else []:
+        key, eq, _ = param.partition("=")
+        params.append(f"{key}={REDACTED}" if eq and _SECRET_PARAM.search(unquote(key)) else param)
+    return urlunsplit(parts._replace(netloc=netloc, query="&".join(params)))
 
 
 def _redact(obj: Any) -> Any:
@@ -440,7 +456,9 @@ def _redact(obj: Any) -> Any:
         for f in dataclasses.fields(obj):
             value = getattr(obj, f.name)
             if f.metadata.get("secret") and isinstance(value, str):
-                value = _redact_url(value) if "://" in value else (REDACTED if value else "")
+                value = REDACTED if value else ""
+            elif isinstance(value, str) and "://" in value:
+                value = _redact_url(value)  # any URL may carry a password, not only DSNs
             out[f.name] = _redact(value)
         return out
     if isinstance(obj, tuple):
