@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from sidecar.adapters.openai import missing_history
+from sidecar.adapters.sse import UsageChunkFilter
 from sidecar.session.model import new_message
 from tests.harness import FakeUpstream, answer_text
 
@@ -333,3 +334,20 @@ def test_missing_history_overlap(sent: list[tuple[str, str]], expected: list[str
     stored = _msgs(("user", "u1"), ("assistant", "a1"), ("user", "u2"), ("assistant", "a2"))
     prior = [{"role": role, "content": text} for role, text in sent]
     assert [m.content for m in missing_history(stored, prior)] == expected
+
+
+@pytest.mark.parametrize("sep", [b"\n\n", b"\r\n\r\n"])
+@pytest.mark.parametrize("piece", [1, 7, 10_000])
+def test_usage_chunk_filter_drops_only_the_usage_chunk(sep: bytes, piece: int) -> None:
+    events = [
+        b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}',
+        b": a comment",
+        b'data: {"choices":[{"index":0,"delta":{"tool_calls":[{"index":0}]}}]}',
+        b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}',
+        b"data: [DONE]",
+    ]
+    stream = b"".join(e + sep for e in events)
+    f = UsageChunkFilter()
+    out = b"".join(f.feed(stream[i : i + piece]) for i in range(0, len(stream), piece))
+    out += f.flush()
+    assert out == b"".join(e + sep for i, e in enumerate(events) if i != 3)
