@@ -13,6 +13,7 @@ from aiohttp import web
 
 from .adapters.base import Adapter
 from .adapters.tasks import TasksAdapter
+from .admin import AdminSessions
 from .config import Config, RouteConfig
 from .context import Extractor, HttpExtractor, RulesExtractor
 from .errors import NotFound, SidecarError, error_response, to_response
@@ -196,6 +197,9 @@ async def _routes(app: web.Application) -> None:
             router.add_get(
                 route.path.rstrip("/") + "/{task_id}", handler.poll_task, allow_head=False
             )
+    admin = AdminSessions(config.admin.token, app[SESSIONS])
+    router.add_get("/_sidecar/sessions/{tenant}/{session_id}", admin.get)
+    router.add_delete("/_sidecar/sessions/{tenant}/{session_id}", admin.delete)
     router.add_route("*", "/_sidecar/{tail:.*}", _sidecar_not_found)
     router.add_route("*", "/{tail:.*}", Forwarder(app[HTTP], config.upstream.url).handle)
 

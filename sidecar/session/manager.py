@@ -261,6 +261,27 @@ class SessionService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    # --- admin -----------------------------------------------------------------------------------
+
+    async def inspect(self, key: SessionKey) -> SessionSnapshot | None:
+        """The whole stored session (up to ``max_stored_messages``), without creating it."""
+        try:
+            res = await self.redis.load(key, "", self.cfg.max_stored_messages)
+            if res.snapshot is not None:
+                return res.snapshot
+        except StoreUnavailable:
+            pass
+        return await self.pg.fetch_session(key, self.cfg.max_stored_messages)
+
+    async def delete(self, key: SessionKey) -> None:
+        """Remove a session everywhere; PostgreSQL keeps a tombstone so late writes stay out."""
+        await self.pg.delete(key)
+        self.cache.discard(key)
+        try:
+            await self.redis.delete(key)
+        except StoreUnavailable:
+            self.stale_in_redis.add(key)
+
     # --- Redis coming back -----------------------------------------------------------------------
 
     def _redis_returned(self) -> None:

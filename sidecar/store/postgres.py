@@ -162,6 +162,7 @@ ON CONFLICT (tenant, session_id) DO UPDATE SET
 async def write_events(conn: Conn, events: list[OutboxEvent]) -> None:
     """Write a batch in the caller's transaction. Idempotent: messages and usage rows are keyed by
     their ids, and session counters grow only by what this call actually inserted."""
+    events = await _drop_deleted(conn, events)
     msg_cols: list[list[Any]] = [[] for _ in range(10)]
     use_cols: list[list[Any]] = [[] for _ in range(8)]
     turns = [e for e in events if e.kind == "turn"]
@@ -225,6 +226,34 @@ async def write_events(conn: Conn, events: list[OutboxEvent]) -> None:
         await conn.executemany(_UPSERT_SESSION, rows)
 
 
+async def _drop_deleted(conn: Conn, events: list[OutboxEvent]) -> list[OutboxEvent]:
+    """Leave out events of sessions deleted after the event happened."""
+    keys = {(e.data["tenant"], e.data["session_id"]) for e in events}
+    if not keys:
+        return events
+    tenants, sids = zip(*keys, strict=True)
+    rows = await conn.fetch(
+        "SELECT d.tenant, d.session_id, d.deleted_at FROM deleted_sessions d"
+        " JOIN unnest($1::text[], $2::text[]) AS k(tenant, session_id)"
+        " ON d.tenant = k.tenant AND d.session_id = k.session_id",
+        list(tenants),
+        list(sids),
+    )
+    if not rows:
+        return events
+    deleted = {(r["tenant"], r["session_id"]): r["deleted_at"] for r in rows}
+    kept = []
+    for e in events:
+        when = deleted.get((e.data["tenant"], e.data["session_id"]))
+        if when is None or _ts(e.data["at"]) > when:
+            kept.append(e)
+        else:
+            log.info(
+                "dropping a write for deleted session %s/%s", e.data["tenant"], e.data["session_id"]
+            )
+    return kept
+
+
 class PostgresSessionStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -284,14 +313,27 @@ class PostgresSessionStore:
             updated_at=_iso(row["updated_at"]),
         )
 
-    async def delete(self, key: SessionKey) -> None:
+    async def delete(self, key: SessionKey) -> bool:
+        """Delete every row of a session and leave a tombstone; True when it had rows."""
         async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO deleted_sessions (tenant, session_id) VALUES ($1, $2)"
+                " ON CONFLICT (tenant, session_id) DO UPDATE SET deleted_at = now()",
+                key.tenant,
+                key.session_id,
+            )
+            existed = await conn.fetchval(
+                "SELECT count(*) FROM sessions WHERE tenant = $1 AND session_id = $2",
+                key.tenant,
+                key.session_id,
+            )
             for table in ("messages", "token_usage", "sessions"):
                 await conn.execute(
                     f"DELETE FROM {table} WHERE tenant = $1 AND session_id = $2",
                     key.tenant,
                     key.session_id,
                 )
+        return bool(existed)
 
 
 async def record_turn_direct(
