@@ -6,24 +6,49 @@ repository, or the directory named by ``SIDECAR_CQR_DIR``) and the Chinese/Engli
 misses listed. ``python -m bench.context_eval`` prints the report.
 
 A ``TurnSender`` plays one session: ``send()`` takes a user message and returns the context the
-backend would receive for it, with the completed follow-up (if any) under ``resolved_query`` as in
-the ``annotate`` rewrite mode. ``InProcessSender`` does what the sidecar does around the engine;
-an implementation that talks to a running sidecar over HTTP can be passed to ``run_eval`` instead.
+backend received for it, with the completed follow-up (if any) under ``resolved_query``.
+
+- ``SidecarSender`` (the default): the real path. Throw-away Redis and PostgreSQL, a scripted
+  upstream that answers each turn with the dialogue's own assistant text, and the sidecar in front
+  of it; each dialogue is one session. What is scored is the body the upstream received: its
+  ``context``, and the completed query (``query``/``original_query`` with ``rewrite: replace``,
+  ``context.resolved_query`` with ``annotate``). The assistant's previous message the engine sees
+  is the one the sidecar stored, so "which city?" questions count as they would in production.
+- ``InProcessSender`` (``--in-process``): the engine alone, with a context dict kept the way the
+  sidecar keeps it.
+
+The hand-written dialogues expect ISO dates for a fixed moment (``NOW``); while the replay runs
+through the sidecar, the engine's clock is pinned to that moment (``pinned_clock``).
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+from unittest import mock
 
+import aiohttp
+
+import sidecar.context.rules as engine_rules
+from bench.stack import (
+    ScriptedUpstream,
+    Stores,
+    scripted_upstream,
+    sidecar_config,
+    sidecar_in_process,
+    temporary_stores,
+)
 from sidecar.context import RulesExtractor
 
 # Fixed clock for the hand-written dialogues: Wednesday 2025-06-04 12:00 in Shanghai,
@@ -87,6 +112,106 @@ def _shared_extractor() -> RulesExtractor:
 
 def in_process(timezone: str, now: datetime) -> TurnSender:
     return InProcessSender(timezone, now)
+
+
+# --- through the sidecar -----------------------------------------------------------------------
+
+Rewrite = Literal["replace", "annotate"]
+# Answer for a user turn that has no assistant turn after it (the last one of a dialogue).
+LAST_ANSWER = "OK."
+
+
+class SidecarSender:
+    """Plays one session through a running sidecar: one ``POST /api/tasks`` per user turn."""
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        sidecar_url: str,
+        upstream: ScriptedUpstream,
+        timezone: str,
+    ) -> None:
+        self._http = http
+        self._url = sidecar_url + "/api/tasks"
+        self._upstream = upstream
+        self._timezone = timezone
+        self.session_id = f"eval-{uuid.uuid4().hex}"
+
+    async def send(
+        self, query: str, last_assistant: str | None, *, reply: str | None = None
+    ) -> dict[str, Any]:
+        # ``last_assistant`` is not sent: the sidecar uses the assistant turn it stored.
+        self._upstream.script(self.session_id, reply if reply is not None else LAST_ANSWER)
+        body = {"query": query, "session_id": self.session_id, "context": {}}
+        if self._timezone != "UTC":
+            body["context"] = {"timezone": self._timezone}
+        async with self._http.post(self._url, json=body) as resp:
+            text = await resp.text()
+            if resp.status != 200:
+                raise RuntimeError(f"sidecar answered {resp.status} to {query!r}: {text}")
+        received = self._upstream.received[self.session_id][-1]
+        forwarded = dict(received.get("context") or {})
+        if "original_query" in received:  # rewrite: replace
+            forwarded["resolved_query"] = received["query"]
+        return forwarded
+
+
+@contextlib.contextmanager
+def pinned_clock(now: datetime) -> Iterator[None]:
+    """Make the engine resolve "today" at ``now`` instead of the wall clock."""
+
+    class PinnedDatetime(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> PinnedDatetime:  # type: ignore[override]
+            moment = now.astimezone(tz) if tz is not None else now.replace(tzinfo=None)
+            return cls.fromtimestamp(moment.timestamp(), moment.tzinfo)
+
+    with mock.patch.object(engine_rules, "datetime", PinnedDatetime):
+        yield
+
+
+@contextlib.asynccontextmanager
+async def through_sidecar(
+    stores: Stores, *, rewrite: Rewrite = "replace", now: datetime = NOW
+) -> AsyncIterator[SenderFactory]:
+    """Serve a scripted upstream and the sidecar in front of it; yield a sender factory whose
+    senders each play a new session through them."""
+    topics = {name: list(words) for name, words in EVAL_TOPICS.items()}
+    async with scripted_upstream(record=True) as upstream:
+        config = sidecar_config(
+            upstream.url,
+            stores,
+            context={"rewrite": rewrite, "timezone": "UTC", "topics": topics},
+        )
+        timeout = aiohttp.ClientTimeout(total=30)
+        async with (
+            sidecar_in_process(config) as sidecar,
+            aiohttp.ClientSession(timeout=timeout) as http,
+        ):
+
+            def factory(timezone: str, at: datetime) -> TurnSender:
+                if at != now:
+                    raise ValueError(f"the sidecar's clock is pinned to {now}, not {at}")
+                return SidecarSender(http, sidecar.url, upstream, timezone)
+
+            with pinned_clock(now):
+                yield factory
+
+
+async def run_eval_through_sidecar(
+    stores: Stores,
+    *,
+    rewrite: Rewrite = "replace",
+    cqr: list[dict[str, Any]] | None = None,
+    dialogues: tuple[Dialogue, ...] | None = None,
+) -> EvalReport:
+    """The whole replay through a sidecar backed by ``stores``."""
+    async with through_sidecar(stores, rewrite=rewrite) as factory:
+        report = await run_eval_async(
+            factory, cqr=cqr, dialogues=DIALOGUES if dialogues is None else dialogues
+        )
+    report.mode = f"through the sidecar over HTTP (rewrite: {rewrite})"
+    return report
 
 
 # --- hand-written dialogues -------------------------------------------------------------------
@@ -447,6 +572,16 @@ class EvalReport:
     cqr_completion: Score = field(default_factory=Score)
     own_slots: Score = field(default_factory=Score)
     own_completion: Score = field(default_factory=Score)
+    mode: str = "in process (the engine alone)"
+
+    @property
+    def key_figure(self) -> str:
+        score = self.cqr_followup_location
+        return (
+            "on the CQR follow-up turns that carry a place from an earlier turn, the forwarded "
+            f"context has the right location in {score.accuracy:.1%} of cases "
+            f"({score.hits}/{score.total})"
+        )
 
     def scores(self) -> Iterator[tuple[str, Score]]:
         yield "CQR follow-up turns: location kept", self.cqr_followup_location
@@ -457,8 +592,9 @@ class EvalReport:
         yield "own dialogues: completion", self.own_completion
 
     def render(self, max_misses: int = 40) -> str:
-        out = ["context engine evaluation", ""]
+        out = [f"context engine evaluation, {self.mode}", ""]
         out += [score.line(label) for label, score in self.scores()]
+        out += ["", self.key_figure]
         for label, score in self.scores():
             if score.misses:
                 out += ["", f"misses: {label}"]
@@ -598,10 +734,21 @@ def extractor_with_topics(topics: Mapping[str, list[str]]) -> SenderFactory:
 EVAL_TOPICS = {"traffic": ["路况", "堵车", "交通", "traffic"]}
 
 
-def main() -> None:
-    report = run_eval(extractor_with_topics(EVAL_TOPICS))
+def main(argv: list[str] | None = None) -> EvalReport:
+    parser = argparse.ArgumentParser(prog="python -m bench.context_eval", description=__doc__)
+    parser.add_argument(
+        "--in-process", action="store_true", help="the engine alone, without the sidecar"
+    )
+    parser.add_argument("--rewrite", choices=["replace", "annotate"], default="replace")
+    args = parser.parse_args(argv)
+    if args.in_process:
+        report = run_eval(extractor_with_topics(EVAL_TOPICS))
+    else:
+        with temporary_stores() as stores:
+            report = asyncio.run(run_eval_through_sidecar(stores, rewrite=args.rewrite))
     print(report.render())
     sys.stdout.flush()
+    return report
 
 
 if __name__ == "__main__":

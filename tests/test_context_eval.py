@@ -1,36 +1,85 @@
-"""The evaluation replay holds its floors (CQR follow-ups and the hand-written dialogues)."""
+"""The evaluation replay holds its floors, played through the running sidecar over HTTP (the
+forwarded body is what is scored) and, for comparison, through the engine alone."""
 
 from __future__ import annotations
 
-from bench.context_eval import EVAL_TOPICS, EvalReport, extractor_with_topics, run_eval_async
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bench.context_eval import (
+    DIALOGUES,
+    EVAL_TOPICS,
+    EvalReport,
+    extractor_with_topics,
+    load_cqr,
+    run_eval_async,
+    run_eval_through_sidecar,
+)
+from bench.stack import Stores
+from sidecar.devservices import TemporaryPostgres, TemporaryRedis
 
 CQR_LOCATION_FLOOR = 0.90
 OWN_FLOOR = 0.95
 
 
-async def _report() -> EvalReport:
-    return await run_eval_async(extractor_with_topics(EVAL_TOPICS))
+@pytest.fixture(scope="module")
+async def sidecar_report(
+    redis_server: TemporaryRedis, postgres_server: TemporaryPostgres
+) -> AsyncIterator[EvalReport]:
+    """One replay through the sidecar for the whole module (its keys are under their own prefix)."""
+    redis_server.ensure_running()
+    postgres_server.ensure_running()
+    name = f"t_{uuid.uuid4().hex}"
+    dsn = await postgres_server.acreate_database(name)
+    try:
+        yield await run_eval_through_sidecar(Stores(redis_server.url, dsn))
+    finally:
+        await postgres_server.adrop_database(name)
 
 
-async def test_cqr_followups_keep_the_location() -> None:
-    report = await _report()
+def _assert_floors(report: EvalReport) -> None:
     score = report.cqr_followup_location
     assert score.total >= 150  # every user turn from the one that names the place
     assert score.accuracy >= CQR_LOCATION_FLOOR, "\n".join(score.misses)
     assert report.cqr_rewrite_location.accuracy >= CQR_LOCATION_FLOOR
     assert report.cqr_rewrite_date.accuracy >= 0.85, "\n".join(report.cqr_rewrite_date.misses)
     assert report.cqr_completion.total == 23
-
-
-async def test_own_dialogues() -> None:
-    report = await _report()
+    assert report.cqr_completion.accuracy >= OWN_FLOOR, "\n".join(report.cqr_completion.misses)
     assert report.own_slots.total >= 100
     assert report.own_slots.accuracy >= OWN_FLOOR, "\n".join(report.own_slots.misses)
     assert report.own_completion.accuracy >= OWN_FLOOR, "\n".join(report.own_completion.misses)
 
 
-async def test_report_renders_misses() -> None:
-    report = await _report()
-    text = report.render()
+async def test_floors_through_the_sidecar(sidecar_report: EvalReport) -> None:
+    assert "through the sidecar" in sidecar_report.mode
+    _assert_floors(sidecar_report)
+
+
+async def test_floors_in_process() -> None:
+    _assert_floors(await run_eval_async(extractor_with_topics(EVAL_TOPICS)))
+
+
+async def test_sidecar_and_engine_agree(sidecar_report: EvalReport) -> None:
+    """What the backend receives is what the engine decides: the sidecar loses nothing between."""
+    alone = await run_eval_async(extractor_with_topics(EVAL_TOPICS))
+    for (label, through), (_, engine) in zip(sidecar_report.scores(), alone.scores(), strict=True):
+        assert through.misses == engine.misses, label
+
+
+async def test_annotate_mode_reports_the_completion(redis_url: str, pg_dsn: str) -> None:
+    # A few dialogues are enough to see ``context.resolved_query`` scored like ``query``.
+    report = await run_eval_through_sidecar(
+        Stores(redis_url, pg_dsn), rewrite="annotate", cqr=load_cqr()[:10], dialogues=DIALOGUES[:8]
+    )
+    assert "annotate" in report.mode
+    assert report.own_completion.total > 0
+    assert report.own_completion.accuracy == 1.0, "\n".join(report.own_completion.misses)
+
+
+def test_report_renders_the_key_figure_and_misses(sidecar_report: EvalReport) -> None:
+    text = sidecar_report.render()
     assert "CQR follow-up turns: location kept" in text
-    assert ("misses:" in text) == any(score.misses for _, score in report.scores())
+    assert "the forwarded context has the right location in" in text
+    assert ("misses:" in text) == any(score.misses for _, score in sidecar_report.scores())
