@@ -46,6 +46,33 @@ class DevServiceError(RuntimeError):
     """A throw-away server could not be found, started or stopped."""
 
 
+def _descendants(root: int) -> list[int]:
+    """Every live descendant of ``root`` (from /proc; empty where there is no /proc)."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # The command name may hold spaces; the fields after its closing parenthesis do not.
+        ppid = int(stat[stat.rindex(b")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found: list[int] = []
+    todo = [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -159,6 +186,11 @@ class _ChildServer:
         if self._proc is not None and self._proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self._proc.pid, sig)
+            # PostgreSQL's backends each start a session of their own (setsid), so the group
+            # signal misses them: signal every descendant too.
+            for pid in _descendants(self._proc.pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Shut the server down cleanly (it keeps its data) and wait for it to exit."""

@@ -134,17 +134,33 @@ async def test_sidecar_killed_mid_load_keeps_every_answered_turn(
         assert held > 0, "the killed writer held no entries: the claim path was not exercised"
     finally:
         await client.aclose()
-    async with SidecarProcess(config):
-        await wait_for_rows(
-            pg_dsn,
-            "SELECT count(*) FROM messages WHERE role = 'user'",
-            len(answered),
-            timeout_s=30,
+
+    async def stored_pairs() -> Counter[tuple[str, str]]:
+        rows = await pg_fetch(
+            pg_dsn, "SELECT session_id, content FROM messages WHERE role = 'user'"
         )
-    stored = await pg_fetch(pg_dsn, "SELECT session_id, content FROM messages WHERE role = 'user'")
-    stored_pairs = Counter((r["session_id"], r["content"]) for r in stored)
-    assert all(stored_pairs[pair] == 1 for pair in answered)
-    assert max(stored_pairs.values()) == 1  # nothing twice, answered or not
+        return Counter((r["session_id"], r["content"]) for r in rows)
+
+    async with SidecarProcess(config):
+        await wait_until(
+            stored_pairs,
+            lambda s: all(pair in s for pair in answered),
+            timeout_s=30,
+            what="every answered turn in PostgreSQL",
+        )
+        client = aioredis.Redis.from_url(redis_url)
+        try:
+            await wait_until(
+                lambda: _outbox_length(client, prefix),
+                lambda n: n == 0,
+                timeout_s=30,
+                what="the outbox drained",
+            )
+        finally:
+            await client.aclose()
+    stored = await stored_pairs()
+    assert all(stored[pair] == 1 for pair in answered)
+    assert max(stored.values()) == 1  # nothing twice, answered or not
 
 
 async def _async(value: Any) -> Any:

@@ -78,6 +78,12 @@ def base_config(upstream_url: str, redis_url: str, pg_dsn: str, **overrides: Any
         "context": {"extract_entities": True, "rewrite": "replace", "timezone": "UTC"},
         "identity": {"trust_headers": False},
         "admin": {"token": ADMIN_TOKEN},
+        # Never the working directory: a test that takes both stores down writes here.
+        "writer": {
+            "journal_path": os.path.join(
+                tempfile.gettempdir(), f"sidecar-journal-{uuid.uuid4().hex}.jsonl"
+            )
+        },
     }
     return deep_merge(config, overrides)
 
