@@ -220,7 +220,21 @@ class OutboxWriter:
                 break
         if claimed:
             log.info("writer: claimed %d entries from idle consumers", len(claimed))
+        await self._forget_gone_consumers()
         return claimed
+
+    async def _forget_gone_consumers(self) -> None:
+        """Drop consumers (replicas gone by) that hold nothing and have been idle for long."""
+        idle_ms = max(self.cfg.claim_idle_ms * 10, 3_600_000)
+        for stream in self.streams:
+            try:
+                consumers = await self.redis.xinfo_consumers(stream, GROUP)
+            except ResponseError:
+                continue
+            for c in consumers:
+                name = _s(c["name"])
+                if name != self.consumer and int(c["pending"]) == 0 and int(c["idle"]) > idle_ms:
+                    await self.redis.xgroup_delconsumer(stream, GROUP, name)
 
     async def measure_lag(self) -> None:
         """Turns waiting for PostgreSQL: acknowledged entries are deleted, so it is the length."""

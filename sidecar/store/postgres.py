@@ -178,7 +178,7 @@ async def write_events(conn: Conn, events: list[OutboxEvent]) -> None:
                 _text(content),
                 tokens,
                 d["turn_id"],
-                bool(d.get("partial")),
+                bool(d.get("partial")) and role == "assistant",  # the question itself was whole
                 _ts(ts),
             )
             for col, value in zip(msg_cols, row, strict=True):
