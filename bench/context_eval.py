@@ -47,7 +47,7 @@ from bench.stack import (
     scripted_upstream,
     sidecar_config,
     sidecar_in_process,
-    temporary_stores,
+    stores_or_temporary,
 )
 from sidecar.context import RulesExtractor
 
@@ -734,7 +734,7 @@ def extractor_with_topics(topics: Mapping[str, list[str]]) -> SenderFactory:
 EVAL_TOPICS = {"traffic": ["路况", "堵车", "交通", "traffic"]}
 
 
-def main(argv: list[str] | None = None) -> EvalReport:
+def main(argv: list[str] | None = None, stores: Stores | None = None) -> EvalReport:
     parser = argparse.ArgumentParser(prog="python -m bench.context_eval", description=__doc__)
     parser.add_argument(
         "--in-process", action="store_true", help="the engine alone, without the sidecar"
@@ -744,8 +744,8 @@ def main(argv: list[str] | None = None) -> EvalReport:
     if args.in_process:
         report = run_eval(extractor_with_topics(EVAL_TOPICS))
     else:
-        with temporary_stores() as stores:
-            report = asyncio.run(run_eval_through_sidecar(stores, rewrite=args.rewrite))
+        with stores_or_temporary(stores) as made:
+            report = asyncio.run(run_eval_through_sidecar(made, rewrite=args.rewrite))
     print(report.render())
     sys.stdout.flush()
     return report

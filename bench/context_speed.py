@@ -8,6 +8,7 @@ query and look it up in a dict. ``python -m bench.context_speed`` prints the fig
 
 from __future__ import annotations
 
+import argparse
 import gc
 import statistics
 import time
@@ -120,8 +121,13 @@ def measure(rounds: int = 20) -> SpeedReport:
     )
 
 
-def main() -> None:
-    print(measure().render())
+def main(argv: list[str] | None = None) -> SpeedReport:
+    parser = argparse.ArgumentParser(prog="python -m bench.context_speed", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=20, help="passes over the mix")
+    args = parser.parse_args(argv)
+    report = measure(args.rounds)
+    print(report.render())
+    return report
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from bench.stack import (
     scripted_upstream,
     sidecar_config,
     sidecar_in_process,
-    temporary_stores,
+    stores_or_temporary,
 )
 from sidecar.app import REDIS_STORE, SESSIONS
 from sidecar.session.manager import SessionService
@@ -284,11 +284,8 @@ def main(argv: list[str] | None = None, stores: Stores | None = None) -> History
             )
         )
 
-    if stores is not None:
-        report = run(stores)
-    else:
-        with temporary_stores() as made:
-            report = run(made)
+    with stores_or_temporary(stores) as made:
+        report = run(made)
     print(report.render())
     sys.stdout.flush()
     return report

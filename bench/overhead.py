@@ -38,7 +38,7 @@ from bench.stack import (
     ratio,
     sidecar_config,
     sidecar_process,
-    temporary_stores,
+    stores_or_temporary,
     upstream_process,
 )
 
@@ -85,6 +85,7 @@ class OverheadReport:
     passthrough: ModeResult
     memory: ModeResult
     concurrency: int
+    memory_alone: ModeResult
 
     def ratios(self, mode: ModeResult) -> dict[str, float]:
         """``mode`` against ``direct``: latency ratios above 1 and a throughput ratio below 1
@@ -106,12 +107,15 @@ class OverheadReport:
             for key, value in self.ratios(mode).items():
                 out[f"{mode.name}_to_direct_{key}"] = value
         out["memory_sidecar_dur_median_ms"] = self.memory.sidecar_median_ms or 0.0
+        out["memory_alone_p50_ms"] = self.memory_alone.p50_ms
+        out["memory_alone_sidecar_dur_median_ms"] = self.memory_alone.sidecar_median_ms or 0.0
         return out
 
     def render(self) -> str:
         n = self.direct.requests
         out = [
-            f"sidecar overhead ({n} requests per mode, concurrency {self.concurrency})",
+            f"sidecar overhead ({n} requests per mode, concurrency {self.concurrency}, "
+            "modes taking turns)",
             "",
             f"  {'mode':<28} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}"
             f"   {'p50 x':>6} {'p99 x':>6} {'req/s x':>7}",
@@ -138,6 +142,9 @@ class OverheadReport:
             f"{sidecar_ms:.2f} ms (time spent in the sidecar itself)"
             if sidecar_ms is not None
             else "  c: no Server-Timing header seen",
+            f"  c with one client at a time ({self.memory_alone.requests} requests): "
+            f"p50 {self.memory_alone.p50_ms:.2f} ms, Server-Timing median "
+            f"{self.memory_alone.sidecar_median_ms or 0.0:.2f} ms",
         ]
         return "\n".join(out)
 
@@ -204,6 +211,7 @@ async def measure(
     concurrency: int = 16,
     warmup: int = 200,
     turns_per_session: int = 25,
+    rounds: int = 4,
 ) -> OverheadReport:
     async with upstream_process() as upstream_url:
         config = sidecar_config(upstream_url, stores)
@@ -216,7 +224,6 @@ async def measure(
                     ("passthrough", sidecar_url + "/bench/tasks"),
                     ("memory", sidecar_url + "/api/tasks"),
                 ]
-                results: dict[str, ModeResult] = {}
                 for name, url in plan:
                     # Warm-up: connections, scripts, code paths; its sessions are not reused.
                     await drive(
@@ -227,15 +234,45 @@ async def measure(
                         requests=min(warmup, requests),
                         concurrency=concurrency,
                     )
-                    results[name] = await drive(
-                        http,
-                        name,
-                        url,
-                        _bodies(f"ovh-{name}", turns_per_session),
-                        requests=requests,
-                        concurrency=concurrency,
-                    )
-    return OverheadReport(results["direct"], results["passthrough"], results["memory"], concurrency)
+                # The modes take turns, so a drift of the machine's speed hits them alike.
+                parts: dict[str, list[ModeResult]] = {name: [] for name, _ in plan}
+                for r in range(rounds):
+                    share = requests // rounds + (1 if r < requests % rounds else 0)
+                    for name, url in plan:
+                        parts[name].append(
+                            await drive(
+                                http,
+                                name,
+                                url,
+                                _bodies(f"ovh{r}-{name}", turns_per_session),
+                                requests=share,
+                                concurrency=concurrency,
+                            )
+                        )
+                results = {name: _merge(name, done) for name, done in parts.items()}
+                # One client at a time: what a turn costs when nothing queues in the sidecar.
+                alone = await drive(
+                    http,
+                    "memory_alone",
+                    sidecar_url + "/api/tasks",
+                    _bodies("alone", turns_per_session),
+                    requests=min(requests, 200),
+                    concurrency=1,
+                )
+    return OverheadReport(
+        results["direct"], results["passthrough"], results["memory"], concurrency, alone
+    )
+
+
+def _merge(name: str, parts: list[ModeResult]) -> ModeResult:
+    return ModeResult(
+        name,
+        sum(p.requests for p in parts),
+        sum(p.errors for p in parts),
+        sum(p.seconds for p in parts),
+        sorted(x for p in parts for x in p.latencies_ms),
+        [x for p in parts for x in p.sidecar_ms],
+    )
 
 
 def main(argv: list[str] | None = None, stores: Stores | None = None) -> OverheadReport:
@@ -243,18 +280,22 @@ def main(argv: list[str] | None = None, stores: Stores | None = None) -> Overhea
     parser.add_argument("--requests", type=int, default=2000, help="per mode")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=4, help="turns the modes take")
     args = parser.parse_args(argv)
 
     def run(s: Stores) -> OverheadReport:
         return asyncio.run(
-            measure(s, requests=args.requests, concurrency=args.concurrency, warmup=args.warmup)
+            measure(
+                s,
+                requests=args.requests,
+                concurrency=args.concurrency,
+                warmup=args.warmup,
+                rounds=args.rounds,
+            )
         )
 
-    if stores is not None:
-        report = run(stores)
-    else:
-        with temporary_stores() as made:
-            report = run(made)
+    with stores_or_temporary(stores) as made:
+        report = run(made)
     print(report.render())
     sys.stdout.flush()
     return report

@@ -1,0 +1,111 @@
+"""Every benchmark runs end to end with tiny sizes and reports what it should.
+
+No timing is asserted (the machine is shared): only that the reports hold their fields and that
+every ratio is a finite positive number.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+import bench.__main__ as bench_all
+from bench import context_eval, context_speed, history_load, overhead
+from bench.stack import Stores
+
+
+@pytest.fixture
+def stores(redis_url: str, pg_dsn: str) -> Stores:
+    return Stores(redis_url, pg_dsn)
+
+
+def _finite_positive(value: float) -> bool:
+    return math.isfinite(value) and value > 0
+
+
+def test_context_speed(capsys: pytest.CaptureFixture[str]) -> None:
+    report = context_speed.main(["--rounds", "1"])
+    assert report.queries > 300
+    assert _finite_positive(report.median_ms)
+    assert _finite_positive(report.ratio)
+    assert "ratio to baseline" in capsys.readouterr().out
+
+
+def test_context_eval_through_the_sidecar(
+    stores: Stores, capsys: pytest.CaptureFixture[str]
+) -> None:
+    report = context_eval.main([], stores=stores)
+    assert "through the sidecar" in report.mode
+    assert report.cqr_followup_location.total >= 150
+    out = capsys.readouterr().out
+    assert "the forwarded context has the right location in" in out
+
+
+def test_context_eval_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    report = context_eval.main(["--in-process"])
+    assert report.mode.startswith("in process")
+    assert report.own_slots.total >= 100
+
+
+def test_history_load(stores: Stores, capsys: pytest.CaptureFixture[str]) -> None:
+    report = history_load.main(
+        ["--sizes", "50", "500", "--loads", "5", "--http-requests", "3"], stores=stores
+    )
+    assert [r.messages for r in report.results] == [50, 500]
+    fields = report.fields()
+    for name in (
+        "load_cold_ms_50",
+        "load_warm_ms_500",
+        "http_ms_500",
+        "redis_bytes_per_cold_load_500",
+        "ratio_500_to_50_cold_load",
+        "ratio_500_to_50_http",
+    ):
+        assert _finite_positive(fields[name]), (name, fields[name])
+    for value in report.ratios().values():
+        assert _finite_positive(value)
+    # The window is 50 messages: a load of either session sends about the same bytes.
+    assert report.results[0].cold_bytes > 1000
+    assert "ratio 500/50" in capsys.readouterr().out
+
+
+def test_overhead(stores: Stores, capsys: pytest.CaptureFixture[str]) -> None:
+    report = overhead.main(
+        ["--requests", "40", "--concurrency", "4", "--warmup", "8"], stores=stores
+    )
+    for mode in (report.direct, report.passthrough, report.memory):
+        assert mode.requests == 40
+        assert mode.errors == 0, mode.name
+        assert _finite_positive(mode.rps)
+        assert _finite_positive(mode.p50_ms)
+        assert mode.p99_ms >= mode.p50_ms
+    for mode in (report.passthrough, report.memory):
+        for value in report.ratios(mode).values():
+            assert _finite_positive(value)
+    # Only the memory path answers with the sidecar's Server-Timing header.
+    assert report.direct.sidecar_median_ms is None
+    assert report.memory.sidecar_median_ms is not None
+    assert len(report.memory.sidecar_ms) == 40
+    assert report.memory_alone.sidecar_median_ms is not None
+    fields = report.fields()
+    for name in ("memory_to_direct_p50", "passthrough_to_direct_rps", "memory_alone_p50_ms"):
+        assert _finite_positive(fields[name]), name
+    assert "c/a" in capsys.readouterr().out
+
+
+def test_all_in_sequence_writes_the_report(stores: Stores, tmp_path: Path) -> None:
+    output = tmp_path / "latest.md"
+    headline = bench_all.main(["--quick"], stores=stores, output=output)
+    text = output.read_text(encoding="utf-8")
+    for title in (
+        "context engine speed",
+        "context evaluation (through the sidecar)",
+        "history load against session length",
+        "sidecar overhead",
+    ):
+        assert f"## {title}" in text
+    assert "CPU cores" in text
+    for name, value in headline.items():
+        assert _finite_positive(value), name
