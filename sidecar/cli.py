@@ -16,9 +16,14 @@ from aiohttp import web
 from .app import LIFECYCLE, create_app
 from .config import Config, load_config
 from .errors import ConfigError
+from .health import Lifecycle
 from .store.postgres import migrate
 
 log = logging.getLogger("sidecar")
+
+# Once the drain has ended, requests still running get this long before they are cancelled.
+FINAL_GRACE_S = 1.0
+DRAIN_POLL_S = 0.05
 
 
 def _setup_logging(level: str) -> None:
@@ -29,16 +34,29 @@ def _setup_logging(level: str) -> None:
     )
 
 
+async def drain(lifecycle: Lifecycle, timeout_s: float) -> None:
+    """Keep listening until no request is in flight, or for ``timeout_s``.
+
+    Meanwhile a load balancer probing readiness gets its 503 (and a request it still sends is
+    served) rather than a refused connection.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while lifecycle.in_flight:
+        if loop.time() >= deadline:
+            log.warning("drain timed out with %d request(s) in flight", lifecycle.in_flight)
+            return
+        await asyncio.sleep(DRAIN_POLL_S)
+
+
 async def serve(config: Config) -> None:
-    """Run until SIGTERM/SIGINT, then drain: readiness turns 503, the listener closes, in-flight
-    requests finish (bounded by ``shutdown.drain_timeout_s``), the writer flushes, and parts close
-    in reverse order. A second signal exits at once."""
+    """Run until SIGTERM/SIGINT, then drain: readiness turns 503 while the listener stays open
+    until in-flight requests finish (bounded by ``shutdown.drain_timeout_s``); then the listener
+    closes, the writer flushes, and parts close in reverse order. A second signal exits at once."""
     app = create_app(config)
+    app.middlewares.append(app[LIFECYCLE].track)
     runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        shutdown_timeout=config.shutdown.drain_timeout_s,
+        app, handle_signals=False, access_log=None, shutdown_timeout=FINAL_GRACE_S
     )
     await runner.setup()
     site = web.TCPSite(runner, config.listen.host, config.listen.port, reuse_address=True)
@@ -68,6 +86,7 @@ async def serve(config: Config) -> None:
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         await stop.wait()
+        await drain(app[LIFECYCLE], config.shutdown.drain_timeout_s)
     finally:
         await runner.cleanup()
         log.info("stopped")

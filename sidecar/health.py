@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import orjson
@@ -23,6 +24,20 @@ PING_TIMEOUT_S = 1.0
 @dataclass(slots=True)
 class Lifecycle:
     shutting_down: bool = False
+    in_flight: int = 0  # requests being handled, counted by ``track``
+
+    @web.middleware
+    async def track(
+        self,
+        request: web.Request,
+        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Middleware counting requests in flight, so a shutdown can wait for them."""
+        self.in_flight += 1
+        try:
+            return await handler(request)
+        finally:
+            self.in_flight -= 1
 
 
 class Health:

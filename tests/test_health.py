@@ -1,0 +1,127 @@
+"""Readiness follows Redis, PostgreSQL and shutdown; liveness stays up."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+
+from sidecar.devservices import TemporaryPostgres, TemporaryRedis
+from tests.harness import FakeUpstream, RunningSidecar, SidecarProcess
+
+StartSidecar = Callable[..., Awaitable[RunningSidecar]]
+
+
+async def readyz(http: aiohttp.ClientSession, base: str) -> tuple[int, dict[str, Any]]:
+    async with http.get(base + "/_sidecar/readyz") as resp:
+        assert resp.content_type == "application/json"
+        return resp.status, await resp.json()
+
+
+async def wait_readyz(
+    http: aiohttp.ClientSession, base: str, status: int, timeout_s: float = 15.0
+) -> dict[str, Any]:
+    """Poll readyz until it answers ``status``; return that answer's body."""
+    deadline = time.monotonic() + timeout_s
+    last: tuple[int, Any] | None = None
+    while True:
+        try:
+            last = await readyz(http, base)
+        except aiohttp.ClientConnectionError as e:
+            last = (0, repr(e))
+        if last[0] == status:
+            return last[1]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"readyz never answered {status}; last: {last}")
+        await asyncio.sleep(0.05)
+
+
+async def test_ready_and_healthy_normally(
+    start_sidecar: StartSidecar, http: aiohttp.ClientSession
+) -> None:
+    sidecar = await start_sidecar()
+    status, body = await readyz(http, sidecar.url)
+    assert status == 200, body
+    assert body["problems"] == []
+    async with http.get(sidecar.url + "/_sidecar/healthz") as resp:
+        assert resp.status == 200
+
+
+async def test_readyz_follows_redis(
+    start_sidecar: StartSidecar, http: aiohttp.ClientSession, redis_server: TemporaryRedis
+) -> None:
+    sidecar = await start_sidecar()
+    await wait_readyz(http, sidecar.url, 200)
+    redis_server.stop()
+    try:
+        body = await wait_readyz(http, sidecar.url, 503)
+        assert any(p.startswith("redis") for p in body["problems"]), body
+        assert not any(p.startswith("postgres") for p in body["problems"]), body
+        async with http.get(sidecar.url + "/_sidecar/healthz") as resp:
+            assert resp.status == 200, "liveness must not follow a dependency"
+    finally:
+        redis_server.start()
+    body = await wait_readyz(http, sidecar.url, 200)
+    assert body["problems"] == []
+
+
+async def test_readyz_follows_postgres(
+    start_sidecar: StartSidecar, http: aiohttp.ClientSession, postgres_server: TemporaryPostgres
+) -> None:
+    sidecar = await start_sidecar()
+    await wait_readyz(http, sidecar.url, 200)
+    postgres_server.stop()
+    try:
+        body = await wait_readyz(http, sidecar.url, 503)
+        assert any(p.startswith("postgres") for p in body["problems"]), body
+        assert not any(p.startswith("redis") for p in body["problems"]), body
+        async with http.get(sidecar.url + "/_sidecar/healthz") as resp:
+            assert resp.status == 200
+    finally:
+        postgres_server.start()
+    body = await wait_readyz(http, sidecar.url, 200)
+    assert body["problems"] == []
+
+
+async def test_sigterm_drains_in_flight_requests_while_readyz_says_503(
+    sidecar_config: dict[str, Any], upstream: FakeUpstream
+) -> None:
+    # A fresh connection per probe, as a load balancer's health check makes.
+    fresh = aiohttp.TCPConnector(force_close=True)
+    async with (
+        SidecarProcess(sidecar_config) as proc,
+        aiohttp.ClientSession(connector=fresh) as http,
+    ):
+        await wait_readyz(http, proc.url, 200)
+
+        async def slow() -> tuple[int, Any]:
+            async with aiohttp.ClientSession() as own, own.get(proc.url + "/delay?s=2") as resp:
+                return resp.status, await resp.json()
+
+        in_flight = asyncio.create_task(slow())
+        try:
+            deadline = time.monotonic() + 5
+            while not upstream.requests_to("/delay"):
+                assert time.monotonic() < deadline, "the slow request never reached the upstream"
+                await asyncio.sleep(0.02)
+            proc.terminate()
+            terminated_at = time.monotonic()
+            try:
+                body = await wait_readyz(http, proc.url, 503, timeout_s=1.5)
+            except AssertionError as e:
+                raise AssertionError(f"{e}\n{proc.log_tail()}") from None
+            assert "shutting down" in body["problems"]
+            # Still answered well into the drain, not only in the instant after the signal.
+            while time.monotonic() < terminated_at + 0.5:
+                status, body = await readyz(http, proc.url)
+                assert status == 503, body
+                await asyncio.sleep(0.05)
+            assert not in_flight.done(), "the slow request ended before the drain was observed"
+            assert await asyncio.wait_for(in_flight, 10) == (200, {"slept": 2.0})
+        finally:
+            if not in_flight.done():
+                in_flight.cancel()
+        assert await proc.wait(timeout_s=15) == 0, proc.log_tail()
