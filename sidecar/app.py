@@ -75,7 +75,9 @@ def create_app(config: Config) -> web.Application:
     )
     app[CONFIG] = config
     app[METRICS] = Metrics()
-    app[LIFECYCLE] = Lifecycle()
+    lifecycle = Lifecycle()
+    app[LIFECYCLE] = lifecycle
+    app.middlewares.append(lifecycle.track)
     app.cleanup_ctx.extend([_http_client, _redis, _postgres, _services])
     app.on_startup.append(_routes)
     return app
@@ -147,7 +149,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     writer.start()
     yield
     # Requests have drained by now (the runner waits for them before cleanup).
-    await writer.stop(config.shutdown.drain_timeout_s)
+    # One budget for the whole shutdown: the flush gets what the drain left of it.
+    await writer.stop(app[LIFECYCLE].remaining_s(config.shutdown.drain_timeout_s))
     await sessions.close()
 
 
@@ -200,6 +203,7 @@ async def _routes(app: web.Application) -> None:
     admin = AdminSessions(config.admin.token, app[SESSIONS])
     router.add_get("/_sidecar/sessions/{tenant}/{session_id}", admin.get)
     router.add_delete("/_sidecar/sessions/{tenant}/{session_id}", admin.delete)
+    router.add_route("*", "/_sidecar", _sidecar_not_found)
     router.add_route("*", "/_sidecar/{tail:.*}", _sidecar_not_found)
     router.add_route("*", "/{tail:.*}", Forwarder(app[HTTP], config.upstream.url).handle)
 

@@ -54,7 +54,6 @@ async def serve(config: Config) -> None:
     until in-flight requests finish (bounded by ``shutdown.drain_timeout_s``); then the listener
     closes, the writer flushes, and parts close in reverse order. A second signal exits at once."""
     app = create_app(config)
-    app.middlewares.append(app[LIFECYCLE].track)
     runner = web.AppRunner(
         app, handle_signals=False, access_log=None, shutdown_timeout=FINAL_GRACE_S
     )
@@ -79,7 +78,7 @@ async def serve(config: Config) -> None:
 
             os._exit(1)
         log.info("%s received: draining", signal.Signals(signum).name)
-        app[LIFECYCLE].shutting_down = True
+        app[LIFECYCLE].begin_shutdown(config.shutdown.drain_timeout_s)
         stop.set()
 
     for signum in (signal.SIGTERM, signal.SIGINT):

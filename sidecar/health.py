@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -25,6 +26,17 @@ PING_TIMEOUT_S = 1.0
 class Lifecycle:
     shutting_down: bool = False
     in_flight: int = 0  # requests being handled, counted by ``track``
+    shutdown_deadline: float | None = None  # monotonic time by which everything must be done
+
+    def begin_shutdown(self, budget_s: float) -> None:
+        self.shutting_down = True
+        self.shutdown_deadline = time.monotonic() + budget_s
+
+    def remaining_s(self, default: float, floor: float = 1.0) -> float:
+        """What is left of the shutdown budget (at least ``floor``)."""
+        if self.shutdown_deadline is None:
+            return default
+        return max(self.shutdown_deadline - time.monotonic(), floor)
 
     @web.middleware
     async def track(

@@ -130,6 +130,9 @@ async def open_upstream(
             allow_redirects=False,
             compress=None,
         )
+    except aiohttp.ConnectionTimeoutError as e:
+        # No connection within connect_timeout_s: as unreachable as a refused one.
+        raise UpstreamUnavailable("the upstream is unreachable: connect timed out") from e
     except TimeoutError as e:
         raise UpstreamTimeout("the upstream did not answer in time") from e
     except aiohttp.ClientError as e:
