@@ -15,7 +15,7 @@ from .adapters.base import Adapter
 from .adapters.tasks import TasksAdapter
 from .admin import AdminSessions
 from .config import Config, RouteConfig
-from .context import Extractor, HttpExtractor, RulesExtractor
+from .context import Extractor, HttpExtractor, RulesExtractor, load_gazetteer
 from .errors import NotFound, SidecarError, error_response, to_response
 from .health import Health, Lifecycle
 from .journal import Journal
@@ -159,6 +159,8 @@ def build_extractor(app: web.Application) -> Extractor | None:
     if not config.context.extract_entities:
         return None
     rules = RulesExtractor(extra_topics=config.context.topics)
+    # Loaded now (about 0.1 s, once per process) rather than by the first request.
+    load_gazetteer()
     if config.context.extractor == "http" and config.context.http_extractor.url:
         return HttpExtractor(
             config.context.http_extractor.url,
