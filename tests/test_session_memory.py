@@ -434,3 +434,35 @@ async def test_token_budget_cuts_the_window_counting_cjk_properly(
     assert history == expected
     assert estimate_tokens("天" * 40) >= 30  # a CJK character is about a token, not a quarter
     assert "天" * 40 not in history
+
+
+async def test_tenant_headers_are_trusted_only_when_configured(
+    start_sidecar: Any, upstream: FakeUpstream, http: aiohttp.ClientSession, pg_dsn: str
+) -> None:
+    trusting = await start_sidecar(identity={"trust_headers": True})
+    await post_turn(http, trusting.url, "acme secret", "s", headers={"X-Tenant-ID": "acme"})
+    await post_turn(http, trusting.url, "hi", "s", headers={"X-Tenant-ID": "globex"})
+    assert tasks_requests(upstream)[1]["history"] == []
+    await post_turn(http, trusting.url, "again", "s", headers={"X-Tenant-ID": "acme"})
+    assert tasks_requests(upstream)[2]["history"][0]["content"] == "acme secret"
+
+    # Not behind a trusted gateway: a client cannot claim another tenant with a header.
+    plain = await start_sidecar(identity={"trust_headers": False})
+    await post_turn(http, plain.url, "spoof", "s", headers={"X-Tenant-ID": "acme"})
+    assert tasks_requests(upstream)[3]["history"] == []
+
+    await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 8)
+    tenants = {r["tenant"] for r in await pg_fetch(pg_dsn, "SELECT DISTINCT tenant FROM sessions")}
+    assert tenants == {"acme", "globex", "anonymous"}
+
+
+async def test_credentials_are_hashed_never_stored(
+    start_sidecar: Any, upstream: FakeUpstream, http: aiohttp.ClientSession, pg_dsn: str
+) -> None:
+    sc = await start_sidecar()
+    secret = "Bearer sk-very-secret-token"
+    await post_turn(http, sc.url, "hello", "s", headers={"Authorization": secret})
+    await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
+    tenant = await pg_value(pg_dsn, "SELECT tenant FROM sessions")
+    assert "sk-very-secret-token" not in tenant
+    assert tenant.startswith("key-")
