@@ -38,6 +38,8 @@ from .store.postgres import OutboxEvent, PostgresSessionStore, is_transient
 log = logging.getLogger(__name__)
 
 GROUP = "pg-writer"
+LINGER_S = 0.02  # how long a small batch waits for company
+LAG_EVERY_S = 1.0  # how often a busy writer measures the outbox length
 
 
 def _s(value: bytes | str) -> str:
@@ -78,6 +80,7 @@ class OutboxWriter:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_claim = 0.0
+        self._lag_measured = 0.0
         self.schema_ready = asyncio.Event()
         self.lag = 0
 
@@ -162,26 +165,35 @@ class OutboxWriter:
         """Read one batch (claimed entries of dead consumers first) and write it. Returns its size."""
         events = await self._claim_stale()
         if not events:
-            try:
-                reply = await self.redis.xreadgroup(
-                    GROUP,
-                    self.consumer,
-                    dict.fromkeys(self.streams, ">"),
-                    count=self.cfg.batch_size,
-                    block=self.cfg.block_ms if block else None,
-                )
-            except ResponseError as e:
-                if "NOGROUP" not in str(e):
-                    raise
-                # The outbox vanished (FLUSHALL, failover, a fresh Redis): recreate and go on.
-                log.warning("writer: outbox group missing, recreating it")
-                await self.ensure_groups()
-                return 0
-            events = self._decode(reply)
+            events = await self._read(block=block, count=self.cfg.batch_size)
+            if events and block and len(events) < self.cfg.batch_size:
+                # Under a steady trickle of turns, wait a moment so that one transaction
+                # carries many of them instead of one each.
+                await self._sleep(LINGER_S)
+                events += await self._read(block=False, count=self.cfg.batch_size - len(events))
         if events:
             await self.write(events)
-        await self.measure_lag()
+        if not events or time.monotonic() - self._lag_measured >= LAG_EVERY_S:
+            await self.measure_lag()
         return len(events)
+
+    async def _read(self, *, block: bool, count: int) -> list[OutboxEvent]:
+        try:
+            reply = await self.redis.xreadgroup(
+                GROUP,
+                self.consumer,
+                dict.fromkeys(self.streams, ">"),
+                count=count,
+                block=self.cfg.block_ms if block else None,
+            )
+        except ResponseError as e:
+            if "NOGROUP" not in str(e):
+                raise
+            # The outbox vanished (FLUSHALL, failover, a fresh Redis): recreate and go on.
+            log.warning("writer: outbox group missing, recreating it")
+            await self.ensure_groups()
+            return []
+        return self._decode(reply)
 
     @staticmethod
     def _decode(reply: Any) -> list[OutboxEvent]:
@@ -243,6 +255,7 @@ class OutboxWriter:
                 pipe.xlen(stream)
             lengths = await pipe.execute()
         self.lag = sum(int(n) for n in lengths)
+        self._lag_measured = time.monotonic()
         self.metrics.outbox_lag.set(self.lag)
 
     # --- writing -------------------------------------------------------------------------------
