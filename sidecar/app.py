@@ -71,7 +71,10 @@ async def errors_middleware(
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(
-        middlewares=[errors_middleware], client_max_size=config.session.max_body_bytes
+        middlewares=[errors_middleware],
+        client_max_size=config.session.max_body_bytes,
+        # Pass-through bodies must stay byte-identical; intercepted routes decode explicitly.
+        handler_args={"auto_decompress": False},
     )
     app[CONFIG] = config
     app[METRICS] = Metrics()

@@ -40,9 +40,6 @@ HOP_BY_HOP = frozenset(
 # The sidecar's own endpoints live under this prefix; nothing under it is ever forwarded.
 SIDECAR_PREFIX = "/_sidecar"
 
-# Request bodies in these encodings are decoded by aiohttp's server before a handler reads them.
-SERVER_DECODED_ENCODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
-
 
 def _connection_listed(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
     """Headers named by ``Connection`` are hop-by-hop too."""
@@ -216,12 +213,10 @@ class Forwarder:
         if path == SIDECAR_PREFIX or path.startswith(SIDECAR_PREFIX + "/"):
             raise NotFound(f"no such sidecar endpoint: {path}")
         url = upstream_url(self.base, request)
+        # The server does not decode request bodies (see create_app), so a compressed upload
+        # goes upstream as the very bytes the client sent, under its own headers.
         data = request.content if request.body_exists else None
-        # A compressed body arrives here already decoded: send it upstream as what it now is,
-        # not under the Content-Encoding and Content-Length that described the encoded bytes.
-        encoding = request.headers.get("Content-Encoding", "").strip().lower()
-        decoded = data is not None and encoding in SERVER_DECODED_ENCODINGS
-        headers = upstream_request_headers(request, body_changed=decoded)
+        headers = upstream_request_headers(request)
         async with open_upstream(self.client, request.method, url, headers, data) as up:
             resp, _ = await relay_response(request, up, client_response_headers(up))
             return resp

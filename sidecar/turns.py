@@ -12,6 +12,7 @@ import asyncio
 import logging
 import time
 import uuid
+import zlib
 import zoneinfo
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from .adapters.base import Adapter, Incoming, Injection
 from .adapters.sse import SSEAccumulator, UsageChunkFilter
 from .config import Config
 from .context import Extractor, estimate_tokens
-from .errors import PayloadTooLarge, StoreUnavailable
+from .errors import BadRequest, PayloadTooLarge, StoreUnavailable
 from .identity import resolve_tenant
 from .metrics import Metrics
 from .proxy import (
@@ -60,6 +61,7 @@ T = TypeVar("T")
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, decoded when the client compressed it, at most ``limit`` bytes either way."""
     if request.content_length is not None and request.content_length > limit:
         raise PayloadTooLarge(f"the body is larger than {limit} bytes")
     data = bytearray()
@@ -67,7 +69,27 @@ async def read_body(request: web.Request, limit: int) -> bytes:
         data += chunk
         if len(data) > limit:
             raise PayloadTooLarge(f"the body is larger than {limit} bytes")
-    return bytes(data)
+    encoding = request.headers.get("Content-Encoding", "identity").strip().lower()
+    return decode_body(bytes(data), encoding, limit)
+
+
+def decode_body(data: bytes, encoding: str, limit: int) -> bytes:
+    if encoding in ("", "identity"):
+        return data
+    if encoding not in ("gzip", "x-gzip", "deflate"):
+        raise BadRequest(
+            f"unsupported Content-Encoding {encoding!r} (use gzip, deflate or none)",
+            code="unsupported_content_encoding",
+        )
+    # gzip or zlib header detected automatically; output bounded against decompression bombs.
+    inflater = zlib.decompressobj(wbits=47)
+    try:
+        out = inflater.decompress(data, limit + 1)
+    except zlib.error as e:
+        raise BadRequest(f"the body is not valid {encoding}: {e}", code="invalid_body") from e
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise PayloadTooLarge(f"the decoded body is larger than {limit} bytes")
+    return out
 
 
 @dataclass(slots=True)

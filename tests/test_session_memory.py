@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import uuid
 from typing import Any
 
 import aiohttp
+import orjson
 import redis.asyncio as aioredis
 
 from sidecar.app import REDIS_STORE
@@ -466,3 +468,31 @@ async def test_credentials_are_hashed_never_stored(
     tenant = await pg_value(pg_dsn, "SELECT tenant FROM sessions")
     assert "sk-very-secret-token" not in tenant
     assert tenant.startswith("key-")
+
+
+async def test_compressed_turn_bodies_are_decoded_and_bounded(
+    start_sidecar: Any, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    sc = await start_sidecar(session={"max_body_bytes": 10_000})
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    body = orjson.dumps({"query": "compressed hello", "session_id": "gz"})
+    async with http.post(f"{sc.url}/api/tasks", data=gzip.compress(body), headers=headers) as r:
+        assert r.status == 200
+    forwarded = upstream.requests_to("/api/tasks")[0]
+    assert forwarded.json["query"] == "compressed hello"
+    assert "Content-Encoding" not in forwarded.headers
+
+    bomb = gzip.compress(orjson.dumps({"query": "x" * 5_000_000}))
+    assert len(bomb) < 10_000  # small on the wire, huge once decoded
+    cases = [
+        (gzip.compress(body)[:-8] + b"garbage!", "gzip", 400, "invalid_body"),
+        (body, "br", 400, "unsupported_content_encoding"),
+        (bomb, "gzip", 413, "payload_too_large"),
+    ]
+    for raw, encoding, status, code in cases:
+        async with http.post(
+            f"{sc.url}/api/tasks", data=raw, headers={**headers, "Content-Encoding": encoding}
+        ) as r:
+            assert r.status == status
+            assert (await r.json())["error"]["code"] == code
+    assert len(upstream.requests_to("/api/tasks")) == 1
