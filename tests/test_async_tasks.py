@@ -4,62 +4,19 @@ reads its result through the sidecar."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 
 from sidecar.devservices import TemporaryRedis
 from sidecar.store.keys import KeySpace
 from tests.harness import FakeUpstream, answer_text
+from tests.harness.waiting import session_messages, session_usage, token_counts
 
 TASKS = "/api/tasks"
-
-
-async def wait_for(probe: Callable[[], Awaitable[Any]], what: str, timeout_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {result!r}")
-        await asyncio.sleep(0.05)
-
-
-async def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
-
-
-async def messages_of(dsn: str, session_id: str, n: int) -> list[asyncpg.Record]:
-    async def probe() -> list[asyncpg.Record]:
-        rows = await fetch(
-            dsn,
-            "SELECT role, content, partial FROM messages WHERE session_id = $1 ORDER BY seq",
-            session_id,
-        )
-        return rows if len(rows) >= n else []
-
-    return list(await wait_for(probe, f"{n} messages of {session_id}"))
-
-
-async def usage_of(dsn: str, session_id: str) -> list[dict[str, int]]:
-    rows = await fetch(
-        dsn,
-        "SELECT prompt_tokens, completion_tokens, total_tokens FROM token_usage"
-        " WHERE session_id = $1 ORDER BY created_at",
-        session_id,
-    )
-    return [dict(r) for r in rows]
 
 
 async def submit(http: aiohttp.ClientSession, url: str, query: str, sid: str) -> str:
@@ -101,12 +58,12 @@ async def test_task_recorded_once_when_its_result_is_read(
     assert [b["status"] for _, b in statuses] == ["running", "running", "completed"]
     assert statuses[2][1]["result"] == answer_text(q)
 
-    rows = await messages_of(pg_dsn, sid, 2)
+    rows = await session_messages(pg_dsn, sid, 2)
     assert [(r["role"], r["content"], r["partial"]) for r in rows] == [
         ("user", q, False),
         ("assistant", answer_text(q), False),
     ]
-    assert await usage_of(pg_dsn, sid) == upstream.reported_usage
+    assert [token_counts(r) for r in await session_usage(pg_dsn, sid)] == upstream.reported_usage
 
     # Reading it again, even many at once, records nothing more.
     again = await asyncio.gather(*(poll(http, sidecar.url, task_id) for _ in range(5)))
@@ -119,10 +76,10 @@ async def test_task_recorded_once_when_its_result_is_read(
         ("user", q),
         ("assistant", answer_text(q)),
     ]
-    rows = await messages_of(pg_dsn, sid, 4)
+    rows = await session_messages(pg_dsn, sid, 4)
     assert len(rows) == 4
     assert [r["content"] for r in rows[2:]] == ["Thank you", answer_text("Thank you")]
-    assert len(await usage_of(pg_dsn, sid)) == 2
+    assert len(await session_usage(pg_dsn, sid)) == 2
 
 
 async def test_concurrent_first_reads_record_once(
@@ -137,7 +94,7 @@ async def test_concurrent_first_reads_record_once(
     assert all(b["status"] == "completed" for _, b in answers)
 
     await sync_turn(http, sidecar.url, upstream, "Thanks", sid)
-    rows = await messages_of(pg_dsn, sid, 4)
+    rows = await session_messages(pg_dsn, sid, 4)
     assert [r["content"] for r in rows] == [
         "Weather in Rome?",
         answer_text("Weather in Rome?"),
@@ -170,7 +127,7 @@ async def test_unknown_tasks_pass_through_untouched(
 
     # A later turn of that session id proves no turn was recorded for it.
     await sync_turn(http, sidecar.url, upstream, "hello", "elsewhere")
-    rows = await messages_of(pg_dsn, "elsewhere", 2)
+    rows = await session_messages(pg_dsn, "elsewhere", 2)
     assert [r["content"] for r in rows] == ["hello", answer_text("hello")]
 
 

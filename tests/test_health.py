@@ -11,6 +11,7 @@ import aiohttp
 
 from sidecar.devservices import TemporaryPostgres, TemporaryRedis
 from tests.harness import FakeUpstream, RunningSidecar, SidecarProcess
+from tests.harness.waiting import wait_until
 
 StartSidecar = Callable[..., Awaitable[RunningSidecar]]
 
@@ -25,18 +26,20 @@ async def wait_readyz(
     http: aiohttp.ClientSession, base: str, status: int, timeout_s: float = 15.0
 ) -> dict[str, Any]:
     """Poll readyz until it answers ``status``; return that answer's body."""
-    deadline = time.monotonic() + timeout_s
-    last: tuple[int, Any] | None = None
-    while True:
+
+    async def probe() -> tuple[int, Any]:
         try:
-            last = await readyz(http, base)
+            return await readyz(http, base)
         except aiohttp.ClientConnectionError as e:
-            last = (0, repr(e))
-        if last[0] == status:
-            return last[1]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"readyz never answered {status}; last: {last}")
-        await asyncio.sleep(0.05)
+            return 0, repr(e)
+
+    answer = await wait_until(
+        probe,
+        lambda last: last[0] == status,
+        timeout_s=timeout_s,
+        what=f"readyz to answer {status}",
+    )
+    return answer[1]
 
 
 async def test_ready_and_healthy_normally(
@@ -101,12 +104,17 @@ async def test_sigterm_drains_in_flight_requests_while_readyz_says_503(
             async with aiohttp.ClientSession() as own, own.get(proc.url + "/delay?s=2") as resp:
                 return resp.status, await resp.json()
 
+        async def reached_upstream() -> bool:
+            return bool(upstream.requests_to("/delay"))
+
         in_flight = asyncio.create_task(slow())
         try:
-            deadline = time.monotonic() + 5
-            while not upstream.requests_to("/delay"):
-                assert time.monotonic() < deadline, "the slow request never reached the upstream"
-                await asyncio.sleep(0.02)
+            await wait_until(
+                reached_upstream,
+                timeout_s=5,
+                interval_s=0.02,
+                what="the slow request to reach the upstream",
+            )
             proc.terminate()
             terminated_at = time.monotonic()
             try:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-import asyncpg
 import openai
 import pytest
 from aiohttp import web
@@ -18,55 +15,10 @@ from sidecar.adapters.openai import missing_history
 from sidecar.adapters.sse import UsageChunkFilter
 from sidecar.session.model import new_message
 from tests.harness import FakeUpstream, answer_text
+from tests.harness.waiting import session_messages, session_usage, token_counts
 
 CHAT = "/v1/chat/completions"
 SYSTEM = {"role": "system", "content": "You are terse."}
-
-
-async def wait_for(probe: Callable[[], Awaitable[Any]], what: str, timeout_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {result!r}")
-        await asyncio.sleep(0.05)
-
-
-async def fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        return list(await conn.fetch(sql, *args))
-    finally:
-        await conn.close()
-
-
-async def stored_turns(dsn: str, session_id: str, n_messages: int) -> list[asyncpg.Record]:
-    """The session's messages once ``n_messages`` of them (and the last turn's usage) are written."""
-
-    async def probe() -> list[asyncpg.Record]:
-        rows = await fetch(
-            dsn,
-            "SELECT role, content, partial FROM messages WHERE session_id = $1 ORDER BY seq",
-            session_id,
-        )
-        return rows if len(rows) >= n_messages else []
-
-    return list(await wait_for(probe, f"{n_messages} messages of {session_id}"))
-
-
-async def usage_rows(dsn: str, session_id: str, n: int) -> list[asyncpg.Record]:
-    async def probe() -> list[asyncpg.Record]:
-        rows = await fetch(
-            dsn,
-            "SELECT model, prompt_tokens, completion_tokens, total_tokens FROM token_usage"
-            " WHERE session_id = $1 ORDER BY created_at",
-            session_id,
-        )
-        return rows if len(rows) >= n else []
-
-    return list(await wait_for(probe, f"{n} usage rows of {session_id}"))
 
 
 def sdk(url: str, session_id: str) -> openai.AsyncOpenAI:
@@ -82,14 +34,6 @@ def sent_messages(upstream: FakeUpstream, i: int) -> list[dict[str, Any]]:
     body = upstream.requests_to(CHAT)[i].json
     assert isinstance(body, dict)
     return list(body["messages"])
-
-
-def as_usage(row: asyncpg.Record) -> dict[str, int]:
-    return {
-        "prompt_tokens": row["prompt_tokens"],
-        "completion_tokens": row["completion_tokens"],
-        "total_tokens": row["total_tokens"],
-    }
 
 
 async def test_sdk_json_calls_share_memory(
@@ -118,15 +62,15 @@ async def test_sdk_json_calls_share_memory(
         {"role": "user", "content": "And tomorrow?"},
     ]
 
-    rows = await stored_turns(pg_dsn, sid, 4)
+    rows = await session_messages(pg_dsn, sid, 4)
     assert [(r["role"], r["content"], r["partial"]) for r in rows] == [
         ("user", "Weather in Paris?", False),
         ("assistant", a1, False),
         ("user", "And tomorrow?", False),
         ("assistant", answer_text("And tomorrow?"), False),
     ]
-    usage = await usage_rows(pg_dsn, sid, 2)
-    assert [as_usage(r) for r in usage] == upstream.reported_usage
+    usage = await session_usage(pg_dsn, sid, 2)
+    assert [token_counts(r) for r in usage] == upstream.reported_usage
     assert {r["model"] for r in usage} == {"fake-1"}
 
 
@@ -172,7 +116,7 @@ async def test_sdk_streams_with_and_without_usage(
         {"role": "user", "content": "Weather in Paris?"},
         {"role": "assistant", "content": answer_text("Weather in Paris?")},
     ]
-    rows = await stored_turns(pg_dsn, sid, 4)
+    rows = await session_messages(pg_dsn, sid, 4)
     assert [r["content"] for r in rows] == [
         "Weather in Paris?",
         answer_text("Weather in Paris?"),
@@ -180,8 +124,8 @@ async def test_sdk_streams_with_and_without_usage(
         answer_text("And tomorrow?"),
     ]
     assert not any(r["partial"] for r in rows)
-    usage = await usage_rows(pg_dsn, sid, 2)
-    assert [as_usage(r) for r in usage] == upstream.reported_usage
+    usage = await session_usage(pg_dsn, sid, 2)
+    assert [token_counts(r) for r in usage] == upstream.reported_usage
 
 
 async def test_resent_conversation_is_neither_duplicated_nor_stored_twice(
@@ -205,7 +149,7 @@ async def test_resent_conversation_is_neither_duplicated_nor_stored_twice(
     assert sent_messages(upstream, 1) == [SYSTEM, u1, a1, u2]
     assert sent_messages(upstream, 2) == [SYSTEM, u1, a1, u2, a2, u3]
 
-    rows = await stored_turns(pg_dsn, sid, 6)
+    rows = await session_messages(pg_dsn, sid, 6)
     assert [r["content"] for r in rows] == [
         u1["content"],
         a1["content"],
@@ -288,7 +232,7 @@ async def test_tool_calls_and_multipart_content_pass_untouched(
     assert upstream.requests_to(CHAT)[0].json["tools"] == tools
     assert sent_messages(upstream, 1) == follow_up
     # The turn is the user's question and the answer in text, recorded once the tools have run.
-    rows = await stored_turns(pg_dsn, sid, 2)
+    rows = await session_messages(pg_dsn, sid, 2)
     assert [(r["role"], r["content"]) for r in rows] == [
         ("user", "What is the weather in Paris?"),
         ("assistant", final.choices[0].message.content),

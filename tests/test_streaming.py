@@ -8,42 +8,15 @@ import itertools
 import statistics
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-import asyncpg
 from aiohttp import web
 
 from tests.harness import FakeUpstream, answer_text
+from tests.harness.waiting import session_messages, wait_until
 
 TASKS = "/api/tasks"
-
-
-async def wait_for(probe: Callable[[], Awaitable[Any]], what: str, timeout_s: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {result!r}")
-        await asyncio.sleep(0.05)
-
-
-async def messages_of(dsn: str, session_id: str, n: int) -> list[asyncpg.Record]:
-    async def probe() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(dsn)
-        try:
-            rows = await conn.fetch(
-                "SELECT role, content, partial FROM messages WHERE session_id = $1 ORDER BY seq",
-                session_id,
-            )
-        finally:
-            await conn.close()
-        return list(rows) if len(rows) >= n else []
-
-    return list(await wait_for(probe, f"{n} messages of {session_id}"))
 
 
 def query_for(answer_length: int) -> str:
@@ -101,7 +74,7 @@ async def test_stream_relayed_chunk_by_chunk_and_recorded(
         f"max {max(gaps) * 1000:.1f} ms"
     )
 
-    rows = await messages_of(pg_dsn, sid, 2)
+    rows = await session_messages(pg_dsn, sid, 2)
     assert [(r["role"], r["content"], r["partial"]) for r in rows] == [
         ("user", q, False),
         ("assistant", answer_text(q), False),
@@ -157,15 +130,15 @@ async def test_client_disconnect_mid_stream_leaves_nothing_behind(
     async def upstream_closed() -> bool:
         return upstream.open_streams == 0
 
-    await wait_for(upstream_closed, "the upstream stream to be closed")
+    await wait_until(upstream_closed, timeout_s=15.0, what="the upstream stream to be closed")
 
     async def no_tasks_left() -> bool:
         return not asyncio.all_tasks() - before - {asyncio.current_task()}
 
     # Nothing the request started is still running (the commit included).
-    await wait_for(no_tasks_left, "the request's tasks to end")
+    await wait_until(no_tasks_left, timeout_s=15.0, what="the request's tasks to end")
 
-    rows = await messages_of(pg_dsn, sid, 2)
+    rows = await session_messages(pg_dsn, sid, 2)
     shown = "".join(
         e.split(b'"delta": "')[1].split(b'"')[0].decode()
         for e in split_events(received)[0]
@@ -186,7 +159,7 @@ async def test_client_disconnect_mid_stream_leaves_nothing_behind(
     async with http.post(sidecar.url + TASKS, json={"query": "next", "session_id": sid}) as r:
         assert r.status == 200
         await r.read()
-    rows = await messages_of(pg_dsn, sid, 4)
+    rows = await session_messages(pg_dsn, sid, 4)
     assert [r["content"] for r in rows][2:] == ["next", answer_text("next")]
     assert len(rows) == 4
     # The next request saw the partial answer in its history.
@@ -211,7 +184,7 @@ async def test_upstream_cut_mid_stream_records_partial_once(
             pass  # the sidecar cut the client's connection too: the only honest signal
     assert received.count(b'"delta"') == 4
 
-    rows = await messages_of(pg_dsn, sid, 2)
+    rows = await session_messages(pg_dsn, sid, 2)
     assert len(rows) == 2
     assert rows[1]["content"] == answer_text(q)[:40]
     assert rows[1]["partial"] is True

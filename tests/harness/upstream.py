@@ -141,6 +141,15 @@ def _sse(data: Any) -> bytes:
     return f"data: {payload}\n\n".encode()
 
 
+async def _json_body(request: web.Request) -> Any:
+    """The request's body as JSON; ``None`` when it is empty or not JSON."""
+    raw = await request.read()
+    try:
+        return json.loads(raw) if raw else None
+    except ValueError:
+        return None
+
+
 def _split_text(text: str, parts: int) -> list[str]:
     size = max(1, -(-len(text) // parts))
     return [text[i : i + size] for i in range(0, len(text), size)] or [""]
@@ -394,11 +403,7 @@ class FakeUpstream:
     # -- tasks backend -----------------------------------------------------------------------
 
     async def _tasks(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
+        body = await _json_body(request)
         if self.tasks_handler is not None:
             return await self.tasks_handler(request, body)
         if self.tasks_delay_s:
@@ -473,11 +478,7 @@ class FakeUpstream:
     # -- OpenAI chat completions -------------------------------------------------------------
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
-        raw = await request.read()
-        try:
-            body = json.loads(raw) if raw else None
-        except ValueError:
-            body = None
+        body = await _json_body(request)
         if self.chat_handler is not None:
             return await self.chat_handler(request, body)
         if self.chat_delay_s:

@@ -34,6 +34,7 @@ async def wait_until(
 
 
 async def pg_fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
+    """The rows ``sql`` returns, on a connection of its own."""
     conn = await asyncpg.connect(dsn)
     try:
         return list(await conn.fetch(sql, *args))
@@ -42,6 +43,7 @@ async def pg_fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
 
 
 async def pg_value(dsn: str, sql: str, *args: Any) -> Any:
+    """The first column of the first row ``sql`` returns, on a connection of its own."""
     conn = await asyncpg.connect(dsn)
     try:
         return await conn.fetchval(sql, *args)
@@ -61,3 +63,56 @@ async def wait_for_rows(
             return -1
 
     await wait_until(probe, lambda n: n == count, timeout_s=timeout_s, what=f"{count} rows: {sql}")
+
+
+async def _session_rows(
+    dsn: str, sql: str, session_id: str, count: int, what: str, timeout_s: float
+) -> list[asyncpg.Record]:
+    """The rows ``sql`` returns for ``session_id`` (its ``$1``), once there are ``count`` or more."""
+
+    async def probe() -> list[asyncpg.Record]:
+        return await pg_fetch(dsn, sql, session_id)
+
+    return await wait_until(
+        probe, lambda rows: len(rows) >= count, timeout_s=timeout_s, what=f"{count} {what}"
+    )
+
+
+async def session_messages(
+    dsn: str, session_id: str, count: int, *, timeout_s: float = 15.0
+) -> list[asyncpg.Record]:
+    """A session's stored messages (``role``, ``content``, ``partial``, in ``seq`` order), once
+    there are at least ``count`` of them."""
+    return await _session_rows(
+        dsn,
+        "SELECT role, content, partial FROM messages WHERE session_id = $1 ORDER BY seq",
+        session_id,
+        count,
+        f"messages of {session_id}",
+        timeout_s,
+    )
+
+
+async def session_usage(
+    dsn: str, session_id: str, count: int = 0, *, timeout_s: float = 15.0
+) -> list[asyncpg.Record]:
+    """A session's token usage rows (``model`` and the three token counts, oldest first), once
+    there are at least ``count`` of them; with no ``count``, as they are now."""
+    return await _session_rows(
+        dsn,
+        "SELECT model, prompt_tokens, completion_tokens, total_tokens FROM token_usage"
+        " WHERE session_id = $1 ORDER BY created_at",
+        session_id,
+        count,
+        f"usage rows of {session_id}",
+        timeout_s,
+    )
+
+
+def token_counts(row: asyncpg.Record) -> dict[str, int]:
+    """A usage row's token counts, shaped like ``FakeUpstream.reported_usage`` entries."""
+    return {
+        "prompt_tokens": row["prompt_tokens"],
+        "completion_tokens": row["completion_tokens"],
+        "total_tokens": row["total_tokens"],
+    }
