@@ -8,8 +8,9 @@ import orjson
 from aiohttp import web
 
 from .errors import NotFound, StoreUnavailable, Unauthorized
-from .session.manager import PG_ERRORS, SessionService
+from .session.manager import SessionService
 from .session.model import SessionKey
+from .store.postgres import PG_ERRORS
 
 
 class AdminSessions:

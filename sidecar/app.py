@@ -22,7 +22,7 @@ from .journal import Journal
 from .metrics import Metrics
 from .proxy import Forwarder, make_client_session
 from .session.manager import SessionService
-from .store.postgres import PostgresSessionStore, create_pool
+from .store.postgres import PG_ERRORS, PostgresSessionStore, create_pool
 from .store.redis import CircuitBreaker, RedisSessionStore, make_client
 from .turns import TurnRoute
 from .writer import OutboxWriter
@@ -67,6 +67,12 @@ async def errors_middleware(
             code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
             return error_response(e.status, code.get(e.status, "http_error"), e.reason)
         raise
+    except ConnectionResetError:
+        raise  # the client went away; there is nobody to answer
+    except Exception:
+        # A bug, not a condition we know: answered as JSON like every error, and logged whole.
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "the sidecar failed unexpectedly")
 
 
 def create_app(config: Config) -> web.Application:
@@ -122,7 +128,7 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
         # applies them when it comes back (requests are served meanwhile).
         try:
             await asyncio.wait_for(app[PG_STORE].migrate(), cfg.connect_timeout_s)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+        except PG_ERRORS as e:
             log.warning("migrations deferred, PostgreSQL unavailable: %s", e)
     yield
     await pool.close()

@@ -14,8 +14,7 @@ from redis.exceptions import RedisError
 
 from .errors import StoreUnavailable
 from .metrics import Metrics
-from .session.manager import PG_ERRORS
-from .store.postgres import PostgresSessionStore
+from .store.postgres import PG_ERRORS, PostgresSessionStore
 from .store.redis import RedisSessionStore
 from .writer import OutboxWriter
 

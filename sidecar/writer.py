@@ -33,11 +33,13 @@ from tenacity import (
 from .config import WriterConfig
 from .metrics import Metrics
 from .store.keys import KeySpace
-from .store.postgres import OutboxEvent, PostgresSessionStore, is_transient
+from .store.postgres import PG_ERRORS, OutboxEvent, PostgresSessionStore, is_transient
 
 log = logging.getLogger(__name__)
 
 GROUP = "pg-writer"
+# Failures of either store: the writer backs off and tries again.
+STORE_ERRORS: tuple[type[BaseException], ...] = (RedisError, *PG_ERRORS)
 LINGER_S = 0.02  # how long a small batch waits for company
 LAG_EVERY_S = 1.0  # how often a busy writer measures the outbox length
 
@@ -116,29 +118,21 @@ class OutboxWriter:
                     await self._prepare()
                 await self.step(block=True)
                 backoff = 0.1
-            except asyncio.CancelledError:
-                raise
-            except (
-                RedisError,
-                OSError,
-                asyncpg.PostgresError,
-                asyncpg.InterfaceError,
-                TimeoutError,
-            ) as e:
+            except STORE_ERRORS as e:
                 log.warning("writer: %s: %s; retrying in %.1fs", type(e).__name__, e, backoff)
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except Exception:
+                # A bug must not silently end the only thing that moves turns to PostgreSQL:
+                # the entries stay pending in Redis, so log loudly and keep going.
+                log.exception("writer: unexpected error; retrying in %.1fs", backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
         # Draining on shutdown: write what is already waiting, without blocking for more.
         try:
             while await self.step(block=False):
                 pass
-        except (
-            RedisError,
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            TimeoutError,
-        ) as e:
+        except STORE_ERRORS as e:
             log.warning("writer: final flush stopped: %s", e)
 
     async def _sleep(self, seconds: float) -> None:

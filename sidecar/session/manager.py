@@ -22,14 +22,12 @@ from ..config import SessionConfig
 from ..errors import StoreUnavailable
 from ..journal import Journal
 from ..metrics import Metrics
-from ..store.postgres import PostgresSessionStore, is_transient, record_turn_direct
+from ..store.postgres import PG_ERRORS, PostgresSessionStore, is_transient, record_turn_direct
 from ..store.redis import Committed, RedisSessionStore, SessionAbsent
 from .cache import SessionCache
 from .model import SessionKey, SessionSnapshot, Turn, utc_now_iso
 
 log = logging.getLogger(__name__)
-
-PG_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 @dataclass(frozen=True, slots=True)

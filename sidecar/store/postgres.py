@@ -87,13 +87,24 @@ async def migrate(conn: Conn) -> list[str]:
 TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58", "40")
 
 
+# What a lost or unreachable server looks like from asyncpg. InternalClientError is among
+# them: a connection killed mid-operation can surface as one ("cannot switch to state ...").
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.InternalClientError,
+)
+# Everything a PostgreSQL call may raise that is about PostgreSQL, not about our code.
+PG_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *CONNECTION_ERRORS)
+
+
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""
         return state[:2] in TRANSIENT_SQLSTATE_CLASSES
-    return isinstance(
-        exc, (OSError, TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError)
-    )
+    return isinstance(exc, CONNECTION_ERRORS)
 
 
 @dataclass(frozen=True, slots=True)
