@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+import pytest
 import redis.asyncio as aioredis
 
 from sidecar.devservices import TemporaryPostgres, TemporaryRedis
@@ -56,20 +57,23 @@ async def assert_stored_exactly_once(pg_dsn: str, upstream: FakeUpstream, turns:
     assert sum(r["message_count"] for r in rows) == 2 * turns
 
 
+@pytest.mark.parametrize("fault", ["stop", "kill"])
 async def test_postgres_down_while_turns_are_sent_loses_nothing(
     start_sidecar: Any,
     upstream: FakeUpstream,
     http: aiohttp.ClientSession,
     pg_dsn: str,
     postgres_server: TemporaryPostgres,
+    fault: str,
 ) -> None:
+    """``stop`` is a clean shutdown; ``kill`` SIGKILLs the server and its backends mid-work."""
     sc = await start_sidecar(writer={"ready_max_lag": 100})
     sessions = [f"pg-down-{i}" for i in range(20)]
     first = await asyncio.gather(*(turn(http, sc.url, "hello", sid) for sid in sessions))
     assert all(status == 200 for status, _, _ in first)
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 40)
 
-    postgres_server.stop()
+    getattr(postgres_server, fault)()
     results: list[Result] = []
     for round_ in range(9):
         results += await asyncio.gather(
