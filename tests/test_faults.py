@@ -399,3 +399,96 @@ async def test_both_stores_down_journals_the_turn_and_replays_it(
         await pg_value(pg_dsn, "SELECT count(*) FROM messages WHERE content = 'nobody home'") == 1
     )
     await wait_until(lambda: _async(journal.exists()), lambda e: not e, what="journal emptied")
+
+
+async def test_journal_replay_keeps_a_rejected_turn_aside_and_writes_the_rest(
+    start_sidecar: Any, pg_dsn: str, tmp_path: Any
+) -> None:
+    """A journal left by an earlier process holds one turn PostgreSQL can never accept."""
+    journal = tmp_path / "journal.jsonl"
+
+    def entry(turn_id: str, role: str, content: str) -> bytes:
+        payload = {
+            "tenant": "anonymous",
+            "session_id": "from-journal",
+            "turn_id": turn_id,
+            "messages": [
+                [f"{turn_id[:-1]}1", role, content, "2026-01-01T00:00:00Z", 1],
+                [f"{turn_id[:-1]}2", "assistant", "ok", "2026-01-01T00:00:01Z", 1],
+            ],
+            "usage": ["m", 1, 1, 2],
+            "context": {},
+            "partial": False,
+            "at": "2026-01-01T00:00:01Z",
+        }
+        return (
+            orjson.dumps({"tenant": "anonymous", "session_id": "from-journal", "turn": payload})
+            + b"\n"
+        )
+
+    journal.write_bytes(
+        entry("0b1c9a52-0b9e-4c57-9d0e-0d5b2f0c0000", "user", "kept one")
+        + entry("0b1c9a52-0b9e-4c57-9d0e-0d5b2f0c1000", "system", "never fits")
+        + b'{"cut short by a crash'  # the last line of a journal interrupted mid-write
+        + b"\n"
+        + entry("0b1c9a52-0b9e-4c57-9d0e-0d5b2f0c2000", "user", "kept two")
+    )
+    await start_sidecar(writer={"journal_path": str(journal)})
+
+    rejected = tmp_path / "journal.jsonl.rejected"
+    replaying = tmp_path / "journal.jsonl.replaying"
+    await wait_until(
+        lambda: _async(journal.exists() or replaying.exists()),
+        lambda e: not e,
+        what="journal replayed",
+    )
+    contents = {r["content"] for r in await pg_fetch(pg_dsn, "SELECT content FROM messages")}
+    assert contents == {"kept one", "kept two", "ok"}
+    assert await pg_value(pg_dsn, "SELECT count(*) FROM messages") == 4
+    kept_aside = [orjson.loads(line) for line in rejected.read_bytes().splitlines()]
+    assert [e["turn"]["messages"][0][2] for e in kept_aside] == ["never fits"]
+    assert "check" in kept_aside[0]["error"].lower()
+
+
+async def test_new_session_while_postgres_is_down_is_served_and_stored_later(
+    start_sidecar: Any,
+    upstream: FakeUpstream,
+    http: aiohttp.ClientSession,
+    pg_dsn: str,
+    postgres_server: TemporaryPostgres,
+) -> None:
+    sc = await start_sidecar()
+    await turn(http, sc.url, "warm up", "other")
+    postgres_server.stop()
+    try:
+        # Not in Redis, and PostgreSQL cannot say whether it existed: served, and said so.
+        status, headers, _ = await turn(http, sc.url, "first words", "born-without-pg")
+        assert status == 200
+        assert headers["X-Sidecar-Degraded"] == "postgres"
+        status, headers, _ = await turn(http, sc.url, "second words", "born-without-pg")
+        assert status == 200
+        assert "X-Sidecar-Degraded" not in headers  # now in Redis: served as usual
+        history = upstream.requests_to("/api/tasks")[-1].json["history"]
+        assert [m["content"] for m in history] == ["first words", "answer to: first words"]
+        async with http.get(
+            f"{sc.url}/_sidecar/sessions/anonymous/born-without-pg",
+            headers={"Authorization": "Bearer test-admin-token"},
+        ) as r:
+            assert r.status == 200  # the admin API reads Redis while PostgreSQL is away
+        async with http.delete(
+            f"{sc.url}/_sidecar/sessions/anonymous/born-without-pg",
+            headers={"Authorization": "Bearer test-admin-token"},
+        ) as r:
+            assert r.status == 503  # nothing deleted: it would come back from the outbox
+            assert (await r.json())["error"]["code"] == "store_unavailable"
+    finally:
+        postgres_server.start()
+    await wait_for_rows(
+        pg_dsn, "SELECT count(*) FROM messages WHERE session_id = 'born-without-pg'", 4
+    )
+    assert (
+        await pg_value(
+            pg_dsn, "SELECT message_count FROM sessions WHERE session_id = 'born-without-pg'"
+        )
+        == 4
+    )
