@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-import asyncpg
 import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
@@ -128,10 +127,16 @@ class OutboxWriter:
                 log.exception("writer: unexpected error; retrying in %.1fs", backoff)
                 await self._sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-        # Draining on shutdown: write what is already waiting, without blocking for more.
+        # On shutdown: what this consumer holds, then one more batch of what just arrived.
+        # Bounded on purpose: other replicas keep committing, and whatever is left stays safe
+        # in the outbox for them.
         try:
-            while await self.step(block=False):
-                pass
+            held = await self._read(block=False, count=self.cfg.batch_size, start="0")
+            if held:
+                await self.write(held)
+            fresh = await self._read(block=False, count=self.cfg.batch_size)
+            if fresh:
+                await self.write(fresh)
         except STORE_ERRORS as e:
             log.warning("writer: final flush stopped: %s", e)
 
@@ -171,12 +176,13 @@ class OutboxWriter:
             await self.measure_lag()
         return len(events)
 
-    async def _read(self, *, block: bool, count: int) -> list[OutboxEvent]:
+    async def _read(self, *, block: bool, count: int, start: str = ">") -> list[OutboxEvent]:
+        """New entries (``>``), or this consumer's own unacknowledged ones (``0``)."""
         try:
             reply = await self.redis.xreadgroup(
                 GROUP,
                 self.consumer,
-                dict.fromkeys(self.streams, ">"),
+                dict.fromkeys(self.streams, start),
                 count=count,
                 block=self.cfg.block_ms if block else None,
             )
@@ -187,15 +193,19 @@ class OutboxWriter:
             log.warning("writer: outbox group missing, recreating it")
             await self.ensure_groups()
             return []
-        return self._decode(reply)
+        return await self._decode(reply)
 
-    @staticmethod
-    def _decode(reply: Any) -> list[OutboxEvent]:
+    async def _decode(self, reply: Any) -> list[OutboxEvent]:
         events = []
         for stream, entries in reply or []:
             for eid, fields in entries:
-                if fields:  # an entry deleted while pending shows up without fields
+                if not fields:  # an entry deleted while pending shows up without fields
+                    continue
+                try:
                     events.append(decode_entry(_s(stream), _s(eid), fields))
+                except (KeyError, ValueError, TypeError) as e:
+                    # Unreadable (another version's format, say): set aside, never a blocker.
+                    await self._dead_letter_raw(_s(stream), _s(eid), fields, e)
         return events
 
     async def _claim_stale(self) -> list[OutboxEvent]:
@@ -219,9 +229,7 @@ class OutboxWriter:
                     await self.ensure_groups()
                     continue
                 raise
-            for eid, fields in reply[1]:
-                if fields:
-                    claimed.append(decode_entry(stream, _s(eid), fields))
+            claimed += await self._decode([(stream, reply[1])])
             if len(claimed) >= self.cfg.batch_size:
                 break
         if claimed:
@@ -277,13 +285,14 @@ class OutboxWriter:
             async for attempt in self._retrying():
                 with attempt:
                     await self.pg.write(events)
-        except asyncpg.PostgresError as e:
+        except Exception as e:
             if is_transient(e):
                 raise
             log.warning(
-                "writer: batch of %d rejected (%s); writing its entries one by one",
+                "writer: batch of %d rejected (%s: %s); writing its entries one by one",
                 len(events),
-                e.sqlstate,
+                type(e).__name__,
+                getattr(e, "sqlstate", None) or e,
             )
             await self._write_one_by_one(events)
             return
@@ -301,7 +310,8 @@ class OutboxWriter:
                             await self.pg.write([event])
                     error = None
                     break
-                except asyncpg.PostgresError as e:
+                except Exception as e:
+                    # Whatever is not a passing outage is about this entry: bounded retries.
                     if is_transient(e):
                         raise
                     error = e
@@ -334,6 +344,25 @@ class OutboxWriter:
             },
         )
         self.metrics.dead_letters.inc()
+
+    async def _dead_letter_raw(
+        self, stream: str, entry_id: str, fields: dict[Any, Any], error: Exception
+    ) -> None:
+        log.error("writer: dead-lettered unreadable entry %s of %s: %r", entry_id, stream, error)
+        await self.redis.xadd(
+            self.keys.dead_letters(),
+            {
+                "stream": stream,
+                "entry_id": entry_id,
+                **{f"field:{_s(k)}": v for k, v in fields.items()},
+                "error": f"{type(error).__name__}: {error}",
+            },
+        )
+        self.metrics.dead_letters.inc()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(stream, GROUP, entry_id)
+            pipe.xdel(stream, entry_id)
+            await pipe.execute()
 
     async def _ack(self, events: Iterable[OutboxEvent]) -> None:
         by_stream: dict[str, list[str]] = {}
