@@ -118,7 +118,6 @@ class PostgresConfig:
         metadata={"check": _url_check(("postgresql", "postgres"), "a postgresql:// DSN")},
     )
     migrate_on_start: bool = True
-    pool_min_size: int = _check(_non_negative, 1)
     pool_max_size: int = _check(_positive, 10)
     connect_timeout_s: float = _check(_positive, 5.0)
     command_timeout_s: float = _check(_positive, 10.0)
@@ -130,6 +129,10 @@ class SessionConfig:
     max_stored_messages: int = _check(_positive, 1000)
     history_token_budget: int | None = None
     local_cache_size: int = _check(_non_negative, 10_000)
+    # ... and at most this many bytes of message text in it.
+    local_cache_max_bytes: int = _check(_non_negative, 64 * 1024 * 1024)
+    # Bound on reading a session from PostgreSQL on the request path (restore, degraded load).
+    restore_timeout_s: float = _check(_positive, 1.0)
     max_body_bytes: int = _check(_positive, 1_048_576)
 
 
@@ -436,7 +439,8 @@ REDACTED = "***"
 _SECRET_PARAM = re.compile(r"password|secret|token", re.IGNORECASE)
 
 
-def _redact_url(url: str) -> str:
+def redact_url(url: str) -> str:
+    """The URL with any password (userinfo or credential query parameter) masked, for logs."""
     """``url`` with the password of its user info and credential query parameters masked."""
     parts = urlsplit(url)
     userinfo, at, hostport = parts.netloc.rpartition("@")
@@ -458,7 +462,7 @@ def _redact(obj: Any) -> Any:
             if f.metadata.get("secret") and isinstance(value, str):
                 value = REDACTED if value else ""
             elif isinstance(value, str) and "://" in value:
-                value = _redact_url(value)  # any URL may carry a password, not only DSNs
+                value = redact_url(value)  # any URL may carry a password, not only DSNs
             out[f.name] = _redact(value)
         return out
     if isinstance(obj, tuple):

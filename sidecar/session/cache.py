@@ -10,31 +10,54 @@ from collections import OrderedDict
 
 from .model import SessionKey, SessionSnapshot
 
+# A rough per-message overhead (the Message object, its id and timestamp strings).
+MESSAGE_OVERHEAD_BYTES = 200
+
+
+def snapshot_bytes(snapshot: SessionSnapshot) -> int:
+    return sum(len(m.content) + MESSAGE_OVERHEAD_BYTES for m in snapshot.window)
+
 
 class SessionCache:
-    def __init__(self, max_entries: int) -> None:
+    """At most ``max_entries`` sessions and about ``max_bytes`` of their message text."""
+
+    def __init__(self, max_entries: int, max_bytes: int = 0) -> None:
         self.max_entries = max_entries
-        self._entries: OrderedDict[SessionKey, SessionSnapshot] = OrderedDict()
+        self.max_bytes = max_bytes  # 0: no byte bound
+        self.bytes = 0
+        self._entries: OrderedDict[SessionKey, tuple[SessionSnapshot, int]] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get(self, key: SessionKey) -> SessionSnapshot | None:
-        snapshot = self._entries.get(key)
-        if snapshot is not None:
-            self._entries.move_to_end(key)
-        return snapshot
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        self._entries.move_to_end(key)
+        return entry[0]
 
     def put(self, snapshot: SessionSnapshot) -> None:
         if self.max_entries <= 0 or not snapshot.version:
             return
-        self._entries[snapshot.key] = snapshot
-        self._entries.move_to_end(snapshot.key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        size = snapshot_bytes(snapshot)
+        if self.max_bytes and size > self.max_bytes:
+            self.discard(snapshot.key)  # too large to keep; Redis serves it
+            return
+        self.discard(snapshot.key)
+        self._entries[snapshot.key] = (snapshot, size)
+        self.bytes += size
+        while len(self._entries) > self.max_entries or (
+            self.max_bytes and self.bytes > self.max_bytes
+        ):
+            _, (_, evicted) = self._entries.popitem(last=False)
+            self.bytes -= evicted
 
     def discard(self, key: SessionKey) -> None:
-        self._entries.pop(key, None)
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry[1]
 
     def clear(self) -> None:
         self._entries.clear()
+        self.bytes = 0
