@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -70,7 +71,9 @@ async def test_get_shows_the_session_and_delete_removes_it_everywhere(
         assert await pg_value(pg_dsn, f"SELECT count(*) FROM {table}") == 0
     client = aioredis.Redis.from_url(redis_url)
     try:
-        assert [k async for k in client.scan_iter(match=f"{prefix}:*:s:*")] == []
+        left = [k async for k in client.scan_iter(match=f"{prefix}:*:s:*")]
+        # Only the tombstone that keeps turns asked before the deletion out.
+        assert [k.rsplit(b":", 1)[1] for k in left] == [b"deleted"]
 
         # A write of the deleted session's turn arriving late (a replica's pending entry, say).
         outbox = await anext(client.scan_iter(match=f"{prefix}:*:outbox"))
@@ -100,3 +103,46 @@ async def test_get_shows_the_session_and_delete_removes_it_everywhere(
     # The id can be used again, as a new, empty session.
     await turn(http, sc.url, "hello again", sid)
     assert upstream.requests_to("/api/tasks")[-1].json["history"] == []
+
+
+async def test_a_turn_in_flight_during_delete_does_not_bring_the_session_back(
+    start_sidecar: Any,
+    upstream: FakeUpstream,
+    http: aiohttp.ClientSession,
+    pg_dsn: str,
+    redis_url: str,
+    sidecar_config: dict[str, Any],
+) -> None:
+    sc = await start_sidecar(admin={"token": ADMIN_TOKEN})
+    sid = "deleted-mid-turn"
+    await turn(http, sc.url, "first", sid)
+    await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
+    upstream.tasks_delay_s = 1.0
+    in_flight = asyncio.create_task(turn(http, sc.url, "asked before the delete", sid))
+    await wait_until(
+        lambda: _value(len(upstream.requests_to("/api/tasks"))),
+        lambda n: n == 2,
+        what="the second turn at the upstream",
+    )
+    async with http.delete(f"{sc.url}/_sidecar/sessions/anonymous/{sid}", headers=AUTH) as r:
+        assert r.status == 204
+    await in_flight  # answered: the client got its answer
+    upstream.tasks_delay_s = 0
+
+    prefix = sidecar_config["redis"]["key_prefix"]
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        assert [k async for k in client.scan_iter(match=f"{prefix}:*:s:*:meta")] == []
+    finally:
+        await client.aclose()
+    async with http.get(f"{sc.url}/_sidecar/sessions/anonymous/{sid}", headers=AUTH) as r:
+        assert r.status == 404
+    assert await pg_value(pg_dsn, "SELECT count(*) FROM messages") == 0
+    # A request made after the deletion starts the id afresh and is kept.
+    await turn(http, sc.url, "asked after the delete", sid)
+    assert upstream.requests_to("/api/tasks")[-1].json["history"] == []
+    await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
+
+
+async def _value(value: Any) -> Any:
+    return value

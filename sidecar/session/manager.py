@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -56,19 +57,23 @@ class SessionService:
         self.pg = pg
         self.cfg = cfg
         self.metrics = metrics
-        self.cache = SessionCache(cfg.local_cache_size)
+        self.cache = SessionCache(cfg.local_cache_size, cfg.local_cache_max_bytes)
         # Sessions written to PostgreSQL while Redis was away: their Redis copy is stale.
         self.stale_in_redis: set[SessionKey] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._late_reads: set[asyncio.Future[SessionSnapshot | None]] = set()
         redis.breaker.on_close.append(self._redis_returned)
 
     # --- load ----------------------------------------------------------------------------------
 
-    async def load(self, key: SessionKey) -> Loaded:
-        if self.stale_in_redis:
-            await self._drop_stale()
+    async def load(self, key: SessionKey, *, new: bool = False) -> Loaded:
+        """The session's snapshot. ``new``: the id was just made, so it exists nowhere yet."""
         cached = self.cache.get(key)
         try:
+            if key in self.stale_in_redis:
+                await self._drop_one_stale(key)
+            if new:
+                return await self._create(key)
             res = await self.redis.load(
                 key, cached.version if cached else "", self.cfg.history_limit
             )
@@ -82,10 +87,46 @@ class SessionService:
             self.cache.discard(key)
             return await self._load_degraded(key)
 
+    async def _fetch(self, key: SessionKey, limit: int) -> SessionSnapshot | None:
+        """Read a session from PostgreSQL within the request path's bound.
+
+        Not ``wait_for``: it waits for the cancelled read to wind down, and asyncpg cancels a
+        query by talking to the server, which hangs as long as a frozen server does. The late
+        read is left to finish (or fail) in the background instead.
+        """
+        task = asyncio.ensure_future(self.pg.fetch_session(key, limit))
+        done, _ = await asyncio.wait({task}, timeout=self.cfg.restore_timeout_s)
+        if not done:
+            task.cancel()
+            self._late_reads.add(task)
+            task.add_done_callback(self._forget_late_read)
+            raise TimeoutError(f"PostgreSQL did not answer within {self.cfg.restore_timeout_s}s")
+        return task.result()
+
+    def _forget_late_read(self, task: asyncio.Future[SessionSnapshot | None]) -> None:
+        self._late_reads.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved, so asyncio does not report it as never retrieved
+
+    async def _create(self, key: SessionKey) -> Loaded:
+        now = utc_now_iso()
+        await self.redis.seed(
+            key,
+            last_seq=0,
+            tokens_used=0,
+            message_count=0,
+            created_at=now,
+            updated_at=now,
+            context={},
+            messages=[],
+            announce=True,
+        )
+        return await self._read_seeded(key, None)
+
     async def _restore_or_create(self, key: SessionKey) -> Loaded:
         degraded = None
         try:
-            stored = await self.pg.fetch_session(key, self.cfg.max_stored_messages)
+            stored = await self._fetch(key, self.cfg.max_stored_messages)
         except PG_ERRORS as e:
             # Without PostgreSQL we cannot tell a lost session from a new one; start it fresh in
             # Redis so the turn is still remembered, and say so.
@@ -96,19 +137,9 @@ class SessionService:
                 e,
             )
             stored, degraded = None, "postgres"
-        now = utc_now_iso()
         if stored is None:
-            await self.redis.seed(
-                key,
-                last_seq=0,
-                tokens_used=0,
-                message_count=0,
-                created_at=now,
-                updated_at=now,
-                context={},
-                messages=[],
-                announce=True,
-            )
+            created = await self._create(key)
+            return Loaded(created.snapshot, degraded)
         else:
             await self.redis.seed(
                 key,
@@ -121,6 +152,9 @@ class SessionService:
                 messages=list(stored.window),
                 announce=False,
             )
+        return await self._read_seeded(key, degraded)
+
+    async def _read_seeded(self, key: SessionKey, degraded: str | None) -> Loaded:
         # Whoever won the race to seed, read what is there now.
         res = await self.redis.load(key, "", self.cfg.history_limit)
         if res.snapshot is None:
@@ -131,7 +165,7 @@ class SessionService:
     async def _load_degraded(self, key: SessionKey) -> Loaded:
         self.metrics.degraded.labels("redis").inc()
         try:
-            stored = await self.pg.fetch_session(key, self.cfg.history_limit)
+            stored = await self._fetch(key, self.cfg.history_limit)
         except PG_ERRORS as e:
             log.warning(
                 "no history for %s/%s: Redis and PostgreSQL unavailable: %s",
@@ -273,10 +307,11 @@ class SessionService:
 
     async def delete(self, key: SessionKey) -> None:
         """Remove a session everywhere; PostgreSQL keeps a tombstone so late writes stay out."""
-        await self.pg.delete(key)
+        deleted_at = datetime.now(UTC)
+        await self.pg.delete(key, deleted_at)
         self.cache.discard(key)
         try:
-            await self.redis.delete(key)
+            await self.redis.erase(key, int(deleted_at.timestamp() * 1000))
         except StoreUnavailable:
             self.stale_in_redis.add(key)
 
@@ -284,21 +319,29 @@ class SessionService:
 
     def _redis_returned(self) -> None:
         log.info("Redis answers again")
-        if self.stale_in_redis:
-            task = asyncio.get_running_loop().create_task(self._drop_stale())
+        if self.stale_in_redis and not any(t.get_name() == "drop-stale" for t in self._tasks):
+            task = asyncio.get_running_loop().create_task(self._drop_stale(), name="drop-stale")
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    async def _drop_one_stale(self, key: SessionKey) -> None:
+        """Drop a session's stale Redis copy before serving it (it then restores from PostgreSQL).
+        Taken out of the set first, so a concurrent request never drops a copy restored since."""
+        self.stale_in_redis.discard(key)
+        self.cache.discard(key)
+        try:
+            await self.redis.delete(key)
+        except StoreUnavailable:
+            self.stale_in_redis.add(key)
+            raise
+
     async def _drop_stale(self) -> None:
-        """Drop the Redis copies of sessions written elsewhere meanwhile; they restore from PostgreSQL."""
-        stale = list(self.stale_in_redis)
-        for key in stale:
+        """Drop the Redis copies of every session written elsewhere meanwhile, one at a time."""
+        while self.stale_in_redis:
             try:
-                await self.redis.delete(key)
+                await self._drop_one_stale(next(iter(self.stale_in_redis)))
             except StoreUnavailable:
                 return
-            self.stale_in_redis.discard(key)
-            self.cache.discard(key)
 
     async def close(self) -> None:
         for task in list(self._tasks):

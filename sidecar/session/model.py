@@ -112,12 +112,31 @@ class Turn:
         )
 
 
+_IDEMPOTENT = uuid.UUID("8d5e2c1a-4f0b-5c7e-9a3d-6b1f0e2d4c8a")
+
+
+def turn_ids(key: SessionKey, idempotency_key: str | None) -> tuple[str, str, str]:
+    """Ids of a turn and its two messages. With an ``Idempotency-Key`` they follow from it, so a
+    retried request writes the same rows, which PostgreSQL keeps once on every path (the outbox,
+    a direct write while Redis is away, a journal replay)."""
+    if not idempotency_key:
+        return str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    base = f"{key.tenant}\x00{key.session_id}\x00{idempotency_key}"
+    return tuple(  # type: ignore[return-value]
+        str(uuid.uuid5(_IDEMPOTENT, f"{base}\x00{part}")) for part in ("turn", "user", "assistant")
+    )
+
+
 def new_message(
-    role: Role, content: str, tokens: int | None, timestamp: str | None = None
+    role: Role,
+    content: str,
+    tokens: int | None,
+    timestamp: str | None = None,
+    message_id: str | None = None,
 ) -> Message:
     return Message(
         seq=0,
-        id=str(uuid.uuid4()),
+        id=message_id or str(uuid.uuid4()),
         role=role,
         content=content,
         timestamp=timestamp or utc_now_iso(),

@@ -1,11 +1,16 @@
 -- Record one turn atomically: both messages or neither.
--- KEYS: meta, msgs, ctx, outbox, idempotency key
+-- KEYS: meta, msgs, ctx, outbox, idempotency key, deletion tombstone
 -- ARGV: 1 ttl (ms), 2 max stored messages, 3 now (ISO 8601), 4 user message, 5 assistant message
 --       (JSON arrays without their leading seq: '[...' + rest), 6 total tokens, 7 model,
 --       8 use idempotency ("1"/"0"), 9 idempotency ttl (ms), 10 outbox payload (JSON),
---       11.. context patch as field, value pairs
+--       11 when the turn was asked (ms since the epoch), 12.. context patch as field, value pairs
 -- Returns {1, version, first seq}, {0, earlier result} for a repeated idempotency key,
+-- {-2} when the session was deleted after the turn was asked (nothing is recorded),
 -- or {-1} when the session is absent (the caller restores it and tries again).
+local deleted = redis.call('GET', KEYS[6])
+if deleted and tonumber(ARGV[11]) <= tonumber(deleted) then
+  return {-2}
+end
 if ARGV[8] == '1' then
   local seen = redis.call('GET', KEYS[5])
   if seen then
@@ -28,8 +33,8 @@ end
 redis.call('HINCRBY', KEYS[1], 'message_count', 2)
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
-if #ARGV >= 12 then
-  redis.call('HSET', KEYS[3], unpack(ARGV, 11, #ARGV))
+if #ARGV >= 13 then
+  redis.call('HSET', KEYS[3], unpack(ARGV, 12, #ARGV))
 end
 redis.call('XADD', KEYS[4], '*', 'kind', 'turn', 'seq', seq, 'data', ARGV[10])
 local full = redis.call('HGET', KEYS[1], 'epoch') .. ':' .. version

@@ -21,6 +21,7 @@ class SessionKeys:
     context: str
     outbox: str
     idempotency_prefix: str
+    tombstone: str  # set when the session is deleted: turns asked before then are dropped
 
     def idempotency(self, key: str | None) -> str:
         return self.idempotency_prefix + (key or "")
@@ -58,4 +59,5 @@ class KeySpace:
             context=f"{base}:ctx",
             outbox=f"{tag}:outbox",
             idempotency_prefix=f"{base}:idem:",
+            tombstone=f"{base}:deleted",
         )

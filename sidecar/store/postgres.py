@@ -256,7 +256,10 @@ async def _drop_deleted(conn: Conn, events: list[OutboxEvent]) -> list[OutboxEve
     kept = []
     for e in events:
         when = deleted.get((e.data["tenant"], e.data["session_id"]))
-        if when is None or _ts(e.data["at"]) > when:
+        # A turn belongs to the moment it was asked (its user message's time): one asked before
+        # the deletion stays out even when its answer came after.
+        asked = e.data["messages"][0][3] if e.kind == "turn" else e.data["at"]
+        if when is None or _ts(asked) > when:
             kept.append(e)
         else:
             log.info(
@@ -324,14 +327,16 @@ class PostgresSessionStore:
             updated_at=_iso(row["updated_at"]),
         )
 
-    async def delete(self, key: SessionKey) -> bool:
+    async def delete(self, key: SessionKey, deleted_at: datetime) -> bool:
         """Delete every row of a session and leave a tombstone; True when it had rows."""
         async with self.pool.acquire() as conn, conn.transaction():
+            # The sidecar's clock, the one that stamps turns, not the database's.
             await conn.execute(
-                "INSERT INTO deleted_sessions (tenant, session_id) VALUES ($1, $2)"
-                " ON CONFLICT (tenant, session_id) DO UPDATE SET deleted_at = now()",
+                "INSERT INTO deleted_sessions (tenant, session_id, deleted_at) VALUES ($1, $2, $3)"
+                " ON CONFLICT (tenant, session_id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at",
                 key.tenant,
                 key.session_id,
+                deleted_at,
             )
             existed = await conn.fetchval(
                 "SELECT count(*) FROM sessions WHERE tenant = $1 AND session_id = $2",

@@ -6,6 +6,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from typing import Any, Literal
 
@@ -25,6 +26,12 @@ from .keys import KeySpace
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
+# Longer than any request or remembered task can take to come back with its answer.
+TOMBSTONE_TTL_MS = 2 * 24 * 3600 * 1000
+
+
+def _epoch_ms(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).timestamp() * 1000)
 
 
 def _script(name: str) -> str:
@@ -131,6 +138,11 @@ class RedisSessionStore:
         except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as e:
             self.breaker.failure(timed_out=isinstance(e, (RedisTimeoutError, TimeoutError)))
             raise StoreUnavailable(f"redis unavailable: {e}") from e
+        except RedisError as e:
+            # Redis answered but refused (out of memory, read-only replica after a failover,
+            # MISCONF...): as unusable for this call as an absent Redis, but it answers fast,
+            # so the breaker is left alone.
+            raise StoreUnavailable(f"redis refused: {e}") from e
         was_open = self.breaker.success()
         if was_open:
             for callback in self.breaker.on_close:
@@ -220,26 +232,51 @@ class RedisSessionStore:
             "1" if turn.idempotency_key else "0",
             IDEMPOTENCY_TTL_MS,
             turn.outbox_payload(),
+            _epoch_ms(turn.user.timestamp),
         ]
         for field_, value in turn.context_patch.items():
             args += [field_, orjson.dumps(value)]
         res = await self._call(
             self._commit(
-                keys=[k.meta, k.messages, k.context, k.outbox, k.idempotency(turn.idempotency_key)],
+                keys=[
+                    k.meta,
+                    k.messages,
+                    k.context,
+                    k.outbox,
+                    k.idempotency(turn.idempotency_key),
+                    k.tombstone,
+                ],
                 args=args,
             )
         )
         kind = int(res[0])
         if kind == -1:
             raise SessionAbsent(turn.key.session_id)
+        if kind == -2:
+            log.info("turn of deleted session %s/%s dropped", turn.key.tenant, turn.key.session_id)
+            return Committed(False, "", 0)
         if kind == 0:
             version, _, seq = _s(res[1]).rpartition("|")
             return Committed(False, version, int(seq))
         return Committed(True, _s(res[1]), int(res[2]))
 
     async def delete(self, key: SessionKey) -> None:
+        """Drop the Redis copy (it is restored from PostgreSQL on the next load)."""
         k = self.keys.session(key)
         await self._call(self.client.delete(k.meta, k.messages, k.context))
+
+    async def erase(self, key: SessionKey, deleted_at_ms: int) -> None:
+        """Delete the session for good: its keys go, and a tombstone makes any turn asked before
+        ``deleted_at_ms`` (a request still in flight, a task polled later) record nothing."""
+        k = self.keys.session(key)
+
+        async def run() -> None:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.delete(k.meta, k.messages, k.context)
+                pipe.set(k.tombstone, deleted_at_ms, px=TOMBSTONE_TTL_MS)
+                await pipe.execute()
+
+        await self._call(run())
 
     async def ping(self) -> None:
         """Ask Redis directly, even with the breaker open: readiness must see it come back."""
