@@ -14,7 +14,7 @@ import yaml
 from aiohttp import web
 
 from .app import LIFECYCLE, create_app
-from .config import Config, load_config
+from .config import Config, load_config, redact_url
 from .errors import ConfigError
 from .health import Lifecycle
 from .store.postgres import migrate
@@ -64,7 +64,7 @@ async def serve(config: Config) -> None:
         "listening on http://%s:%d, forwarding to %s",
         config.listen.host,
         config.listen.port,
-        config.upstream.url,
+        redact_url(config.upstream.url),
     )
 
     loop = asyncio.get_running_loop()

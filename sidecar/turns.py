@@ -15,7 +15,7 @@ import uuid
 import zlib
 import zoneinfo
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
@@ -27,7 +27,13 @@ from .adapters.base import Adapter, Incoming, Injection
 from .adapters.sse import SSEAccumulator, UsageChunkFilter
 from .config import Config
 from .context import Extractor, estimate_tokens
-from .errors import BadRequest, PayloadTooLarge, StoreUnavailable
+from .errors import (
+    BadRequest,
+    PayloadTooLarge,
+    StoreUnavailable,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from .identity import resolve_tenant
 from .metrics import Metrics
 from .proxy import (
@@ -39,7 +45,15 @@ from .proxy import (
     upstream_url,
 )
 from .session.manager import SessionService
-from .session.model import SessionKey, SessionSnapshot, Turn, Usage, new_message
+from .session.model import (
+    SessionKey,
+    SessionSnapshot,
+    Turn,
+    Usage,
+    new_message,
+    turn_ids,
+    utc_now_iso,
+)
 from .session.window import history_window
 from .tasks_async import (
     FAILED_STATUSES,
@@ -52,6 +66,9 @@ from .tasks_async import (
 
 log = logging.getLogger(__name__)
 
+# Follow-ups are short; the engine's cost grows faster than the text, so a pasted document is
+# forwarded without entity extraction rather than holding up the event loop.
+MAX_EXTRACTED_CHARS = 2000
 # Answers larger than this are relayed but not parsed for memory.
 MAX_PARSED_ANSWER = 32 * 1024 * 1024
 # The path parameter of a task poll route: ``<route>/{task_id}``.
@@ -101,6 +118,9 @@ class Prepared:
     forward_body: dict[str, Any]
     context_patch: dict[str, Any]
     idempotency_key: str | None
+    # When the request arrived: the user's message is stamped with it, and a session deleted
+    # after this moment does not get this turn back.
+    received_at: str = field(default_factory=utc_now_iso)
 
 
 class Clock:
@@ -171,19 +191,30 @@ class TurnRoute:
                 return await self._relay_stream(
                     request, up, out_headers, prepared, clock, hide_usage
                 )
+            if up.content_length is not None and up.content_length > MAX_PARSED_ANSWER:
+                # Too large to hold for reading: relayed as it comes, not remembered.
+                passthrough = client_response_headers(up)
+                passthrough["X-Session-ID"] = prepared.key.session_id
+                resp, _ = await relay_response(request, up, passthrough)
+                return resp
             return await self._relay_json(request, up, out_headers, prepared, clock)
 
     async def prepare(self, request: web.Request, incoming: Incoming) -> Prepared:
         tenant = resolve_tenant(request, trust_headers=self.config.identity.trust_headers)
         session_id = incoming.session_id or str(uuid.uuid4())
         key = SessionKey(tenant, session_id)
-        loaded = await self.sessions.load(key)
+        # An id the sidecar just made cannot exist anywhere: no need to ask PostgreSQL.
+        loaded = await self.sessions.load(key, new=incoming.session_id is None)
         snapshot = loaded.snapshot
         degraded = [loaded.degraded] if loaded.degraded else []
 
         patch: dict[str, Any] = dict(incoming.request_context)
         completed = None
-        if self.extractor is not None and self.config.context.extract_entities:
+        if (
+            self.extractor is not None
+            and self.config.context.extract_entities
+            and len(incoming.query) <= MAX_EXTRACTED_CHARS
+        ):
             last_assistant = next(
                 (m.content for m in reversed(snapshot.window) if m.role == "assistant"), None
             )
@@ -228,7 +259,7 @@ class TurnRoute:
         clock: Clock,
     ) -> web.StreamResponse:
         clock.pause()
-        body = await up.read()
+        body = await read_answer(up)
         clock.resume()
         if 200 <= up.status < 300 and len(body) <= MAX_PARSED_ANSWER:
             try:
@@ -295,6 +326,7 @@ class TurnRoute:
             idempotency_key=prepared.idempotency_key,
             partial=partial,
             degraded=prepared.degraded,
+            asked_at=prepared.received_at,
         )
 
     async def _commit(
@@ -311,11 +343,16 @@ class TurnRoute:
         asked_at: str | None = None,
     ) -> bool:
         """Record one turn; False when no store took it (``unrecorded`` is added to ``degraded``)."""
-        user = new_message("user", query, usage_or_estimate(None, query), asked_at)
+        turn_id, user_id, assistant_id = turn_ids(key, idempotency_key)
+        user = new_message("user", query, usage_or_estimate(None, query), asked_at, user_id)
         assistant = new_message(
-            "assistant", text, usage_or_estimate(usage.completion_tokens or None, text)
+            "assistant",
+            text,
+            usage_or_estimate(usage.completion_tokens or None, text),
+            message_id=assistant_id,
         )
         turn = Turn(
+            turn_id=turn_id,
             key=key,
             user=user,
             assistant=assistant,
@@ -328,6 +365,11 @@ class TurnRoute:
         try:
             result = await self._shielded(self.sessions.commit(turn))
         except StoreUnavailable:
+            degraded.append("unrecorded")
+            return False
+        except Exception:
+            # The client has its answer already; a failure to remember it must not cost it.
+            log.exception("turn of %s/%s not recorded", key.tenant, key.session_id)
             degraded.append("unrecorded")
             return False
         if result.degraded:
@@ -381,7 +423,7 @@ class TurnRoute:
             ):
                 resp, _ = await relay_response(request, up, client_response_headers(up))
                 return resp
-            body = await up.read()
+            body = await read_answer(up)
             out_headers = client_response_headers(up, body_changed=True)
             out_headers["X-Session-ID"] = pending.session_id
             degraded: list[str] = []
@@ -427,6 +469,16 @@ def _route_of(request: web.Request) -> str:
     resource = request.match_info.route.resource
     canonical = resource.canonical if resource is not None else request.path
     return canonical.removesuffix(TASK_ID_PARAM).rstrip("/")
+
+
+async def read_answer(up: aiohttp.ClientResponse) -> bytes:
+    """The upstream's whole answer; a stall or a cut while reading it is a 504 or a 502."""
+    try:
+        return await up.read()
+    except TimeoutError as e:
+        raise UpstreamTimeout("the upstream stopped sending its answer") from e
+    except aiohttp.ClientError as e:
+        raise UpstreamUnavailable(f"the upstream's answer broke off: {type(e).__name__}") from e
 
 
 def usage_or_estimate(reported: int | None, text: str) -> int:

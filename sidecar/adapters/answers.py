@@ -28,8 +28,14 @@ def answer_text(body: Any, paths: Sequence[str]) -> str | None:
     return None
 
 
+# Token columns are 32-bit integers; an absurd count from an upstream must not cost the turn.
+MAX_TOKENS = 2**31 - 1
+
+
 def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return min(value, MAX_TOKENS)
+    return 0
 
 
 def read_usage(body: Any) -> Usage:
@@ -42,7 +48,7 @@ def read_usage(body: Any) -> Usage:
     if isinstance(usage, dict):
         prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
         completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
-        total = _int(usage.get("total_tokens")) or prompt + completion
+        total = _int(usage.get("total_tokens")) or min(prompt + completion, MAX_TOKENS)
         return Usage(prompt, completion, total, model)
     total = _int(body.get("tokens_used"))
     return Usage(0, 0, total, model)

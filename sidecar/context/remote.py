@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from sidecar.config import redact_url
 from sidecar.context.resolution import Resolution
 from sidecar.context.rules import RulesExtractor
 
@@ -66,9 +67,13 @@ class HttpExtractor:
                 payload = orjson.loads(await resp.read())
             return _parse(payload)
         except (TimeoutError, aiohttp.ClientError) as e:
-            log.warning("context extractor %s unavailable, using rules: %r", self._url, e)
+            log.warning(
+                "context extractor %s unavailable, using rules: %r", redact_url(self._url), e
+            )
         except (orjson.JSONDecodeError, ValueError) as e:
-            log.warning("context extractor %s answered badly, using rules: %s", self._url, e)
+            log.warning(
+                "context extractor %s answered badly, using rules: %s", redact_url(self._url), e
+            )
         return self._fallback.resolve_sync(
             query, context=context, last_assistant=last_assistant, timezone=timezone, now=now
         )
