@@ -13,6 +13,7 @@ import aiohttp
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from aiohttp import web
 
 from sidecar.devservices import TemporaryPostgres, TemporaryRedis
 from tests.harness import FakeUpstream, SidecarProcess, deep_merge
@@ -492,3 +493,127 @@ async def test_new_session_while_postgres_is_down_is_served_and_stored_later(
         )
         == 4
     )
+
+
+async def test_redis_refusing_writes_falls_back_to_postgres(
+    start_sidecar: Any,
+    upstream: FakeUpstream,
+    http: aiohttp.ClientSession,
+    pg_dsn: str,
+    redis_url: str,
+) -> None:
+    """Redis answers but refuses (out of memory): the turn is served and kept all the same."""
+    sc = await start_sidecar()
+    await turn(http, sc.url, "before", "refused")
+    await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
+    client = aioredis.Redis.from_url(redis_url)
+    await client.config_set("maxmemory", 1)
+    try:
+        status, headers, _ = await turn(http, sc.url, "while full", "refused")
+        assert status == 200
+        assert headers["X-Sidecar-Degraded"] == "redis"
+        history = upstream.requests_to("/api/tasks")[-1].json["history"]
+        assert [m["content"] for m in history] == ["before", "answer to: before"]
+    finally:
+        await client.config_set("maxmemory", 0)
+        await client.aclose()
+    assert await pg_value(pg_dsn, "SELECT count(*) FROM messages WHERE content = 'while full'") == 1
+
+
+async def test_idempotency_holds_while_redis_is_down(
+    start_sidecar: Any, http: aiohttp.ClientSession, pg_dsn: str, redis_server: TemporaryRedis
+) -> None:
+    sc = await start_sidecar()
+    redis_server.stop()
+    for _ in range(2):
+        async with http.post(
+            f"{sc.url}/api/tasks",
+            json={"query": "charge me once", "session_id": "idem-down"},
+            headers={"Idempotency-Key": "order-17"},
+        ) as r:
+            assert r.status == 200
+            assert r.headers["X-Sidecar-Degraded"] == "redis"
+    assert await pg_value(pg_dsn, "SELECT count(*) FROM messages") == 2
+    assert await pg_value(pg_dsn, "SELECT count(*) FROM token_usage") == 1
+    assert await pg_value(pg_dsn, "SELECT message_count FROM sessions") == 2
+
+
+async def test_postgres_frozen_does_not_hold_up_new_or_cached_sessions(
+    start_sidecar: Any,
+    http: aiohttp.ClientSession,
+    pg_dsn: str,
+    postgres_server: TemporaryPostgres,
+    redis_url: str,
+) -> None:
+    sc = await start_sidecar(session={"restore_timeout_s": 0.3})
+    await turn(http, sc.url, "hello", "known")
+    await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
+    client = aioredis.Redis.from_url(redis_url)
+    postgres_server.pause()
+    try:
+        # A session the sidecar names itself exists nowhere yet: PostgreSQL is not asked.
+        async with http.post(f"{sc.url}/api/tasks", json={"query": "new here"}) as r:
+            assert r.status == 200
+            assert "X-Sidecar-Degraded" not in r.headers
+        status, headers, _ = await turn(http, sc.url, "again", "known")
+        assert (status, headers.get("X-Sidecar-Degraded")) == (200, None)
+        # One Redis lost: the restore is bounded by restore_timeout_s and the turn still served.
+        async for key in client.scan_iter(match="*:s:*known*"):
+            await client.delete(key)
+        status, headers, _ = await turn(http, sc.url, "after loss", "known", timeout_s=5)
+        assert (status, headers["X-Sidecar-Degraded"]) == (200, "postgres")
+    finally:
+        postgres_server.resume()
+        await client.aclose()
+
+
+async def test_upstream_stalling_mid_answer_is_a_504(
+    start_sidecar: Any, upstream: FakeUpstream, http: aiohttp.ClientSession, pg_dsn: str
+) -> None:
+    async def stall(request: web.Request, body: Any) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={"Content-Type": "application/json", "Content-Length": "100"}
+        )
+        await resp.prepare(request)
+        await resp.write(b'{"result": "half an ans')
+        await asyncio.sleep(3)
+        return resp
+
+    sc = await start_sidecar(upstream={"read_timeout_s": 0.5})
+    upstream.tasks_handler = stall
+    status, _, _ = await turn(http, sc.url, "hello", "stalled")
+    assert status == 504
+    async with http.post(f"{sc.url}/api/tasks", json={"query": "q", "session_id": "stalled"}) as r:
+        assert (await r.json())["error"]["code"] == "upstream_timeout"
+    assert await pg_value(pg_dsn, "SELECT count(*) FROM messages") == 0
+
+
+async def test_unreadable_outbox_entry_is_dead_lettered_not_blocking(
+    start_sidecar: Any,
+    http: aiohttp.ClientSession,
+    pg_dsn: str,
+    redis_url: str,
+    sidecar_config: dict[str, Any],
+) -> None:
+    sc = await start_sidecar()
+    await turn(http, sc.url, "first", "unreadable")
+    await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
+    prefix = sidecar_config["redis"]["key_prefix"]
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        outbox = await anext(client.scan_iter(match=f"{prefix}:*:outbox"))
+        await client.xadd(outbox, {"kind": "turn", "seq": 1, "data": b"{not json"})
+        await client.xadd(outbox, {"kind": "turn", "seq": 1})  # no data at all
+        await turn(http, sc.url, "second", "unreadable")
+        await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 4)
+        dead = await wait_until(
+            lambda: client.xrange(f"{prefix}:dead-letters"),
+            lambda r: len(r) == 2,
+            what="two dead letters",
+        )
+        assert dead[0][1][b"field:data"] == b"{not json"
+        await wait_until(
+            lambda: _outbox_length(client, prefix), lambda n: n == 0, what="an empty outbox"
+        )
+    finally:
+        await client.aclose()

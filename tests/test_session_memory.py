@@ -496,3 +496,23 @@ async def test_compressed_turn_bodies_are_decoded_and_bounded(
             assert r.status == status
             assert (await r.json())["error"]["code"] == code
     assert len(upstream.requests_to("/api/tasks")) == 1
+
+
+async def test_a_pasted_document_is_forwarded_without_holding_up_the_sidecar(
+    start_sidecar: Any, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    """Entity extraction costs more than linear time in the text (some 10,000-character texts
+    took tens of seconds, freezing every request); a long query is forwarded without it."""
+    sc = await start_sidecar()
+    document = "今天北京天气怎么样，明天上海会下雨吗？" * 15_000  # 285k characters, 855 kB
+    async with http.post(
+        f"{sc.url}/api/tasks",
+        data=orjson.dumps({"query": document, "session_id": "pasted"}),  # UTF-8, not \\u escapes
+        headers={"Content-Type": "application/json"},
+    ) as r:
+        assert r.status == 200
+    forwarded = tasks_requests(upstream)[0]
+    assert forwarded["query"] == document
+    assert "location" not in forwarded["context"]
+    status, _, _ = await post_turn(http, sc.url, "那明天呢", "pasted")
+    assert status == 200
