@@ -106,6 +106,8 @@ class RedisConfig:
     connect_timeout_s: float = _check(_positive, 0.5)
     # Outbox partitions; each session's keys and its partition share one hash tag (cluster-safe).
     partitions: int = _check(_positive, 8)
+    # true: a Redis Cluster; null: detected from the node's ``INFO cluster``.
+    cluster: bool | None = None
     # Circuit breaker: after this many consecutive failures, skip Redis for breaker_reset_s.
     breaker_failures: int = _check(_positive, 3)
     breaker_reset_s: float = _check(_positive, 2.0)
@@ -121,6 +123,8 @@ class PostgresConfig:
     pool_max_size: int = _check(_positive, 10)
     connect_timeout_s: float = _check(_positive, 5.0)
     command_timeout_s: float = _check(_positive, 10.0)
+    # Messages, usage rows and deletion tombstones older than this are pruned (null: keep forever).
+    retention_days: int | None = _check(_positive, None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +143,11 @@ class SessionConfig:
 @dataclass(frozen=True, slots=True)
 class RouteConfig:
     path: str = _check(_route_path)
-    adapter: Literal["tasks", "openai"] = "tasks"
+    adapter: Literal["tasks", "openai", "anthropic", "responses"] = "tasks"
+    # tasks adapter: where the window and ``original_query`` go (top level, or inside ``context``).
+    history_in: Literal["body", "context"] = "body"
+    # tasks adapter: a known backend's conventions (``shannon``: its gateway's flows and fields).
+    preset: Literal["shannon"] | None = None
     # Where the assistant's text is read from, first match wins (dotted paths, list indexes as numbers).
     answer_paths: tuple[str, ...] = (
         "result",
@@ -149,7 +157,8 @@ class RouteConfig:
         "message.content",
         "choices.0.message.content",
     )
-    # openai adapter: name the session by the body's `user` field when no X-Session-ID is sent.
+    # chat adapters: name the session by the body's ``user`` (openai) or ``metadata.user_id``
+    # (anthropic) when no X-Session-ID is sent.
     session_from_user: bool = False
 
 
@@ -171,13 +180,62 @@ class ContextConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class JwtConfig:
+    secret: str = field(default="", metadata=SECRET)  # HS* key
+    public_key_file: str = ""  # PEM public key (RS*, ES*)
+    jwks_file: str = ""  # a JWKS document on disk
+    jwks_url: str = ""  # a JWKS document fetched over HTTP(S), cached
+    jwks_timeout_s: float = _check(_positive, 2.0)
+    algorithms: tuple[str, ...] = ("RS256", "ES256", "HS256")
+    audience: str = ""
+    issuer: str = ""
+    tenant_claim: str = "tenant_id"
+    user_claim: str = "sub"
+    reject_invalid: bool = False
+
+
+IdentityMode = Literal["credential", "jwt", "headers"]
+
+
+@dataclass(frozen=True, slots=True)
 class IdentityConfig:
+    # null: ``credential``, or ``headers`` when the older ``trust_headers: true`` is set.
+    mode: IdentityMode | None = None
     trust_headers: bool = False
+    # Key of the credential hash (HMAC-SHA256); empty: a fixed documented key (check-config warns).
+    secret: str = field(default="", metadata=SECRET)
+    jwt: JwtConfig = field(default_factory=JwtConfig)
+
+    @property
+    def effective_mode(self) -> IdentityMode:
+        if self.mode is not None:
+            return self.mode
+        return "headers" if self.trust_headers else "credential"
 
 
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
     token: str = field(default="", metadata=SECRET)
+    # A second listener for /_sidecar/* (metrics, admin); health endpoints stay on both.
+    listen: ListenConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadinessConfig:
+    # Stores whose outage makes readyz 503; by default none (the sidecar serves through outages).
+    require: tuple[Literal["redis", "postgres"], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryConfig:
+    profile: bool = False  # remember what users say about themselves across sessions
+    profile_note: bool = False  # chat adapters: state the profile in a short system note
+
+
+@dataclass(frozen=True, slots=True)
+class TracingConfig:
+    enabled: bool = False
+    exporter: Literal["otlp", "console", "none"] = "otlp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +250,10 @@ class WriterConfig:
     ready_max_lag: int = _check(_non_negative, 100_000)
     # Where turns go when neither Redis nor PostgreSQL takes them; replayed later.
     journal_path: str = "sidecar-journal.jsonl"
+    journal_max_bytes: int = _check(_positive, 64 * 1024 * 1024)
+    # This writer's name in the outbox consumer group ("" = <hostname>-<pid>). Stable per pod, a
+    # restart resumes its own pending entries at once; two live processes must not share it.
+    consumer: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +266,8 @@ class ShutdownConfig:
 @dataclass(frozen=True, slots=True)
 class LoggingConfig:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+    access_log: bool = True
 
 
 def _default_routes() -> tuple[RouteConfig, ...]:
@@ -228,6 +292,9 @@ class Config:
     writer: WriterConfig = field(default_factory=WriterConfig)
     shutdown: ShutdownConfig = field(default_factory=ShutdownConfig)
     logging: LoggingConfig = field(default_factory=LoggingConfig)
+    readiness: ReadinessConfig = field(default_factory=ReadinessConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
@@ -241,6 +308,7 @@ class Config:
         _apply_env_overrides(resolved, env)
         config = _build(cls, resolved, "")
         assert isinstance(config, Config)
+        _check_combinations(config)
         return config
 
     def redacted(self) -> dict[str, Any]:
@@ -275,6 +343,26 @@ def load_config(
         problem = getattr(e, "problem", None) or "invalid YAML"
         raise ConfigError(f"config error: {p}: {problem}{where}") from e
     return Config.from_mapping({} if data is None else data, env)
+
+
+def _check_combinations(config: Config) -> None:
+    """Rules that span keys; each failure names the key to change."""
+    identity = config.identity
+    if identity.trust_headers and identity.mode not in (None, "headers"):
+        raise _fail(
+            "identity.trust_headers",
+            f"true is the older spelling of mode 'headers' and conflicts with mode {identity.mode!r}",
+        )
+    if identity.effective_mode == "jwt":
+        jwt = identity.jwt
+        if not (jwt.secret or jwt.public_key_file or jwt.jwks_file or jwt.jwks_url):
+            raise _fail(
+                "identity.jwt",
+                "mode 'jwt' needs a key: set secret, public_key_file, jwks_file or jwks_url",
+            )
+    admin = config.admin.listen
+    if admin is not None and admin.port == config.listen.port and admin.port != 0:
+        raise _fail("admin.listen.port", "must differ from listen.port")
 
 
 # --- interpolation and overrides -------------------------------------------------------------

@@ -56,10 +56,27 @@ def error_of(data: Any, env: dict[str, str] | None = None) -> str:
         ({"routes": [{"path": "/a", "colour": 1}]}, "routes[0].colour: unknown key"),
         ({"admin": {"token": 123}}, "admin.token: expected a string, got an integer"),
         (["not", "a", "mapping"], "expected a mapping at the top level"),
+        (
+            {"identity": {"mode": "jwt", "trust_headers": True}},
+            "identity.trust_headers: true is the older spelling of mode 'headers'",
+        ),
+        ({"identity": {"mode": "jwt"}}, "identity.jwt: mode 'jwt' needs a key"),
+        ({"identity": {"mode": "oauth"}}, "identity.mode: expected one of credential"),
+        ({"readiness": {"require": ["mysql"]}}, "readiness.require[0]: expected one of redis"),
+        ({"admin": {"listen": {"port": 8080}}}, "admin.listen.port: must differ from listen.port"),
+        ({"routes": [{"path": "/a", "preset": "x"}]}, "routes[0].preset: expected one of shannon"),
     ],
 )
 def test_bad_values_name_the_key(data: Any, expected: str) -> None:
     assert expected in error_of(data)
+
+
+def test_identity_mode_follows_the_older_trust_headers_spelling() -> None:
+    assert build({}).identity.effective_mode == "credential"
+    assert build({"identity": {"trust_headers": True}}).identity.effective_mode == "headers"
+    assert build({"identity": {"mode": "headers"}}).identity.effective_mode == "headers"
+    jwt = build({"identity": {"mode": "jwt", "jwt": {"secret": "s"}}})
+    assert jwt.identity.effective_mode == "jwt"
 
 
 def test_empty_file_means_all_defaults(tmp_path: Path) -> None:
