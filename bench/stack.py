@@ -28,7 +28,7 @@ from aiohttp import web
 
 from sidecar.app import create_app
 from sidecar.config import Config
-from sidecar.devservices import TemporaryPostgres, TemporaryRedis, free_port
+from sidecar.devservices import TemporaryPostgres, TemporaryRedis, free_port, in_background
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ANSWER = "Sunny all day, 22 degrees, light wind from the west. Enjoy your afternoon!"
@@ -40,11 +40,21 @@ class Stores:
     pg_dsn: str
 
 
+@contextlib.asynccontextmanager
+async def _started_stores() -> AsyncIterator[Stores]:
+    async with TemporaryRedis(persistent=False) as redis, TemporaryPostgres() as postgres:
+        yield Stores(redis.url, await postgres.create_database("bench"))
+
+
 @contextlib.contextmanager
 def temporary_stores() -> Iterator[Stores]:
-    """Throw-away Redis and PostgreSQL (a fresh database), removed on the way out."""
-    with TemporaryRedis(persistent=False) as redis, TemporaryPostgres() as postgres:
-        yield Stores(redis.url, postgres.create_database("bench"))
+    """Throw-away Redis and PostgreSQL (a fresh database), removed on the way out.
+
+    The servers live on a loop thread of their own, since the benchmarks call ``asyncio.run``
+    once per measurement and a server's child process belongs to the loop that started it.
+    """
+    with in_background(_started_stores()) as stores:
+        yield stores
 
 
 @contextlib.contextmanager

@@ -1,7 +1,8 @@
 """Shared fixtures: one real Redis and one real PostgreSQL per test run, isolated per test.
 
 - ``redis_server`` / ``postgres_server`` (session): the servers themselves, for tests that stop,
-  kill or pause them. The function fixtures below bring them back before each test.
+  kill or pause them (``await redis_server.stop()`` ...; see ``sidecar.devservices``). The
+  function fixtures below bring them back before each test.
 - ``redis_url``: the server running and resumed, every key flushed.
 - ``pg_dsn``: a fresh database for this test (dropped afterwards).
 - ``upstream``: a started ``FakeUpstream``.
@@ -16,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,35 +41,35 @@ StartSidecar = Callable[..., Awaitable[RunningSidecar]]
 
 
 @pytest.fixture(scope="session")
-def redis_server() -> Iterator[TemporaryRedis]:
-    with TemporaryRedis(persistent=True) as server:
+async def redis_server() -> AsyncIterator[TemporaryRedis]:
+    async with TemporaryRedis(persistent=True) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def postgres_server() -> Iterator[TemporaryPostgres]:
-    with TemporaryPostgres() as server:
+async def postgres_server() -> AsyncIterator[TemporaryPostgres]:
+    async with TemporaryPostgres() as server:
         yield server
 
 
 @pytest.fixture
-def redis_url(redis_server: TemporaryRedis) -> str:
+async def redis_url(redis_server: TemporaryRedis) -> str:
     # A previous test may have stopped, killed or paused the server.
-    redis_server.ensure_running()
-    redis_server.flushall()
+    await redis_server.ensure_running()
+    await redis_server.flushall()
     return redis_server.url
 
 
 @pytest.fixture
-def pg_dsn(postgres_server: TemporaryPostgres) -> Iterator[str]:
-    postgres_server.ensure_running()
+async def pg_dsn(postgres_server: TemporaryPostgres) -> AsyncIterator[str]:
+    await postgres_server.ensure_running()
     name = f"t_{uuid.uuid4().hex}"
-    dsn = postgres_server.create_database(name)
+    dsn = await postgres_server.create_database(name)
     yield dsn
     # Best effort: the server may be down or paused at the end of a fault test.
     if postgres_server.is_running and not postgres_server.is_paused:
         with contextlib.suppress(Exception):
-            postgres_server.drop_database(name)
+            await postgres_server.drop_database(name)
 
 
 @pytest.fixture

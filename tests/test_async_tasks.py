@@ -160,7 +160,7 @@ async def test_redis_down_while_remembering_still_serves(
     sidecar = await start_sidecar()
 
     async def accept_then_lose_redis(request: web.Request, body: Any) -> web.StreamResponse:
-        redis_server.stop()
+        await redis_server.stop()
         return web.json_response({"task_id": "task-x", "status": "queued"}, status=202)
 
     upstream.tasks_handler = accept_then_lose_redis
@@ -170,4 +170,4 @@ async def test_redis_down_while_remembering_still_serves(
             assert await resp.json() == {"task_id": "task-x", "status": "queued"}
             assert "unrecorded" in resp.headers["X-Sidecar-Degraded"]
     finally:
-        redis_server.ensure_running()
+        await redis_server.ensure_running()

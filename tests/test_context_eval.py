@@ -29,14 +29,14 @@ async def sidecar_report(
     redis_server: TemporaryRedis, postgres_server: TemporaryPostgres
 ) -> AsyncIterator[EvalReport]:
     """One replay through the sidecar for the whole module (its keys are under their own prefix)."""
-    redis_server.ensure_running()
-    postgres_server.ensure_running()
+    await redis_server.ensure_running()
+    await postgres_server.ensure_running()
     name = f"t_{uuid.uuid4().hex}"
-    dsn = await postgres_server.acreate_database(name)
+    dsn = await postgres_server.create_database(name)
     try:
         yield await run_eval_through_sidecar(Stores(redis_server.url, dsn))
     finally:
-        await postgres_server.adrop_database(name)
+        await postgres_server.drop_database(name)
 
 
 def _assert_floors(report: EvalReport) -> None:

@@ -74,7 +74,7 @@ async def test_postgres_down_while_turns_are_sent_loses_nothing(
     assert all(status == 200 for status, _, _ in first)
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 40)
 
-    getattr(postgres_server, fault)()
+    await getattr(postgres_server, fault)()
     results: list[Result] = []
     for round_ in range(9):
         results += await asyncio.gather(
@@ -90,7 +90,7 @@ async def test_postgres_down_while_turns_are_sent_loses_nothing(
         problems = (await r.json())["problems"]
     assert any(p.startswith("writer:") and "waiting for PostgreSQL" in p for p in problems)
 
-    postgres_server.start()
+    await postgres_server.start()
     await assert_stored_exactly_once(pg_dsn, upstream, 200)
 
 
@@ -120,14 +120,14 @@ async def test_sidecar_killed_mid_load_keeps_every_answered_turn(
         await wait_until(lambda: _async(len(answered)), lambda n: n >= 30, what="30 answers")
         # Freeze PostgreSQL so the writer is caught holding entries it read but never
         # acknowledged: the restarted process must claim them from the dead consumer.
-        postgres_server.pause()
+        await postgres_server.pause()
         try:
             await wait_until(lambda: _async(len(answered)), lambda n: n >= 80, what="80 answers")
             proc.kill()
             await asyncio.gather(*clients)
             assert await proc.wait() == -signal.SIGKILL
         finally:
-            postgres_server.resume()
+            await postgres_server.resume()
 
     upstream.tasks_delay_s = 0
     prefix = config["redis"]["key_prefix"]
@@ -212,7 +212,7 @@ async def test_redis_down_serves_from_postgres_and_recovers_without_stale_histor
     await turn(http, sc.url, "second", sid)
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 4)
 
-    redis_server.stop()
+    await redis_server.stop()
     status, headers, _ = await turn(http, sc.url, "during outage", sid)
     assert status == 200
     assert headers["X-Sidecar-Degraded"] == "redis"
@@ -227,7 +227,7 @@ async def test_redis_down_serves_from_postgres_and_recovers_without_stale_histor
     assert (status, headers["X-Sidecar-Degraded"]) == (200, "redis")
     assert await pg_value(pg_dsn, "SELECT count(*) FROM messages") == 8
 
-    redis_server.start()  # with its old (now stale) copy of the session, from the AOF
+    await redis_server.start()  # with its old (now stale) copy of the session, from the AOF
 
     async def degraded() -> str | None:
         _, headers, _ = await turn(http, sc.url, "ping", "probe")
@@ -265,7 +265,7 @@ async def test_hung_redis_costs_a_request_one_timeout_then_service_resumes(
     await turn(http, sc.url, "before", sid)
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
 
-    redis_server.pause()
+    await redis_server.pause()
     try:
         for i in range(6):
             started = time.monotonic()
@@ -276,7 +276,7 @@ async def test_hung_redis_costs_a_request_one_timeout_then_service_resumes(
             # One socket timeout at most (then the breaker skips Redis), plus PostgreSQL's time.
             assert elapsed < timeout_s + 1.0, elapsed
     finally:
-        redis_server.resume()
+        await redis_server.resume()
 
     async def degraded() -> str | None:
         _, headers, _ = await turn(http, sc.url, "ping", "probe-hung")
@@ -305,7 +305,7 @@ async def test_poison_entry_is_dead_lettered_and_the_rest_written(
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
     prefix = sidecar_config["redis"]["key_prefix"]
 
-    postgres_server.stop()  # so the poison and good turns land in one batch
+    await postgres_server.stop()  # so the poison and good turns land in one batch
     for i in range(4):
         assert (await turn(http, sc.url, f"good {i}", "poison"))[0] == 200
     client = aioredis.Redis.from_url(redis_url)
@@ -339,7 +339,7 @@ async def test_poison_entry_is_dead_lettered_and_the_rest_written(
         await client.xadd(outbox, {"kind": "turn", "seq": 900, "data": orjson.dumps(bad)})
         for i in range(4, 6):
             assert (await turn(http, sc.url, f"good {i}", "poison"))[0] == 200
-        postgres_server.start()
+        await postgres_server.start()
 
         await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 14)
         dead = await wait_until(
@@ -385,16 +385,16 @@ async def test_both_stores_down_journals_the_turn_and_replays_it(
     await turn(http, sc.url, "before", "journaled")
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
 
-    redis_server.stop()
-    postgres_server.stop()
+    await redis_server.stop()
+    await postgres_server.stop()
     try:
         status, headers, _ = await turn(http, sc.url, "nobody home", "journaled")
         assert status == 200
         assert headers["X-Sidecar-Degraded"] == "postgres,redis"
         assert journal.exists()
     finally:
-        postgres_server.start()
-        redis_server.start()
+        await postgres_server.start()
+        await redis_server.start()
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 4, timeout_s=30)
     assert (
         await pg_value(pg_dsn, "SELECT count(*) FROM messages WHERE content = 'nobody home'") == 1
@@ -460,7 +460,7 @@ async def test_new_session_while_postgres_is_down_is_served_and_stored_later(
 ) -> None:
     sc = await start_sidecar()
     await turn(http, sc.url, "warm up", "other")
-    postgres_server.stop()
+    await postgres_server.stop()
     try:
         # Not in Redis, and PostgreSQL cannot say whether it existed: served, and said so.
         status, headers, _ = await turn(http, sc.url, "first words", "born-without-pg")
@@ -483,7 +483,7 @@ async def test_new_session_while_postgres_is_down_is_served_and_stored_later(
             assert r.status == 503  # nothing deleted: it would come back from the outbox
             assert (await r.json())["error"]["code"] == "store_unavailable"
     finally:
-        postgres_server.start()
+        await postgres_server.start()
     await wait_for_rows(
         pg_dsn, "SELECT count(*) FROM messages WHERE session_id = 'born-without-pg'", 4
     )
@@ -524,7 +524,7 @@ async def test_idempotency_holds_while_redis_is_down(
     start_sidecar: Any, http: aiohttp.ClientSession, pg_dsn: str, redis_server: TemporaryRedis
 ) -> None:
     sc = await start_sidecar()
-    redis_server.stop()
+    await redis_server.stop()
     for _ in range(2):
         async with http.post(
             f"{sc.url}/api/tasks",
@@ -549,7 +549,7 @@ async def test_postgres_frozen_does_not_hold_up_new_or_cached_sessions(
     await turn(http, sc.url, "hello", "known")
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
     client = aioredis.Redis.from_url(redis_url)
-    postgres_server.pause()
+    await postgres_server.pause()
     try:
         # A session the sidecar names itself exists nowhere yet: PostgreSQL is not asked.
         async with http.post(f"{sc.url}/api/tasks", json={"query": "new here"}) as r:
@@ -563,7 +563,7 @@ async def test_postgres_frozen_does_not_hold_up_new_or_cached_sessions(
         status, headers, _ = await turn(http, sc.url, "after loss", "known", timeout_s=5)
         assert (status, headers["X-Sidecar-Degraded"]) == (200, "postgres")
     finally:
-        postgres_server.resume()
+        await postgres_server.resume()
         await client.aclose()
 
 

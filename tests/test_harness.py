@@ -41,10 +41,10 @@ async def test_redis_stop_refuses_then_restart_same_url(
     client = _client(redis_url)
     try:
         await client.set("k", "v")
-        redis_server.stop()
+        await redis_server.stop()
         with pytest.raises(redis.exceptions.ConnectionError):
             await client.ping()
-        redis_server.start()
+        await redis_server.start()
         assert redis_server.url == redis_url
         assert await client.ping() is True
         assert await client.get("k") == b"v", "appendonly keeps data across a clean stop"
@@ -53,9 +53,9 @@ async def test_redis_stop_refuses_then_restart_same_url(
 
 
 async def test_redis_kill_then_restart(redis_server: TemporaryRedis, redis_url: str) -> None:
-    redis_server.kill()
+    await redis_server.kill()
     assert not redis_server.is_running
-    redis_server.restart()
+    await redis_server.restart()
     client = _client(redis_url)
     try:
         assert await client.ping() is True
@@ -69,12 +69,12 @@ async def test_redis_pause_hangs_until_resumed(
     client = _client(redis_url, timeout=0.3)
     try:
         assert await client.ping() is True
-        redis_server.pause()
+        await redis_server.pause()
         try:
             with pytest.raises(redis.exceptions.TimeoutError):
                 await client.ping()
         finally:
-            redis_server.resume()
+            await redis_server.resume()
         assert await client.ping() is True
     finally:
         await client.aclose()
@@ -109,10 +109,10 @@ async def test_postgres_stop_start_same_dsn(
     await conn.execute("CREATE TABLE t (x int); INSERT INTO t VALUES (42)")
     await conn.close()
 
-    postgres_server.stop()
+    await postgres_server.stop()
     with pytest.raises(ConnectionRefusedError):
         await _select_one(pg_dsn)
-    postgres_server.start()
+    await postgres_server.start()
 
     conn = await asyncpg.connect(pg_dsn)
     try:
@@ -124,12 +124,12 @@ async def test_postgres_stop_start_same_dsn(
 async def test_postgres_kill_then_restart(postgres_server: TemporaryPostgres, pg_dsn: str) -> None:
     conn = await asyncpg.connect(pg_dsn)
     await conn.execute("CREATE TABLE t (x int); INSERT INTO t VALUES (7)")
-    postgres_server.kill()
+    await postgres_server.kill()
     # A killed server surfaces in asyncpg as any of its connection errors.
     with pytest.raises(PG_ERRORS):
         await conn.fetchval("SELECT 1")
     conn.terminate()
-    postgres_server.restart()
+    await postgres_server.restart()
     conn = await asyncpg.connect(pg_dsn)
     try:
         assert await conn.fetchval("SELECT x FROM t") == 7, "committed rows survive a crash"
@@ -140,22 +140,39 @@ async def test_postgres_kill_then_restart(postgres_server: TemporaryPostgres, pg
 async def test_postgres_pause_hangs_until_resumed(
     postgres_server: TemporaryPostgres, pg_dsn: str
 ) -> None:
-    postgres_server.pause()
+    # A connection opened before the pause is served by a backend in a session of its own
+    # (setsid): the pause must reach it too, not only the postmaster's process group.
+    conn = await asyncpg.connect(pg_dsn)
     try:
-        with pytest.raises(asyncio.TimeoutError):
-            await _select_one(pg_dsn, timeout_s=0.3)
+        await postgres_server.pause()
+        try:
+            with pytest.raises(asyncio.TimeoutError):
+                await _select_one(pg_dsn, timeout_s=0.3)
+            with pytest.raises(asyncio.TimeoutError):
+                await conn.fetchval("SELECT 1", timeout=0.3)
+        finally:
+            await postgres_server.resume()
+        assert await _select_one(pg_dsn) == 1
     finally:
-        postgres_server.resume()
-    assert await _select_one(pg_dsn) == 1
+        conn.terminate()
 
 
-async def test_create_database_inside_running_loop(postgres_server: TemporaryPostgres) -> None:
-    postgres_server.ensure_running()
-    dsn = postgres_server.create_database("t_harness_sync")
-    try:
-        assert await _select_one(dsn) == 1
-    finally:
-        await postgres_server.adrop_database("t_harness_sync")
+async def test_restart_leaves_the_event_loop_serving(
+    postgres_server: TemporaryPostgres, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    await postgres_server.ensure_running()
+    restart = asyncio.create_task(postgres_server.restart())
+
+    async def request() -> int:
+        async with http.get(upstream.url + "/status/200") as resp:
+            return resp.status
+
+    served = asyncio.create_task(request())
+    done, _ = await asyncio.wait({restart, served}, return_when=asyncio.FIRST_COMPLETED)
+    assert served in done, "an HTTP request on this loop waited for PostgreSQL to restart"
+    assert served.result() == 200
+    await restart
+    assert await _select_one(postgres_server.dsn) == 1
 
 
 # --------------------------------------------------------------------------------------------

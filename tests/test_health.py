@@ -58,7 +58,7 @@ async def test_readyz_follows_redis(
 ) -> None:
     sidecar = await start_sidecar()
     await wait_readyz(http, sidecar.url, 200)
-    redis_server.stop()
+    await redis_server.stop()
     try:
         body = await wait_readyz(http, sidecar.url, 503)
         assert any(p.startswith("redis") for p in body["problems"]), body
@@ -66,7 +66,7 @@ async def test_readyz_follows_redis(
         async with http.get(sidecar.url + "/_sidecar/healthz") as resp:
             assert resp.status == 200, "liveness must not follow a dependency"
     finally:
-        redis_server.start()
+        await redis_server.start()
     body = await wait_readyz(http, sidecar.url, 200)
     assert body["problems"] == []
 
@@ -76,7 +76,7 @@ async def test_readyz_follows_postgres(
 ) -> None:
     sidecar = await start_sidecar()
     await wait_readyz(http, sidecar.url, 200)
-    postgres_server.stop()
+    await postgres_server.stop()
     try:
         body = await wait_readyz(http, sidecar.url, 503)
         assert any(p.startswith("postgres") for p in body["problems"]), body
@@ -84,7 +84,7 @@ async def test_readyz_follows_postgres(
         async with http.get(sidecar.url + "/_sidecar/healthz") as resp:
             assert resp.status == 200
     finally:
-        postgres_server.start()
+        await postgres_server.start()
     body = await wait_readyz(http, sidecar.url, 200)
     assert body["problems"] == []
 

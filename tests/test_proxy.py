@@ -153,17 +153,17 @@ async def shared_sidecar(
 ) -> AsyncIterator[RunningSidecar]:
     """One sidecar for the pass-through tests that need no special config (starting one per
     test would cost most of this module's run time)."""
-    redis_server.ensure_running()
-    postgres_server.ensure_running()
+    await redis_server.ensure_running()
+    await postgres_server.ensure_running()
     name = f"t_{uuid.uuid4().hex}"
-    dsn = postgres_server.create_database(name)
+    dsn = await postgres_server.create_database(name)
     try:
         async with running_sidecar(base_config(proxy_upstream.url, redis_server.url, dsn)) as sc:
             yield sc
     finally:
         if postgres_server.is_running:
             with contextlib.suppress(Exception):
-                postgres_server.drop_database(name)
+                await postgres_server.drop_database(name)
 
 
 @pytest.fixture

@@ -129,13 +129,17 @@ async def show_stored(http: aiohttp.ClientSession, base: str, pg_dsn: str, sessi
         await conn.close()
 
 
+async def run_with_servers() -> None:
+    """Start throw-away Redis and PostgreSQL, play the demo, stop and remove them."""
+    async with TemporaryRedis(persistent=False) as redis, TemporaryPostgres() as postgres:
+        await play(redis.url, await postgres.create_database("demo"))
+
+
 def main() -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     say("Session Sidecar demo: starting throw-away Redis and PostgreSQL ...")
     try:
-        with TemporaryRedis(persistent=False) as redis, TemporaryPostgres() as postgres:
-            dsn = postgres.create_database("demo")
-            asyncio.run(play(redis.url, dsn))
+        asyncio.run(run_with_servers())
     except DevServiceError as e:
         print(f"demo: {e}", file=sys.stderr)
         return 1
