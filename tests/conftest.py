@@ -15,21 +15,15 @@
 from __future__ import annotations
 
 import contextlib
-import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:
-    sys.path.insert(0, str(_ROOT))
-
-from sidecar.devservices import TemporaryPostgres, TemporaryRedis, free_port  # noqa: E402
-from tests.harness import (  # noqa: E402
+from sidecar.devservices import TemporaryPostgres, TemporaryRedis, free_port
+from tests.harness import (
     FakeUpstream,
     RunningSidecar,
     base_config,
