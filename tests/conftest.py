@@ -5,6 +5,9 @@
   function fixtures below bring them back before each test.
 - ``redis_url``: the server running and resumed, every key flushed.
 - ``pg_dsn``: a fresh database for this test (dropped afterwards).
+- ``redis_cluster`` (session, started on first use): a ``TemporaryRedisCluster`` of 3 masters.
+- ``redis_cluster_url``: that cluster healthy (every node back and ``cluster_state:ok``), every
+  key flushed; the URL of its first node.
 - ``upstream``: a started ``FakeUpstream``.
 - ``sidecar_config``: ``base_config(upstream.url, redis_url, pg_dsn)``.
 - ``start_sidecar``: ``await start_sidecar(config=None, **overrides)`` serves the sidecar in
@@ -22,7 +25,12 @@ from typing import Any
 import aiohttp
 import pytest
 
-from sidecar.devservices import TemporaryPostgres, TemporaryRedis, free_port
+from sidecar.devservices import (
+    TemporaryPostgres,
+    TemporaryRedis,
+    TemporaryRedisCluster,
+    free_port,
+)
 from tests.harness import (
     FakeUpstream,
     RunningSidecar,
@@ -46,12 +54,25 @@ async def postgres_server() -> AsyncIterator[TemporaryPostgres]:
         yield server
 
 
+@pytest.fixture(scope="session")
+async def redis_cluster() -> AsyncIterator[TemporaryRedisCluster]:
+    async with TemporaryRedisCluster(masters=3) as cluster:
+        yield cluster
+
+
 @pytest.fixture
 async def redis_url(redis_server: TemporaryRedis) -> str:
     # A previous test may have stopped, killed or paused the server.
     await redis_server.ensure_running()
     await redis_server.flushall()
     return redis_server.url
+
+
+@pytest.fixture
+async def redis_cluster_url(redis_cluster: TemporaryRedisCluster) -> str:
+    await redis_cluster.ensure_running()
+    await redis_cluster.flushall()
+    return redis_cluster.url
 
 
 @pytest.fixture

@@ -13,8 +13,10 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 import redis.exceptions
+from redis.crc import key_slot
 
-from sidecar.devservices import TemporaryPostgres, TemporaryRedis
+from sidecar.devservices import TemporaryPostgres, TemporaryRedis, TemporaryRedisCluster
+from sidecar.devservices.cluster import CLUSTER_SLOTS
 from sidecar.store.postgres import PG_ERRORS
 from tests.harness import (
     ADMIN_TOKEN,
@@ -173,6 +175,39 @@ async def test_restart_leaves_the_event_loop_serving(
     assert served.result() == 200
     await restart
     assert await _select_one(postgres_server.dsn) == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Redis Cluster
+# --------------------------------------------------------------------------------------------
+
+
+async def test_redis_cluster_spreads_keys_over_three_healthy_masters(
+    redis_cluster: TemporaryRedisCluster, redis_cluster_url: str
+) -> None:
+    assert redis_cluster_url == redis_cluster.url
+    client = redis_cluster.client()
+    try:
+        keys = [f"key-{i}" for i in range(300)]
+        for key in keys:
+            await client.set(key, key.upper())
+        slots = {key_slot(key.encode()) for key in keys}
+        assert len(slots) > 250, "the keys should land in many slots"
+        assert [await client.get(key) for key in keys] == [k.upper().encode() for k in keys]
+    finally:
+        await client.aclose()
+
+    owned = await redis_cluster.slots_per_node()
+    assert sorted(owned) == sorted(redis_cluster.ports)
+    assert all(count > 0 for count in owned.values()), owned
+    assert sum(owned.values()) == CLUSTER_SLOTS
+    per_node = [await node.execute("DBSIZE") for node in redis_cluster.nodes]
+    assert all(n > 0 for n in per_node), f"every master holds some keys: {per_node}"
+    assert sum(per_node) == len(keys)
+    for node in redis_cluster.nodes:
+        info = await redis_cluster.cluster_info(node)
+        assert info["cluster_state"] == "ok"
+        assert info["cluster_known_nodes"] == "3"
 
 
 # --------------------------------------------------------------------------------------------
