@@ -24,7 +24,7 @@ from .proxy import Forwarder, make_client_session
 from .session.manager import SessionService
 from .store.postgres import PG_ERRORS, PostgresSessionStore, create_pool
 from .store.redis import CircuitBreaker, RedisSessionStore, make_client
-from .turns import TurnRoute
+from .turns import TurnRecorder, TurnRoute
 from .writer import OutboxWriter
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,7 @@ PG_STORE = web.AppKey("pg_store", PostgresSessionStore)
 SESSIONS = web.AppKey("sessions", SessionService)
 WRITER = web.AppKey("writer", OutboxWriter)
 EXTRACTOR = web.AppKey("extractor", RulesExtractor)
+RECORDER = web.AppKey("recorder", TurnRecorder)
 
 
 def _adapter(route: RouteConfig) -> Adapter:
@@ -87,7 +88,9 @@ def create_app(config: Config) -> web.Application:
     lifecycle = Lifecycle()
     app[LIFECYCLE] = lifecycle
     app.middlewares.append(lifecycle.track)
-    app.cleanup_ctx.extend([_http_client, _redis, _postgres, _services])
+    # Torn down in reverse: commits in flight finish first, then the writer flushes, then the
+    # stores close.
+    app.cleanup_ctx.extend([_http_client, _redis, _postgres, _services, _recorder])
     app.on_startup.append(_routes)
     return app
 
@@ -163,6 +166,16 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     await sessions.close()
 
 
+async def _recorder(app: web.Application) -> AsyncIterator[None]:
+    recorder = TurnRecorder(app[SESSIONS], app[METRICS])
+    app[RECORDER] = recorder
+    yield
+    # A commit shielded from a client that went away may still be running after the requests
+    # drained; it needs Redis (and the writer after it), so it ends before they do.
+    config = app[CONFIG]
+    await recorder.drain(app[LIFECYCLE].remaining_s(config.shutdown.drain_timeout_s))
+
+
 def build_extractor(app: web.Application) -> Extractor | None:
     config = app[CONFIG]
     if not config.context.extract_entities:
@@ -203,13 +216,19 @@ async def _routes(app: web.Application) -> None:
     extractor = build_extractor(app)
     for route in config.routes:
         handler = TurnRoute(
-            _adapter(route), config, app[HTTP], app[SESSIONS], extractor, app[METRICS]
+            _adapter(route),
+            config,
+            app[HTTP],
+            app[SESSIONS],
+            extractor,
+            app[RECORDER],
+            app[METRICS],
         )
         router.add_post(route.path, handler.handle)
         if handler.tasks is not None:
             # Reading an asynchronous task's result: passed through, its turn recorded once.
             router.add_get(
-                route.path.rstrip("/") + "/{task_id}", handler.poll_task, allow_head=False
+                route.path.rstrip("/") + "/{task_id}", handler.tasks.poll, allow_head=False
             )
     admin = AdminSessions(config.admin.token, app[SESSIONS])
     router.add_get("/_sidecar/sessions/{tenant}/{session_id}", admin.get)

@@ -1,0 +1,109 @@
+"""Recording turns: build the turn from its question and answer, commit it under
+``asyncio.shield`` so a client going away cannot cut it in half, and own the commits in flight
+so a shutdown can wait for them before the stores close."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from ..context import estimate_tokens
+from ..errors import StoreUnavailable
+from ..metrics import Metrics
+from ..session.manager import SessionService
+from ..session.model import Turn, new_message, turn_ids
+from .capture import Answer
+from .prepare import Question
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def usage_or_estimate(reported: int | None, text: str) -> int:
+    return reported if reported is not None else estimate_tokens(text)
+
+
+def build_turn(question: Question, answer: Answer) -> Turn:
+    """The turn to commit: both messages with ids derived from the idempotency key (a retry
+    makes the same ids, so it is recorded once)."""
+    key = question.key
+    turn_id, user_id, assistant_id = turn_ids(key, question.idempotency_key)
+    user = new_message(
+        "user",
+        question.query,
+        usage_or_estimate(None, question.query),
+        question.asked_at,
+        user_id,
+    )
+    assistant = new_message(
+        "assistant",
+        answer.text,
+        usage_or_estimate(answer.usage.completion_tokens or None, answer.text),
+        message_id=assistant_id,
+    )
+    return Turn(
+        turn_id=turn_id,
+        key=key,
+        user=user,
+        assistant=assistant,
+        usage=answer.usage,
+        context_patch=question.context_patch,
+        idempotency_key=question.idempotency_key,
+        partial=answer.partial,
+    )
+
+
+class TurnRecorder:
+    """Commits turns, shielded from the request's cancellation, and waits for them at shutdown."""
+
+    def __init__(self, sessions: SessionService, metrics: Metrics) -> None:
+        self.sessions = sessions
+        self.metrics = metrics
+        # Work running under shield; referenced so none is collected mid-way, awaited by ``drain``.
+        self._in_flight: set[asyncio.Task[Any]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def record(self, question: Question, answer: Answer, degraded: list[str]) -> bool:
+        """Record one turn; False when no store took it (``unrecorded`` is added to ``degraded``)."""
+        turn = build_turn(question, answer)
+        # The client may go away now; the turn it was answered must still be recorded whole.
+        try:
+            result = await self.shielded(self.sessions.commit(turn))
+        except StoreUnavailable:
+            degraded.append("unrecorded")
+            return False
+        except Exception:
+            # The client has its answer already; a failure to remember it must not cost it.
+            key = question.key
+            log.exception("turn of %s/%s not recorded", key.tenant, key.session_id)
+            degraded.append("unrecorded")
+            return False
+        if result.degraded:
+            degraded.append(result.degraded)
+            self.metrics.degraded.labels(result.degraded).inc()
+        return True
+
+    async def shielded(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` to its end even if the caller is cancelled; ``drain`` waits for it."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        return await asyncio.shield(task)
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) for the work in flight; what is left then is cancelled."""
+        if not self._in_flight:
+            return
+        log.info("waiting for %d commit(s) in flight", len(self._in_flight))
+        _, pending = await asyncio.wait(set(self._in_flight), timeout=timeout_s)
+        if pending:
+            log.warning("%d commit(s) still in flight at shutdown: cancelled", len(pending))
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending)

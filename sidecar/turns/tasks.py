@@ -1,0 +1,257 @@
+"""Shannon-style asynchronous tasks: remembering a submitted task, and reading its polls until
+the result shows, when its turn is recorded.
+
+A tasks route may answer a submission with a ``task_id`` and no result yet. The sidecar then
+keeps what it needs to record the turn later (tenant, session, the user's query, the context
+patch, the idempotency key) in Redis under ``KeySpace.task``, with a TTL. When the client reads
+``GET <route>/{task_id}`` through the sidecar and the task shows its result, the turn pipeline
+records the turn once and forgets the task.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import orjson
+from aiohttp import web
+from redis.exceptions import RedisError
+from yarl import URL
+
+from ..adapters.base import Adapter
+from ..identity import resolve_tenant
+from ..metrics import Metrics
+from ..proxy import (
+    client_response_headers,
+    open_upstream,
+    relay_response,
+    upstream_request_headers,
+    upstream_url,
+)
+from ..session.model import SessionKey, utc_now_iso
+from ..store.redis import RedisSessionStore
+from .capture import Answer, read_answer, too_large
+from .prepare import Prepared, Question
+from .recorder import TurnRecorder
+
+log = logging.getLogger(__name__)
+
+# How long a submitted task is remembered: longer than any task should run, short enough that
+# tasks whose results are never read do not pile up.
+TASK_TTL_S = 24 * 3600
+# Statuses after which a task will never show a result: it is forgotten.
+FAILED_STATUSES = frozenset({"failed", "error", "cancelled", "canceled", "timeout", "timed_out"})
+# A task that is not done yet; a result text next to one of these is a partial preview.
+RUNNING_STATUSES = frozenset({"queued", "pending", "running", "in_progress", "processing"})
+# The path parameter of a task poll route: ``<route>/{task_id}``.
+TASK_ID_PARAM = "/{task_id}"
+
+
+def task_id_of(body: Any) -> str | None:
+    """The ``task_id`` of an upstream answer (a string, or a number written as one)."""
+    if not isinstance(body, dict):
+        return None
+    value = body.get("task_id")
+    if isinstance(value, str) and 0 < len(value) <= 256:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return None
+
+
+def task_status(body: Any) -> str:
+    """The task's status, normalised: ``TASK_STATUS_COMPLETED`` and ``Completed`` → ``completed``."""
+    status = body.get("status") if isinstance(body, dict) else None
+    if not isinstance(status, str):
+        return ""
+    return status.strip().lower().removeprefix("task_status_")
+
+
+@dataclass(frozen=True, slots=True)
+class PendingTask:
+    """What the turn of a task needs once its result is known."""
+
+    tenant: str
+    session_id: str
+    query: str
+    context_patch: dict[str, Any]
+    idempotency_key: str
+    submitted_at: str = field(default_factory=utc_now_iso)
+
+    @property
+    def key(self) -> SessionKey:
+        return SessionKey(self.tenant, self.session_id)
+
+    @property
+    def question(self) -> Question:
+        return Question(
+            self.key, self.query, self.context_patch, self.idempotency_key, self.submitted_at
+        )
+
+    def encode(self) -> bytes:
+        return orjson.dumps(
+            {
+                "tenant": self.tenant,
+                "session_id": self.session_id,
+                "query": self.query,
+                "context": self.context_patch,
+                "idempotency_key": self.idempotency_key,
+                "submitted_at": self.submitted_at,
+            }
+        )
+
+    @classmethod
+    def decode(cls, raw: bytes | str) -> PendingTask:
+        d = orjson.loads(raw)
+        return cls(
+            tenant=d["tenant"],
+            session_id=d["session_id"],
+            query=d["query"],
+            context_patch=d.get("context") or {},
+            idempotency_key=d["idempotency_key"],
+            submitted_at=d.get("submitted_at") or utc_now_iso(),
+        )
+
+
+class TaskRegistry:
+    """Submitted tasks in Redis. Best effort: with Redis away a task is not remembered (its turn
+    is then not recorded) but the client is served as usual."""
+
+    def __init__(self, store: RedisSessionStore, ttl_s: int = TASK_TTL_S) -> None:
+        self.client = store.client
+        self.keys = store.keys
+        self.breaker = store.breaker
+        self.ttl_s = ttl_s
+
+    async def remember(self, route: str, task_id: str, task: PendingTask) -> bool:
+        key = self.keys.task(task.tenant, route, task_id)
+        if self.breaker.is_open:
+            log.warning(
+                "task %s of session %s not remembered: Redis circuit open", task_id, task.session_id
+            )
+            return False
+        try:
+            await self.client.set(key, task.encode(), ex=self.ttl_s)
+        except (RedisError, OSError, TimeoutError) as e:
+            log.warning("task %s of session %s not remembered: %s", task_id, task.session_id, e)
+            return False
+        return True
+
+    async def lookup(self, tenant: str, route: str, task_id: str) -> PendingTask | None:
+        if self.breaker.is_open:
+            return None
+        try:
+            raw = await self.client.get(self.keys.task(tenant, route, task_id))
+        except (RedisError, OSError, TimeoutError) as e:
+            log.warning("task %s not looked up, passed through: %s", task_id, e)
+            return None
+        if raw is None:
+            return None
+        try:
+            return PendingTask.decode(raw)
+        except (orjson.JSONDecodeError, KeyError, TypeError) as e:
+            log.error("task %s: unreadable entry dropped: %s", task_id, e)
+            await self.forget(tenant, route, task_id)
+            return None
+
+    async def forget(self, tenant: str, route: str, task_id: str) -> None:
+        try:
+            await self.client.delete(self.keys.task(tenant, route, task_id))
+        except (RedisError, OSError, TimeoutError) as e:
+            # Harmless: a later poll records nothing twice (the idempotency key) and the TTL ends it.
+            log.warning("task %s not forgotten: %s", task_id, e)
+
+
+class TaskPolls:
+    """Remembers the tasks a route's submissions answer with, and handles their polls."""
+
+    def __init__(
+        self,
+        adapter: Adapter,
+        base: URL,
+        trust_headers: bool,
+        client: aiohttp.ClientSession,
+        registry: TaskRegistry,
+        recorder: TurnRecorder,
+        metrics: Metrics,
+    ) -> None:
+        self.adapter = adapter
+        self.base = base
+        self.trust_headers = trust_headers
+        self.client = client
+        self.registry = registry
+        self.recorder = recorder
+        self.metrics = metrics
+
+    async def remember(self, request: web.Request, task_id: str, prepared: Prepared) -> None:
+        """Keep what the task's turn needs until the client reads its result."""
+        task = PendingTask(
+            tenant=prepared.key.tenant,
+            session_id=prepared.key.session_id,
+            query=prepared.incoming.query,
+            context_patch=prepared.context_patch,
+            # The client's key when it gave one (a resubmission is then one turn too), else
+            # one per task: however often the task is read, its turn is recorded once.
+            idempotency_key=prepared.idempotency_key or f"task:{task_id}",
+        )
+        remembered = self.registry.remember(route_of(request), task_id, task)
+        if not await self.recorder.shielded(remembered):
+            prepared.degraded.append("unrecorded")
+
+    async def poll(self, request: web.Request) -> web.StreamResponse:
+        """``GET <route>/{task_id}``: passed through; the answer of a task the sidecar remembers
+        is read, and once it shows the result the turn is recorded (once) and the task forgotten.
+        """
+        task_id = request.match_info["task_id"]
+        route = route_of(request)
+        tenant = resolve_tenant(request, trust_headers=self.trust_headers)
+        pending = await self.registry.lookup(tenant, route, task_id)
+        url = upstream_url(self.base, request)
+        headers = upstream_request_headers(request)
+        data = request.content if request.body_exists else None
+        if pending is None:
+            async with open_upstream(self.client, request.method, url, headers, data) as up:
+                resp, _ = await relay_response(request, up, client_response_headers(up))
+                return resp
+
+        headers.popall("Accept-Encoding", None)
+        async with open_upstream(self.client, request.method, url, headers, data) as up:
+            if up.content_type == "text/event-stream" or too_large(up):
+                resp, _ = await relay_response(request, up, client_response_headers(up))
+                return resp
+            body = await read_answer(up)
+            out_headers = client_response_headers(up, body_changed=True)
+            out_headers["X-Session-ID"] = pending.session_id
+            degraded: list[str] = []
+            if 200 <= up.status < 300:
+                await self._answered(route, task_id, pending, body, degraded)
+            if degraded:
+                out_headers["X-Sidecar-Degraded"] = ",".join(sorted(set(degraded)))
+            self.metrics.requests.labels(self.adapter.name, str(up.status)).inc()
+            return web.Response(status=up.status, reason=up.reason, body=body, headers=out_headers)
+
+    async def _answered(
+        self, route: str, task_id: str, pending: PendingTask, body: bytes, degraded: list[str]
+    ) -> None:
+        try:
+            parsed: Any = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return
+        status = task_status(parsed)
+        if status in FAILED_STATUSES:
+            await self.registry.forget(pending.tenant, route, task_id)
+            return
+        text, usage = self.adapter.answer(parsed)
+        if text is None or status in RUNNING_STATUSES:
+            return
+        if await self.recorder.record(pending.question, Answer(text, usage), degraded):
+            await self.recorder.shielded(self.registry.forget(pending.tenant, route, task_id))
+
+
+def route_of(request: web.Request) -> str:
+    """The configured path of the route a request came in by (a task poll's without its id)."""
+    resource = request.match_info.route.resource
+    canonical = resource.canonical if resource is not None else request.path
+    return canonical.removesuffix(TASK_ID_PARAM).rstrip("/")
