@@ -1,4 +1,4 @@
-"""Command line: ``sidecar serve | migrate | check-config | demo``."""
+"""Command line: ``sidecar serve | migrate | check-config | demo | --version``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import asyncpg
 import yaml
 from aiohttp import web
 
+from . import __version__
 from .app import LIFECYCLE, create_app
 from .config import Config, load_config, redact_url
 from .errors import ConfigError
@@ -101,6 +102,7 @@ async def run_migrations(config: Config) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sidecar", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"sidecar {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("serve", "run the proxy until SIGTERM/SIGINT"),

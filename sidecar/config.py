@@ -7,6 +7,7 @@ key path (``config error: redis.url: expected a redis:// or rediss:// URL, got '
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import types
@@ -305,7 +306,7 @@ class Config:
                 f"config error: expected a mapping at the top level, got {_kind(data)}"
             )
         resolved = _interpolate(data, env, "")
-        _apply_env_overrides(resolved, env)
+        _apply_env_overrides(resolved, env, frozenset(_referenced(data)))
         config = _build(cls, resolved, "")
         assert isinstance(config, Config)
         _check_combinations(config)
@@ -412,19 +413,101 @@ def _scalar_from_text(text: str) -> Any:
     return parsed if isinstance(parsed, (bool, int, float)) or parsed is None else text
 
 
-def _apply_env_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
-    """``SIDECAR_<SECTION>_<KEY>`` sets ``section.key`` for every scalar key of a section."""
+def _dataclass_of(tp: Any) -> type | None:
+    """The dataclass a field holds (also through ``X | None``), or None for other types."""
+    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return tp
+    if get_origin(tp) in (Union, types.UnionType):
+        found = [a for a in get_args(tp) if dataclasses.is_dataclass(a) and isinstance(a, type)]
+        return found[0] if len(found) == 1 else None
+    return None
+
+
+def _env_keys(tp: type) -> dict[str, tuple[str, ...]]:
+    """Variable suffix (``HISTORY_LIMIT``, ``HTTP_EXTRACTOR_URL``) -> key path, nested included."""
+    out: dict[str, tuple[str, ...]] = {}
+    hints = get_type_hints(tp)
+    for f in dataclasses.fields(tp):
+        out.setdefault(f.name.upper(), (f.name,))
+        nested = _dataclass_of(hints[f.name])
+        if nested is not None:
+            for suffix, sub in _env_keys(nested).items():
+                out.setdefault(f"{f.name.upper()}_{suffix}", (f.name, *sub))
+    return out
+
+
+# What Kubernetes injects for a Service named ``sidecar-<section>`` (enableServiceLinks): such a
+# variable is no misspelt key, and must not stop the pod from starting.
+_IP = r"[0-9a-fA-F.:]+"
+_PROTO = r"(tcp|udp|sctp)"
+_SERVICE_LINKS = tuple(
+    (re.compile(name), re.compile(value))
+    for name, value in (
+        (r"SERVICE_HOST", _IP),
+        (r"SERVICE_PORT(_\w+)?", r"\d+"),
+        (r"PORT(_\d+_(TCP|UDP|SCTP))?", _PROTO + r"://\S+"),
+        (r"PORT_\d+_(TCP|UDP|SCTP)_PROTO", _PROTO),
+        (r"PORT_\d+_(TCP|UDP|SCTP)_PORT", r"\d+"),
+        (r"PORT_\d+_(TCP|UDP|SCTP)_ADDR", _IP),
+    )
+)
+
+
+def _service_link(suffix: str, value: str) -> bool:
+    return any(n.fullmatch(suffix) and v.fullmatch(value) for n, v in _SERVICE_LINKS)
+
+
+def _apply_env_overrides(
+    data: dict[str, Any], env: Mapping[str, str], exempt: frozenset[str] = frozenset()
+) -> None:
+    """``SIDECAR_<SECTION>_<KEY>`` sets ``section.key`` (``SIDECAR_CONTEXT_HTTP_EXTRACTOR_URL``:
+    ``context.http_extractor.url``). A variable of an existing section that names none of its keys
+    is an error, like an unknown key in the file; variables of other names are left alone."""
+    hints = get_type_hints(Config)
+    sections: dict[str, tuple[str, dict[str, tuple[str, ...]]]] = {}
     for section in dataclasses.fields(Config):
-        hint = get_type_hints(Config)[section.name]
-        if not dataclasses.is_dataclass(hint):
+        tp = _dataclass_of(hints[section.name])
+        if tp is not None:
+            sections[section.name.upper()] = (section.name, _env_keys(tp))
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV or var in exempt:
             continue
-        for f in dataclasses.fields(hint):
-            name = f"{ENV_PREFIX}{section.name}_{f.name}".upper()
-            if name in env:
-                target = data.setdefault(section.name, {})
-                if not isinstance(target, dict):
-                    continue  # reported as a type error when the section is built
-                target[f.name] = _EnvText(env[name])
+        rest = var[len(ENV_PREFIX) :]
+        matching = [s for s in sections if rest.startswith(s + "_")]
+        if not matching:
+            continue  # not a section: another program's variable, or a Service link
+        name, keys = sections[max(matching, key=len)]
+        suffix = rest[len(name) + 1 :]
+        path = keys.get(suffix)
+        if path is None:
+            if _service_link(suffix, env[var]):
+                continue
+            (closest,) = difflib.get_close_matches(suffix, list(keys), n=1, cutoff=0.0)
+            key = ".".join((name, *keys[closest]))
+            raise ConfigError(
+                f"config error: {var}: {name} has no such key; closest: "
+                f"{ENV_PREFIX}{name.upper()}_{closest} ({key})"
+            )
+        target: Any = data.setdefault(name, {})
+        for step in path[:-1]:
+            if not isinstance(target, dict):
+                break
+            if target.get(step) is None:
+                target[step] = {}  # ``listen: null`` in the file, a key of it from the environment
+            target = target[step]
+        if isinstance(target, dict):  # otherwise reported as a type error when it is built
+            target[path[-1]] = _EnvText(env[var])
+
+
+def _referenced(value: Any) -> set[str]:
+    """The environment variables the file names as ``${VAR}``."""
+    if isinstance(value, str):
+        return {m.group(1) for m in _VAR.finditer(value)}
+    if isinstance(value, Mapping):
+        return set().union(*(_referenced(v) for v in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_referenced(v) for v in value))
+    return set()
 
 
 # --- validation --------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 import yaml
 
+import sidecar
 from tests.harness import FakeUpstream, SidecarProcess
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -140,6 +142,22 @@ def test_bad_override_is_reported_like_a_bad_file(tmp_path: Path) -> None:
     path = write(tmp_path, "listen: {port: 8080}\n")
     result = run_cli("check-config", "-c", str(path), env={"SIDECAR_REDIS_URL": "localhost"})
     assert "redis.url" in one_error_line(result)
+
+
+def test_misspelt_override_stops_start_up_naming_the_key(tmp_path: Path) -> None:
+    path = write(tmp_path, "listen: {port: 8080}\n")
+    env = {"SIDECAR_SESSION_HISTORY_LIMT": "5", "SIDECAR_SERVICE_HOST": "10.96.0.12"}
+    for command in ("check-config", "serve"):
+        line = one_error_line(run_cli(command, "-c", str(path), env=env))
+        assert "SIDECAR_SESSION_HISTORY_LIMT" in line
+        assert "SIDECAR_SESSION_HISTORY_LIMIT" in line
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"sidecar {sidecar.__version__}\n"
+    assert sidecar.__version__ == importlib.metadata.version("session-sidecar")
 
 
 def test_example_config_passes_check_config() -> None:

@@ -183,6 +183,48 @@ def test_bad_env_override_names_the_key() -> None:
     assert "redis.url" in error_of({}, {"SIDECAR_REDIS_URL": "localhost"})
 
 
+def test_misspelt_env_override_is_an_error_naming_the_closest_key() -> None:
+    message = error_of({}, {"SIDECAR_SESSION_HISTORY_LIMT": "5"})
+    assert message.startswith("config error: SIDECAR_SESSION_HISTORY_LIMT: ")
+    assert "SIDECAR_SESSION_HISTORY_LIMIT (session.history_limit)" in message
+    message = error_of({}, {"SIDECAR_POSTGRES_PORT": "5432"})
+    assert "SIDECAR_POSTGRES_PORT" in message
+
+
+def test_env_override_reaches_nested_keys() -> None:
+    env = {"SIDECAR_CONTEXT_HTTP_EXTRACTOR_URL": "http://ner:9000/extract"}
+    assert build({}, env).context.http_extractor.url == "http://ner:9000/extract"
+    env = {"SIDECAR_CONTEXT_HTTP_EXTRACTOR_TIMEOUT_MS": "75"}
+    assert build({}, env).context.http_extractor.timeout_ms == 75
+
+
+def test_variables_of_no_section_and_kubernetes_service_links_are_ignored() -> None:
+    # What Kubernetes injects for Services named `sidecar` and `sidecar-redis` (enableServiceLinks).
+    env = {
+        "SIDECAR_SERVICE_HOST": "10.96.0.12",
+        "SIDECAR_SERVICE_PORT": "80",
+        "SIDECAR_PORT": "tcp://10.96.0.12:80",
+        "SIDECAR_PORT_80_TCP": "tcp://10.96.0.12:80",
+        "SIDECAR_REDIS_SERVICE_HOST": "10.96.0.13",
+        "SIDECAR_REDIS_SERVICE_PORT": "6379",
+        "SIDECAR_REDIS_SERVICE_PORT_REDIS": "6379",
+        "SIDECAR_REDIS_PORT": "tcp://10.96.0.13:6379",
+        "SIDECAR_REDIS_PORT_6379_TCP": "tcp://10.96.0.13:6379",
+        "SIDECAR_REDIS_PORT_6379_TCP_PROTO": "tcp",
+        "SIDECAR_REDIS_PORT_6379_TCP_PORT": "6379",
+        "SIDECAR_REDIS_PORT_6379_TCP_ADDR": "10.96.0.13",
+        "SIDECAR_NOSUCHSECTION_KEY": "x",
+        "SIDECAR_CONFIG": "/etc/sidecar/config.yaml",
+    }
+    assert build({}, env) == Config()
+
+
+def test_variables_the_file_references_are_not_overrides() -> None:
+    data = {"postgres": {"dsn": "postgresql://app:${SIDECAR_POSTGRES_PASSWORD}@db:5432/app"}}
+    config = build(data, {"SIDECAR_POSTGRES_PASSWORD": "s3cret"})
+    assert config.postgres.dsn == "postgresql://app:s3cret@db:5432/app"
+
+
 # --- redaction ----------------------------------------------------------------------------------
 
 
