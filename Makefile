@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install system-deps demo test lint format bench clean
+.PHONY: install system-deps demo test lint format bench clean lock image
 
 install: $(STAMP) system-deps
 
@@ -26,6 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check sidecar tests bench scripts
 	$(BIN)/ruff format --check sidecar tests bench scripts
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 format: $(STAMP)
 	$(BIN)/ruff format sidecar tests bench scripts
@@ -33,6 +34,22 @@ format: $(STAMP)
 
 test: install lint
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The image installs exactly what requirements.lock pins, by hash (the package itself with --no-deps).
+# Regenerate it after changing dependencies in pyproject.toml; tests/test_image.py checks they agree.
+lock: $(STAMP)
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+		--build-deps-for wheel --no-emit-index-url --no-emit-find-links \
+		--output-file requirements.lock pyproject.toml
+
+# Builds with whichever of docker or buildah (daemonless) is installed.
+IMAGE  ?= session-sidecar:$(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' sidecar/__init__.py)
+ENGINE ?= $(shell if docker info >/dev/null 2>&1; then echo docker; \
+	elif command -v buildah >/dev/null 2>&1; then echo buildah; \
+	elif command -v docker >/dev/null 2>&1; then echo docker; fi)
+image:
+	@test -n "$(ENGINE)" || { echo "make image: neither docker nor buildah is installed" >&2; exit 1; }
+	$(if $(filter buildah,$(ENGINE)),buildah bud --layers,$(ENGINE) build) -t $(IMAGE) .
 
 bench: install
 	$(BIN)/python -m bench
