@@ -196,6 +196,10 @@ def test_env_override_reaches_nested_keys() -> None:
     assert build({}, env).context.http_extractor.url == "http://ner:9000/extract"
     env = {"SIDECAR_CONTEXT_HTTP_EXTRACTOR_TIMEOUT_MS": "75"}
     assert build({}, env).context.http_extractor.timeout_ms == 75
+    # A section the file leaves null (admin.listen) is created from the environment.
+    listen = build({"admin": {"listen": None}}, {"SIDECAR_ADMIN_LISTEN_PORT": "9090"}).admin.listen
+    assert listen is not None
+    assert (listen.host, listen.port) == ("0.0.0.0", 9090)
 
 
 def test_variables_of_no_section_and_kubernetes_service_links_are_ignored() -> None:

@@ -1,15 +1,20 @@
 """The Kubernetes manifests and the Dockerfile agree with each other and with the config schema.
 
-Static checks only (no cluster, no Docker): every YAML under k8s/ parses, the ConfigMap's
-config.yaml is a valid sidecar config, probes and the Service reach the sidecar's port, and the pod's
-grace period covers the preStop delay plus the sidecar's drain timeout.
+Static checks (no cluster, no Docker): every YAML under k8s/ parses, the ConfigMap's config.yaml
+is a valid sidecar config, probes and the Service reach the sidecar's port, the pod's grace period
+covers the preStop delay plus the sidecar's drain timeout, the NetworkPolicy keeps the admin port
+for monitoring, and the kustomize component (built with `kubectl kustomize`) adds the same sidecar
+to someone else's Deployment.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,6 +27,7 @@ from sidecar.config import Config
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 BASE = K8S / "base"
+COMPONENT = K8S / "components" / "session-sidecar"
 DOCKERFILE = ROOT / "Dockerfile"
 
 SIDECAR = "session-sidecar"
@@ -145,7 +151,13 @@ def test_every_yaml_file_parses_into_kubernetes_objects() -> None:
         "base/configmap.yaml",
         "base/service.yaml",
         "base/secret.example.yaml",
+        "base/networkpolicy.yaml",
         "redis/redis.yaml",
+        "components/session-sidecar/kustomization.yaml",
+        "components/session-sidecar/sidecar-patch.yaml",
+        "components/session-sidecar/configmap.yaml",
+        "monitoring/kustomization.yaml",
+        "monitoring/prometheusrule.yaml",
     }
     assert expected <= names, f"missing: {sorted(expected - names)}"
     for path in files:
@@ -155,7 +167,7 @@ def test_every_yaml_file_parses_into_kubernetes_objects() -> None:
             assert isinstance(doc, dict), f"{path.relative_to(ROOT)}: not a mapping"
             assert doc.get("apiVersion"), f"{path.relative_to(ROOT)}: no apiVersion"
             assert doc.get("kind"), f"{path.relative_to(ROOT)}: no kind"
-            if doc["kind"] != "Kustomization":
+            if doc["kind"] not in ("Kustomization", "Component"):
                 assert doc.get("metadata", {}).get("name"), f"{path.relative_to(ROOT)}: no name"
 
 
@@ -163,14 +175,18 @@ def test_kustomizations_list_existing_files_and_leave_out_the_example_secret() -
     kustomizations = sorted(K8S.rglob("kustomization.yaml"))
     assert BASE / "kustomization.yaml" in kustomizations
     for path in kustomizations:
-        doc = _one(path, "Kustomization")
+        (doc,) = _load(path)
+        assert doc["kind"] in ("Kustomization", "Component"), path
         resources = doc.get("resources", [])
         assert resources, f"{path.relative_to(ROOT)} lists no resources"
-        for entry in resources:
+        entries = list(resources) + [p["path"] for p in doc.get("patches", [])]
+        for generator in doc.get("configMapGenerator", []):
+            entries += [f.split("=", 1)[-1] for f in generator.get("files", [])]
+        for entry in entries:
             assert (path.parent / entry).exists(), f"{path.relative_to(ROOT)}: {entry} not found"
             assert "secret.example" not in entry, "the example Secret must not be applied"
     base = _one(BASE / "kustomization.yaml", "Kustomization")["resources"]
-    assert {"deployment.yaml", "configmap.yaml", "service.yaml"} <= set(base)
+    assert {"deployment.yaml", "configmap.yaml", "service.yaml", "networkpolicy.yaml"} <= set(base)
 
 
 # --- the sidecar's config ------------------------------------------------------------------------
@@ -249,11 +265,43 @@ def test_service_sends_clients_to_the_sidecar(
         assert _port_number(agent, target) is None
 
 
-def test_metrics_are_announced_for_scraping(deployment: Doc, config: Config) -> None:
+def test_metrics_are_announced_for_scraping_on_the_admin_port(
+    deployment: Doc, sidecar: Doc, config: Config
+) -> None:
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
     assert annotations["prometheus.io/scrape"] == "true"
     assert annotations["prometheus.io/path"] == "/_sidecar/metrics"
-    assert int(annotations["prometheus.io/port"]) == config.listen.port
+    assert config.admin.listen is not None, "metrics must not share the client port"
+    assert int(annotations["prometheus.io/port"]) == config.admin.listen.port
+    assert _port_number(sidecar, "admin") == config.admin.listen.port
+    assert config.admin.listen.port != config.listen.port
+
+
+def test_network_policy_opens_the_client_port_and_keeps_admin_for_monitoring(
+    deployment: Doc, sidecar: Doc, config: Config
+) -> None:
+    policy = _one(BASE / "networkpolicy.yaml", "NetworkPolicy")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    assert config.admin.listen is not None
+    opened: dict[int, list[Doc]] = {}
+    for rule in policy["spec"]["ingress"]:
+        for port in rule["ports"]:
+            number = _port_number(sidecar, port["port"])
+            assert number is not None, f"{port['port']} is no port of the sidecar"
+            opened.setdefault(number, []).append(rule)
+    assert set(opened) == {config.listen.port, config.admin.listen.port}
+    # Clients reach the client port from anywhere; the admin port only from selected namespaces.
+    assert any("from" not in rule for rule in opened[config.listen.port])
+    for rule in opened[config.admin.listen.port]:
+        assert rule["from"], "the admin port is open to everyone"
+        assert all("namespaceSelector" in peer for peer in rule["from"])
+
+
+def test_json_logs_in_the_cluster(config: Config) -> None:
+    assert config.logging.format == "json"
+    assert config.logging.access_log is True
 
 
 def test_grace_period_covers_prestop_and_drain(
@@ -358,3 +406,113 @@ def test_example_redis_persists_and_never_evicts() -> None:
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     claims = {c["metadata"]["name"] for c in statefulset["spec"]["volumeClaimTemplates"]}
     assert mounts.get(settings["--dir"]) in claims, "the append-only file is not on a volume"
+
+
+# --- the kustomize component ----------------------------------------------------------------------
+
+
+def _kubectl() -> str:
+    path = shutil.which("kubectl")
+    if path is None:
+        pytest.fail(
+            "kubectl is not installed, so the kustomize component cannot be built; install it "
+            "(it carries kustomize: `kubectl kustomize`)",
+            pytrace=False,
+        )
+    return path
+
+
+USER_DEPLOYMENT = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: search-agent
+spec:
+  selector:
+    matchLabels: {app: search-agent}
+  template:
+    metadata:
+      labels: {app: search-agent}
+      annotations: {team: search}
+    spec:
+      containers:
+        - name: search
+          image: registry.example.com/search-agent:1.2
+          env: [{name: PORT, value: "8000"}]
+      volumes:
+        - name: cache
+          emptyDir: {}
+"""
+
+
+@pytest.fixture(scope="module")
+def built_with_component(tmp_path_factory: pytest.TempPathFactory) -> list[Doc]:
+    """A user's own overlay: their Deployment, plus the component."""
+    overlay = tmp_path_factory.mktemp("overlay")
+    (overlay / "deployment.yaml").write_text(USER_DEPLOYMENT, encoding="utf-8")
+    # kustomize takes components by relative path only.
+    relative = os.path.relpath(COMPONENT, overlay)
+    (overlay / "kustomization.yaml").write_text(
+        yaml.safe_dump({"resources": ["deployment.yaml"], "components": [relative]}),
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [_kubectl(), "kustomize", str(overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return [d for d in yaml.safe_load_all(result.stdout) if d]
+
+
+def test_component_is_a_kustomize_component() -> None:
+    doc = _one(COMPONENT / "kustomization.yaml", "Component")
+    assert doc["apiVersion"] == "kustomize.config.k8s.io/v1alpha1"
+    assert all(p["target"]["kind"] == "Deployment" for p in doc["patches"])
+
+
+def test_component_adds_the_sidecar_to_any_deployment(
+    built_with_component: list[Doc], sidecar: Doc, pod: Doc, deployment: Doc
+) -> None:
+    (built,) = [d for d in built_with_component if d["kind"] == "Deployment"]
+    assert built["metadata"]["name"] == "search-agent"
+    template = built["spec"]["template"]
+    spec = template["spec"]
+    # The user's own parts are kept.
+    assert [c["name"] for c in spec["containers"]] == ["search"]
+    assert spec["containers"][0]["image"] == "registry.example.com/search-agent:1.2"
+    assert template["metadata"]["annotations"]["team"] == "search"
+    assert template["metadata"]["labels"] == {"app": "search-agent"}
+    # The sidecar is the very one of the example Deployment, with its volumes and annotations.
+    assert spec["initContainers"] == [sidecar]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "cache" in volumes
+    for volume in pod["volumes"]:
+        if volume["name"].startswith("sidecar-"):
+            assert volumes[volume["name"]] == volume
+    for key, value in deployment["spec"]["template"]["metadata"]["annotations"].items():
+        assert template["metadata"]["annotations"][key] == value
+
+
+def test_component_brings_the_same_config(built_with_component: list[Doc], configmap: Doc) -> None:
+    (built,) = [d for d in built_with_component if d["kind"] == "ConfigMap"]
+    assert built["metadata"]["name"] == configmap["metadata"]["name"]
+    assert built["data"] == configmap["data"]
+
+
+def test_monitoring_kustomization_builds_the_rules_and_the_dashboard() -> None:
+    result = subprocess.run(
+        [_kubectl(), "kustomize", str(K8S / "monitoring")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    docs = {d["kind"]: d for d in yaml.safe_load_all(result.stdout) if d}
+    assert docs["ConfigMap"]["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(docs["ConfigMap"]["data"]["session-sidecar.json"])
+    assert dashboard["uid"] == "session-sidecar"
+    assert docs["PrometheusRule"]["spec"]["groups"]
