@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import aiohttp
 import asyncpg
@@ -20,10 +21,12 @@ from .errors import NotFound, SidecarError, error_response, to_response
 from .health import Health, Lifecycle
 from .journal import Journal
 from .metrics import Metrics
+from .observe import SIDECAR_PREFIX, Observer
 from .proxy import Forwarder, make_client_session
 from .session.manager import SessionService
 from .store.postgres import PG_ERRORS, PostgresSessionStore, create_pool
 from .store.redis import CircuitBreaker, RedisSessionStore, make_client
+from .tracing import Tracer
 from .turns import TurnRecorder, TurnRoute
 from .writer import OutboxWriter
 
@@ -42,6 +45,9 @@ SESSIONS = web.AppKey("sessions", SessionService)
 WRITER = web.AppKey("writer", OutboxWriter)
 EXTRACTOR = web.AppKey("extractor", RulesExtractor)
 RECORDER = web.AppKey("recorder", TurnRecorder)
+OBSERVER = web.AppKey("observer", Observer)
+TRACER = web.AppKey("tracer", Tracer)  # present only with tracing.enabled
+HEALTH = web.AppKey("health", Health)
 
 
 def _adapter(route: RouteConfig) -> Adapter:
@@ -76,23 +82,44 @@ async def errors_middleware(
         return error_response(500, "internal_error", "the sidecar failed unexpectedly")
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, *, span_exporter: Any = None) -> web.Application:
+    """The application; ``span_exporter`` replaces the configured one (tests read spans so)."""
+    metrics = Metrics()
+    tracer = Tracer(config.tracing, span_exporter) if config.tracing.enabled else None
+    observer = Observer(
+        metrics,
+        [(r.path, r.adapter) for r in config.routes],
+        access_log=config.logging.access_log,
+        tracer=tracer,
+    )
     app = web.Application(
-        middlewares=[errors_middleware],
+        # The observer inside the error middleware: it sees what each error was, and counts it.
+        middlewares=[errors_middleware, observer.middleware],
         client_max_size=config.session.max_body_bytes,
         # Pass-through bodies must stay byte-identical; intercepted routes decode explicitly.
         handler_args={"auto_decompress": False},
     )
     app[CONFIG] = config
-    app[METRICS] = Metrics()
+    app[METRICS] = metrics
+    app[OBSERVER] = observer
+    if tracer is not None:
+        app[TRACER] = tracer
+    app.on_response_prepare.append(observer.on_response_prepare)
     lifecycle = Lifecycle()
     app[LIFECYCLE] = lifecycle
     app.middlewares.append(lifecycle.track)
     # Torn down in reverse: commits in flight finish first, then the writer flushes, then the
-    # stores close.
-    app.cleanup_ctx.extend([_http_client, _redis, _postgres, _services, _recorder])
+    # stores close, and last the spans of all that are exported.
+    app.cleanup_ctx.extend([_tracing, _http_client, _redis, _postgres, _services, _recorder])
     app.on_startup.append(_routes)
     return app
+
+
+async def _tracing(app: web.Application) -> AsyncIterator[None]:
+    yield
+    if TRACER in app:
+        # Flushes buffered spans to the exporter: network I/O, kept off the event loop.
+        await asyncio.to_thread(app[TRACER].shutdown)
 
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
@@ -156,6 +183,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         config.writer,
         metrics,
         migrate=config.postgres.migrate_on_start,
+        tracer=app.get(TRACER),
     )
     app[WRITER] = writer
     writer.start()
@@ -196,7 +224,7 @@ def build_extractor(app: web.Application) -> Extractor | None:
 async def _routes(app: web.Application) -> None:
     """Routes need the parts the cleanup contexts built, so they are added at startup."""
     config = app[CONFIG]
-    health = Health(
+    app[HEALTH] = Health(
         app[LIFECYCLE],
         app[REDIS_STORE],
         app[PG_STORE],
@@ -210,9 +238,8 @@ async def _routes(app: web.Application) -> None:
         lambda: 1.0 if app[REDIS_STORE].breaker.is_open else 0.0,
     )
     router = app.router
-    router.add_get("/_sidecar/healthz", health.healthz)
-    router.add_get("/_sidecar/readyz", health.readyz)
-    router.add_get("/_sidecar/metrics", health.metrics_view)
+    # With admin.listen, metrics and the admin API are served by the admin app only.
+    _sidecar_endpoints(app, router, admin=config.admin.listen is None)
     extractor = build_extractor(app)
     for route in config.routes:
         handler = TurnRoute(
@@ -230,12 +257,40 @@ async def _routes(app: web.Application) -> None:
             router.add_get(
                 route.path.rstrip("/") + "/{task_id}", handler.tasks.poll, allow_head=False
             )
-    admin = AdminSessions(config.admin.token, app[SESSIONS])
-    router.add_get("/_sidecar/sessions/{tenant}/{session_id}", admin.get)
-    router.add_delete("/_sidecar/sessions/{tenant}/{session_id}", admin.delete)
     router.add_route("*", "/_sidecar", _sidecar_not_found)
     router.add_route("*", "/_sidecar/{tail:.*}", _sidecar_not_found)
     router.add_route("*", "/{tail:.*}", Forwarder(app[HTTP], config.upstream.url).handle)
+
+
+def _sidecar_endpoints(app: web.Application, router: web.UrlDispatcher, *, admin: bool) -> None:
+    """The health endpoints; with ``admin``, also metrics and the admin API."""
+    health = app[HEALTH]
+    router.add_get("/_sidecar/healthz", health.healthz)
+    router.add_get("/_sidecar/readyz", health.readyz)
+    if not admin:
+        return
+    router.add_get("/_sidecar/metrics", health.metrics_view)
+    sessions = AdminSessions(app[CONFIG].admin.token, app[SESSIONS])
+    router.add_get("/_sidecar/sessions/{tenant}/{session_id}", sessions.get)
+    router.add_delete("/_sidecar/sessions/{tenant}/{session_id}", sessions.delete)
+
+
+def create_admin_app(app: web.Application) -> web.Application:
+    """The application of the admin listener (``admin.listen``): everything under /_sidecar/,
+    served with the parts of ``app``, which must have started."""
+    config = app[CONFIG]
+    observer = Observer(
+        app[METRICS],
+        [],
+        access_log=config.logging.access_log,
+        tracer=app.get(TRACER),
+        fallback=SIDECAR_PREFIX,
+    )
+    admin_app = web.Application(middlewares=[errors_middleware, observer.middleware])
+    admin_app.on_response_prepare.append(observer.on_response_prepare)
+    _sidecar_endpoints(app, admin_app.router, admin=True)
+    admin_app.router.add_route("*", "/{tail:.*}", _sidecar_not_found)
+    return admin_app
 
 
 async def _sidecar_not_found(request: web.Request) -> web.StreamResponse:

@@ -14,10 +14,11 @@ import yaml
 from aiohttp import web
 
 from . import __version__
-from .app import LIFECYCLE, create_app
-from .config import Config, load_config, redact_url
+from .app import LIFECYCLE, create_admin_app, create_app
+from .config import Config, ListenConfig, load_config, redact_url
 from .errors import ConfigError
 from .health import Lifecycle
+from .logs import setup_logging
 from .store.postgres import migrate
 
 log = logging.getLogger("sidecar")
@@ -25,14 +26,6 @@ log = logging.getLogger("sidecar")
 # Once the drain has ended, requests still running get this long before they are cancelled.
 FINAL_GRACE_S = 1.0
 DRAIN_POLL_S = 0.05
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 async def drain(lifecycle: Lifecycle, timeout_s: float) -> None:
@@ -59,14 +52,23 @@ async def serve(config: Config) -> None:
         app, handle_signals=False, access_log=None, shutdown_timeout=FINAL_GRACE_S
     )
     await runner.setup()
-    site = web.TCPSite(runner, config.listen.host, config.listen.port, reuse_address=True)
-    await site.start()
-    log.info(
-        "listening on http://%s:%d, forwarding to %s",
-        config.listen.host,
-        config.listen.port,
-        redact_url(config.upstream.url),
-    )
+    admin_runner: web.AppRunner | None = None
+    try:
+        site = web.TCPSite(runner, config.listen.host, config.listen.port, reuse_address=True)
+        await site.start()
+        log.info(
+            "listening on http://%s:%d, forwarding to %s",
+            config.listen.host,
+            config.listen.port,
+            redact_url(config.upstream.url),
+        )
+        if config.admin.listen is not None:
+            admin_runner = await _serve_admin(app, config.admin.listen)
+    except BaseException:
+        if admin_runner is not None:
+            await admin_runner.cleanup()
+        await runner.cleanup()
+        raise
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -88,8 +90,25 @@ async def serve(config: Config) -> None:
         await stop.wait()
         await drain(app[LIFECYCLE], config.shutdown.drain_timeout_s)
     finally:
+        if admin_runner is not None:
+            await admin_runner.cleanup()
         await runner.cleanup()
         log.info("stopped")
+
+
+async def _serve_admin(app: web.Application, listen: ListenConfig) -> web.AppRunner:
+    """The admin listener: metrics and the admin API on their own port (``admin.listen``)."""
+    runner = web.AppRunner(
+        create_admin_app(app), handle_signals=False, access_log=None, shutdown_timeout=FINAL_GRACE_S
+    )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, listen.host, listen.port, reuse_address=True).start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    log.info("admin endpoints on http://%s:%d/_sidecar/", listen.host, listen.port)
+    return runner
 
 
 async def run_migrations(config: Config) -> list[str]:
@@ -128,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "check-config":
         print(yaml.safe_dump(config.redacted(), sort_keys=False, allow_unicode=True), end="")
         return 0
-    _setup_logging(config.logging.level)
+    setup_logging(config.logging.level, config.logging.format)
     if args.command == "migrate":
         try:
             applied = asyncio.run(run_migrations(config))
@@ -139,6 +158,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         asyncio.run(serve(config))
+    except ConfigError as e:  # found only when parts are built (tracing without its extra)
+        print(e, file=sys.stderr)
+        return 1
     except OSError as e:
         print(f"cannot serve: {e}", file=sys.stderr)
         return 1

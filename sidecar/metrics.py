@@ -1,10 +1,21 @@
-"""Prometheus metrics, one registry per application (several apps may share a process in tests)."""
+"""Prometheus metrics: one registry per application (several apps may share a process in tests),
+holding the sidecar's own metrics and the standard process, platform and GC collectors."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -17,19 +28,44 @@ class _Callback(Collector):
         yield GaugeMetricFamily(self.name, self.doc, value=self.fn())
 
 
+UPSTREAM_ERROR_REASONS = ("status_5xx", "unreachable", "timeout")
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "sidecar_requests",
-            "Requests handled, by route kind and status.",
-            ["route", "status"],
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        if GC_COLLECTOR is not None:  # absent on interpreters without gc.get_stats
+            GCCollector(registry=r)
+        # Labels are the configured route (or "passthrough", or a /_sidecar endpoint's template),
+        # never anything a client chooses: no paths, session ids or tenants.
+        self.http_requests = Counter(
+            "sidecar_http_requests",
+            "Responses sent to clients, the sidecar's own (4xx, 502, 504) and pass-through ones "
+            "included, by route, adapter and status code.",
+            ["route", "adapter", "code"],
+            registry=r,
+        )
+        self.upstream_duration = Histogram(
+            "sidecar_upstream_duration_seconds",
+            "Time from sending a request upstream to the upstream's response headers.",
+            ["route", "adapter"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.upstream_errors = Counter(
+            "sidecar_upstream_errors",
+            "Requests the upstream failed: it answered 5xx (status_5xx), could not be reached "
+            "(unreachable, a 502) or did not answer in time (timeout, a 504).",
+            ["route", "adapter", "reason"],
             registry=r,
         )
         self.overhead = Histogram(
             "sidecar_overhead_seconds",
-            "Time spent in the sidecar itself on intercepted turns.",
+            "Time spent in the sidecar itself on intercepted turns (the upstream's time excluded).",
+            ["route", "adapter"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=r,
         )
@@ -76,6 +112,13 @@ class Metrics:
             "Turns waiting in the outbox for PostgreSQL (last seen).",
             registry=r,
         )
+
+    def known_routes(self, routes: list[tuple[str, str]]) -> None:
+        """Start the error counters of these (route, adapter) pairs at zero, so that an alert
+        comparing them with the request count has a series to compare from the start."""
+        for route, adapter in routes:
+            for reason in UPSTREAM_ERROR_REASONS:
+                self.upstream_errors.labels(route, adapter, reason)
 
     def gauge_callback(self, name: str, doc: str, fn: Callable[[], float]) -> None:
         self.registry.register(_Callback(name, doc, fn))

@@ -17,6 +17,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from .errors import NotFound, UpstreamTimeout, UpstreamUnavailable
+from .observe import upstream_call
 
 log = logging.getLogger(__name__)
 
@@ -113,31 +114,34 @@ async def open_upstream(
     headers: CIMultiDict[str],
     data: Any,
 ) -> AsyncIterator[aiohttp.ClientResponse]:
-    """Send one request upstream; connection errors become 502 and timeouts 504.
+    """Send one request upstream; connection errors become 502 and timeouts 504. The request id
+    and trace context go with it (``observe.upstream_call``).
 
     The response is closed on exit (its connection is dropped, not pooled, when the body was not
     read to the end), so a client that goes away leaves nothing open upstream.
     """
-    try:
-        resp = await client.request(
-            method,
-            url,
-            headers=headers,
-            data=data,
-            allow_redirects=False,
-            compress=None,
-        )
-    except aiohttp.ConnectionTimeoutError as e:
-        # No connection within connect_timeout_s: as unreachable as a refused one.
-        raise UpstreamUnavailable("the upstream is unreachable: connect timed out") from e
-    except TimeoutError as e:
-        raise UpstreamTimeout("the upstream did not answer in time") from e
-    except aiohttp.ClientError as e:
-        raise UpstreamUnavailable(f"the upstream is unreachable: {type(e).__name__}") from e
-    try:
-        yield resp
-    finally:
-        resp.close()
+    with upstream_call(headers) as answered:
+        try:
+            resp = await client.request(
+                method,
+                url,
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                compress=None,
+            )
+        except aiohttp.ConnectionTimeoutError as e:
+            # No connection within connect_timeout_s: as unreachable as a refused one.
+            raise UpstreamUnavailable("the upstream is unreachable: connect timed out") from e
+        except TimeoutError as e:
+            raise UpstreamTimeout("the upstream did not answer in time") from e
+        except aiohttp.ClientError as e:
+            raise UpstreamUnavailable(f"the upstream is unreachable: {type(e).__name__}") from e
+        answered(resp.status)
+        try:
+            yield resp
+        finally:
+            resp.close()
 
 
 ChunkObserver = Callable[[bytes], None]

@@ -229,7 +229,6 @@ class TaskPolls:
                 await self._answered(route, task_id, pending, body, degraded)
             if degraded:
                 out_headers["X-Sidecar-Degraded"] = ",".join(sorted(set(degraded)))
-            self.metrics.requests.labels(self.adapter.name, str(up.status)).inc()
             return web.Response(status=up.status, reason=up.reason, body=body, headers=out_headers)
 
     async def _answered(

@@ -1,0 +1,263 @@
+"""What every request leaves behind: its id, its count and timings in the metrics, its access log
+line and its trace. One middleware does it all, around every handler, for every response (the
+sidecar's own errors and pass-through answers included); the upstream call reports its timing
+through ``upstream_call``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from . import tracing
+from .errors import SidecarError, UpstreamTimeout, UpstreamUnavailable
+from .logs import REQUEST_ID, log_access
+from .metrics import Metrics
+from .tracing import Tracer
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# A client's id is kept when it is a plain token a log line can hold safely.
+_SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
+PASSTHROUGH = "passthrough"
+NO_ADAPTER = "none"
+SIDECAR_PREFIX = "/_sidecar"
+# Not an HTTP status: the client went away before it was answered (as nginx logs it).
+CLIENT_GONE = 499
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """What is known of one request as it goes: filled in by the middleware and the hooks."""
+
+    request_id: str
+    route: str
+    adapter: str
+    trace_id: str
+    # Sent upstream as traceparent when tracing is off (continuing the client's trace), and
+    # back to the client as traceresponse.
+    traceparent: str
+    upstream_s: float | None = None
+    upstream_status: int | None = None
+
+
+_CURRENT: ContextVar[RequestInfo | None] = ContextVar("sidecar_request", default=None)
+# The same, for the response hook: error responses are prepared after the middleware returned.
+REQUEST_INFO = web.RequestKey("request_info", RequestInfo)
+
+
+def current() -> RequestInfo | None:
+    """The request being handled in this task, if any."""
+    return _CURRENT.get()
+
+
+def request_id_of(headers: Mapping[str, str]) -> str:
+    given = headers.get(REQUEST_ID_HEADER)
+    if given and _SANE_REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+@contextlib.contextmanager
+def upstream_call(headers: MutableMapping[str, str]) -> Iterator[Callable[[int], None]]:
+    """Around one request to the upstream: forwards the request id and trace context, and times
+    the wait for the response headers. The caller reports the status it got through the yielded
+    function; leaving without reporting means no answer came."""
+    info = _CURRENT.get()
+    if info is None:
+        yield lambda status: None
+        return
+    headers[REQUEST_ID_HEADER] = info.request_id
+    headers["traceparent"] = info.traceparent  # replaced by the upstream span's when tracing
+    started = time.perf_counter()
+
+    def answered(status: int) -> None:
+        info.upstream_s = (info.upstream_s or 0.0) + time.perf_counter() - started
+        info.upstream_status = status
+
+    with tracing.upstream_span(headers):
+        yield answered
+
+
+def _server_timing_s(resp: web.StreamResponse) -> float | None:
+    """The sidecar's own time, as the turn path reported it in ``Server-Timing``."""
+    for part in resp.headers.get("Server-Timing", "").split(","):
+        name, _, params = part.strip().partition(";")
+        if name == "sidecar" and params.startswith("dur="):
+            try:
+                return float(params[4:]) / 1000
+            except ValueError:
+                return None
+    return None
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 2)
+
+
+class Observer:
+    """The middleware and the response hook of one application."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        routes: Sequence[tuple[str, str]],
+        *,
+        access_log: bool,
+        tracer: Tracer | None = None,
+        fallback: str = PASSTHROUGH,
+    ) -> None:
+        self.metrics = metrics
+        # Longest first: a route's sub-paths (task polls) belong to it.
+        self.routes = sorted(routes, key=lambda r: len(r[0]), reverse=True)
+        self.access_log = access_log
+        self.tracer = tracer
+        # The label of requests no route or endpoint takes: forwarded, or (admin listener) 404.
+        self.fallback = fallback
+        metrics.known_routes([*self.routes, (PASSTHROUGH, NO_ADAPTER)])
+
+    def route_of(self, request: web.Request) -> tuple[str, str]:
+        """(route, adapter) labels: a configured route, ``passthrough``, or a /_sidecar template;
+        never the path a client chose."""
+        resource = request.match_info.route.resource
+        template = resource.canonical if resource is not None else ""
+        for path, adapter in self.routes:
+            if template == path or template.startswith(path.rstrip("/") + "/"):
+                return path, adapter
+        if template == SIDECAR_PREFIX or template.startswith(SIDECAR_PREFIX + "/"):
+            # The catch-all under /_sidecar would carry the client's path: one label for all.
+            return (SIDECAR_PREFIX if "{tail" in template else template), NO_ADAPTER
+        return self.fallback, NO_ADAPTER
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        route, adapter = self.route_of(request)
+        parent = tracing.parse_traceparent(request.headers.get("traceparent"))
+        trace_id = parent[0] if parent else tracing.new_trace_id()
+        flags = parent[2] if parent else "00"
+        info = RequestInfo(
+            request_id=request_id_of(request.headers),
+            route=route,
+            adapter=adapter,
+            trace_id=trace_id,
+            traceparent=tracing.format_traceparent(trace_id, tracing.new_span_id(), flags),
+        )
+        request[REQUEST_INFO] = info
+        tokens = (_CURRENT.set(info), REQUEST_ID.set(info.request_id))
+        tracer_token = tracing.ACTIVE.set(self.tracer) if self.tracer is not None else None
+        status = CLIENT_GONE
+        resp: web.StreamResponse | None = None
+        upstream_failure: str | None = None
+        try:
+            with self._server_span(request, info) as span:
+                try:
+                    resp = await handler(request)
+                    status = resp.status
+                except SidecarError as e:
+                    status = e.status
+                    if isinstance(e, UpstreamTimeout):
+                        upstream_failure = "timeout"
+                    elif isinstance(e, UpstreamUnavailable):
+                        upstream_failure = "unreachable"
+                    raise
+                except web.HTTPException as e:
+                    status = e.status
+                    raise
+                except (ConnectionResetError, TimeoutError):
+                    raise  # nobody to answer; logged as 499
+                except Exception:
+                    status = 500  # answered as JSON by the error middleware outside
+                    raise
+                finally:
+                    if span is not None and self.tracer is not None:
+                        span.set_attribute("http.response.status_code", status)
+                        if status >= 500:
+                            self.tracer.mark_error(span)
+        finally:
+            if tracer_token is not None:
+                tracing.ACTIVE.reset(tracer_token)
+            _CURRENT.reset(tokens[0])
+            duration = time.perf_counter() - started
+            if upstream_failure is None and (info.upstream_status or 0) >= 500:
+                upstream_failure = "status_5xx"
+            self._record(request, info, status, resp, duration, upstream_failure)
+            REQUEST_ID.reset(tokens[1])
+        return resp
+
+    @contextlib.contextmanager
+    def _server_span(self, request: web.Request, info: RequestInfo) -> Iterator[Any]:
+        if self.tracer is None:
+            yield None
+            return
+        name = request.method if info.route == PASSTHROUGH else f"{request.method} {info.route}"
+        attributes = {
+            "http.request.method": request.method,
+            "http.route": info.route,
+            "sidecar.adapter": info.adapter,
+            "sidecar.request_id": info.request_id,
+        }
+        with self.tracer.server_span(name, request.headers, attributes) as span:
+            context = span.get_span_context()
+            info.trace_id = f"{context.trace_id:032x}"
+            info.traceparent = tracing.format_traceparent(
+                info.trace_id, f"{context.span_id:016x}", f"{context.trace_flags:02x}"
+            )
+            yield span
+
+    def _record(
+        self,
+        request: web.Request,
+        info: RequestInfo,
+        status: int,
+        resp: web.StreamResponse | None,
+        duration: float,
+        upstream_failure: str | None,
+    ) -> None:
+        labels = (info.route, info.adapter)
+        overhead = None
+        if status != CLIENT_GONE:
+            self.metrics.http_requests.labels(*labels, str(status)).inc()
+        if info.upstream_s is not None:
+            self.metrics.upstream_duration.labels(*labels).observe(info.upstream_s)
+        if upstream_failure is not None:
+            self.metrics.upstream_errors.labels(*labels, upstream_failure).inc()
+        if resp is not None and info.adapter != NO_ADAPTER:
+            overhead = _server_timing_s(resp)
+            if overhead is not None:
+                self.metrics.overhead.labels(*labels).observe(overhead)
+        if not self.access_log:
+            return
+        headers = resp.headers if resp is not None else None
+        log_access(
+            {
+                "request_id": info.request_id,
+                "method": request.method,
+                "route": info.route,
+                "adapter": info.adapter,
+                "status": status,
+                "duration_ms": _ms(duration),
+                "upstream_ms": _ms(info.upstream_s),
+                "overhead_ms": _ms(overhead),
+                "session_id": headers.get("X-Session-ID") if headers is not None else None,
+                "degraded": headers.get("X-Sidecar-Degraded") if headers is not None else None,
+                "trace_id": info.trace_id,
+            }
+        )
+
+    async def on_response_prepare(self, request: web.Request, resp: web.StreamResponse) -> None:
+        """Every response tells the client its request id and trace (W3C ``traceresponse``)."""
+        info = request.get(REQUEST_INFO)
+        if info is None:
+            return
+        resp.headers[REQUEST_ID_HEADER] = info.request_id
+        resp.headers["traceresponse"] = info.traceparent
