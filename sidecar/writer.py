@@ -29,10 +29,12 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from . import tracing
 from .config import WriterConfig
 from .metrics import Metrics
 from .store.keys import KeySpace
 from .store.postgres import PG_ERRORS, OutboxEvent, PostgresSessionStore, is_transient
+from .tracing import Tracer
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,7 @@ class OutboxWriter:
         metrics: Metrics,
         *,
         migrate: bool,
+        tracer: Tracer | None = None,
     ) -> None:
         self.redis = redis
         self.keys = keys
@@ -76,6 +79,7 @@ class OutboxWriter:
         self.cfg = cfg
         self.metrics = metrics
         self.migrate = migrate
+        self.tracer = tracer
         self.consumer = f"{socket.gethostname()}-{os.getpid()}"
         self.streams = keys.outboxes()
         self._stop = asyncio.Event()
@@ -281,6 +285,10 @@ class OutboxWriter:
         )
 
     async def write(self, events: list[OutboxEvent]) -> None:
+        with tracing.span("writer.batch", self.tracer, events=len(events)):
+            await self._write(events)
+
+    async def _write(self, events: list[OutboxEvent]) -> None:
         try:
             async for attempt in self._retrying():
                 with attempt:

@@ -56,10 +56,11 @@ def test_every_base_image_is_pinned_by_digest() -> None:
     assert len(set(bases)) == 1, "build and runtime stages must use the same base"
 
 
-def test_lock_pins_every_runtime_and_build_dependency_with_hashes() -> None:
+def test_lock_pins_every_runtime_otel_and_build_dependency_with_hashes() -> None:
     project = _pyproject()
     pins = _pins()
     wanted = [Requirement(r) for r in project["project"]["dependencies"]]
+    wanted += [Requirement(r) for r in project["project"]["optional-dependencies"]["otel"]]
     wanted += [Requirement(r) for r in project["build-system"]["requires"]]
     for req in wanted:
         name = canonicalize_name(req.name)

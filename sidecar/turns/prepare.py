@@ -11,6 +11,7 @@ import zoneinfo
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import tracing
 from ..adapters.base import Adapter, Incoming, Injection
 from ..config import Config
 from ..context import Extractor
@@ -80,7 +81,8 @@ class Preparer:
         session_id = incoming.session_id or str(uuid.uuid4())
         key = SessionKey(tenant, session_id)
         # An id the sidecar just made cannot exist anywhere: no need to ask PostgreSQL.
-        loaded = await self.sessions.load(key, new=incoming.session_id is None)
+        with tracing.span("load"):
+            loaded = await self.sessions.load(key, new=incoming.session_id is None)
         snapshot = loaded.snapshot
         degraded = [loaded.degraded] if loaded.degraded else []
 
@@ -94,12 +96,13 @@ class Preparer:
             last_assistant = next(
                 (m.content for m in reversed(snapshot.window) if m.role == "assistant"), None
             )
-            resolution = await self.extractor.resolve(
-                incoming.query,
-                context={**snapshot.context, **incoming.request_context},
-                last_assistant=last_assistant,
-                timezone=self._timezone(incoming.request_context),
-            )
+            with tracing.span("context"):
+                resolution = await self.extractor.resolve(
+                    incoming.query,
+                    context={**snapshot.context, **incoming.request_context},
+                    last_assistant=last_assistant,
+                    timezone=self._timezone(incoming.request_context),
+                )
             patch = {**resolution.entities, **incoming.request_context}
             completed = resolution.completed_query
         context = {**snapshot.context, **patch}

@@ -9,6 +9,7 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from .. import tracing
 from ..context import estimate_tokens
 from ..errors import StoreUnavailable
 from ..metrics import Metrics
@@ -74,7 +75,8 @@ class TurnRecorder:
         turn = build_turn(question, answer)
         # The client may go away now; the turn it was answered must still be recorded whole.
         try:
-            result = await self.shielded(self.sessions.commit(turn))
+            with tracing.span("commit"):
+                result = await self.shielded(self.sessions.commit(turn))
         except StoreUnavailable:
             degraded.append("unrecorded")
             return False
