@@ -7,14 +7,23 @@ run as root). Without it these tests fail, saying so: they are not skipped.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 import shutil
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.harness import RunningSidecar
+
+StartSidecar = Callable[..., Awaitable[RunningSidecar]]
 
 ROOT = Path(__file__).resolve().parent.parent
 MONITORING = ROOT / "k8s" / "monitoring"
@@ -51,9 +60,7 @@ def _rule_groups() -> list[dict[str, Any]]:
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        args, cwd=cwd, capture_output=True, text=True, timeout=60, check=False
-    )
+    return subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_rules_cover_the_failures_an_operator_must_hear_of() -> None:
@@ -78,9 +85,7 @@ def test_promtool_checks_and_unit_tests_the_rules(promtool: str, tmp_path: Path)
     assert test.returncode == 0, test.stdout + test.stderr
     # Every alert is shown firing by at least one case.
     cases = yaml.safe_load(RULE_TESTS.read_text(encoding="utf-8"))["tests"]
-    fired = {
-        t["alertname"] for case in cases for t in case["alert_rule_test"] if t["exp_alerts"]
-    }
+    fired = {t["alertname"] for case in cases for t in case["alert_rule_test"] if t["exp_alerts"]}
     assert fired == ALERTS
 
 
@@ -124,3 +129,75 @@ def test_dashboard_shows_what_an_operator_looks_at() -> None:
     assert len(ids) == len(set(ids))
     variables = {v["name"] for v in dashboard["templating"]["list"]}
     assert {"datasource", "job"} <= variables
+
+
+# --- against a live scrape ------------------------------------------------------------------------
+
+SUFFIXES = {
+    "counter": ("_total", "_created"),
+    "histogram": ("_bucket", "_count", "_sum", "_created"),
+    "summary": ("_count", "_sum", "_created"),
+}
+OWN_METRIC = re.compile(r"\b(?:sidecar|process|python)_[a-zA-Z0-9_]+")
+
+
+async def _live_scrape(start_sidecar: StartSidecar, http: aiohttp.ClientSession) -> str:
+    """The metrics of a sidecar that has served a turn, a pass-through and an error."""
+    sidecar = await start_sidecar()
+    async with http.post(sidecar.url + "/api/tasks", json={"query": "hello"}) as resp:
+        assert resp.status == 200
+    async with http.get(sidecar.url + "/echo/x") as resp:
+        assert resp.status == 200
+    async with http.post(sidecar.url + "/api/tasks", data=b"{") as resp:
+        assert resp.status == 400
+    async with http.get(sidecar.url + "/_sidecar/metrics") as resp:
+        assert resp.status == 200
+        return await resp.text()
+
+
+def _exported(scrape: str) -> set[str]:
+    names = set()
+    for family in text_string_to_metric_families(scrape):
+        names.add(family.name)
+        names.update(family.name + suffix for suffix in SUFFIXES.get(family.type, ()))
+    return names
+
+
+def _queried() -> dict[str, set[str]]:
+    """Metric names each file's queries use."""
+    rules = " ".join(r["expr"] for g in _rule_groups() for r in g["rules"])
+    panels = " ".join(t["expr"] for p in _dashboard()["panels"] for t in p["targets"])
+    variables = " ".join(
+        v["definition"] for v in _dashboard()["templating"]["list"] if "definition" in v
+    )
+    return {
+        "prometheusrule.yaml": set(OWN_METRIC.findall(rules)),
+        "dashboard.json": set(OWN_METRIC.findall(panels + " " + variables)),
+    }
+
+
+async def test_dashboard_and_rules_ask_only_for_exported_metrics(
+    start_sidecar: StartSidecar, http: aiohttp.ClientSession
+) -> None:
+    exported = _exported(await _live_scrape(start_sidecar, http))
+    for source, names in _queried().items():
+        assert len(names) >= 5, f"{source}: found only {names}"
+        missing = names - exported
+        assert not missing, f"{source} queries metrics the sidecar does not export: {missing}"
+
+
+async def test_promtool_accepts_a_live_scrape(
+    promtool: str, start_sidecar: StartSidecar, http: aiohttp.ClientSession
+) -> None:
+    scrape = await _live_scrape(start_sidecar, http)
+    assert "sidecar_http_requests_total{" in scrape
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [promtool, "check", "metrics"],
+        input=scrape,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
