@@ -131,6 +131,25 @@ async def test_request_id_and_trace_reach_the_upstream_and_come_back(
         assert (version, trace_id, flags) == ("00", TRACE_ID, "01")
 
 
+async def test_a_malformed_traceparent_starts_a_new_trace(
+    start_sidecar: StartSidecar, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    sidecar = await start_sidecar()
+    for bad in (
+        "garbage",
+        f"00-{'0' * 32}-00f067aa0ba902b7-01",
+        f"ff-{TRACE_ID}-00f067aa0ba902b7-01",
+    ):
+        upstream.reset()
+        async with http.get(sidecar.url + "/echo/c", headers={"traceparent": bad}) as resp:
+            assert resp.status == 200
+            returned = resp.headers["traceresponse"].split("-")[1]
+        forwarded = upstream.requests_to("/echo/c")[0].headers["traceparent"]
+        assert forwarded.split("-")[1] == returned
+        assert returned not in (TRACE_ID, "0" * 32)
+        assert len(returned) == 32
+
+
 async def test_insane_request_ids_are_replaced_and_every_answer_has_one(
     start_sidecar: StartSidecar, upstream: FakeUpstream, http: aiohttp.ClientSession
 ) -> None:
