@@ -9,21 +9,19 @@ import signal
 import sys
 from collections.abc import Sequence
 
-import asyncpg
 import yaml
 from aiohttp import web
 
 from .app import LIFECYCLE, create_app
 from .config import Config, load_config, redact_url
-from .errors import ConfigError
-from .health import Lifecycle
-from .store.postgres import migrate
+from .errors import ConfigError, StoreError
+from .lifecycle import drain
+from .store.postgres import run_migrations
 
 log = logging.getLogger("sidecar")
 
 # Once the drain has ended, requests still running get this long before they are cancelled.
 FINAL_GRACE_S = 1.0
-DRAIN_POLL_S = 0.05
 
 
 def _setup_logging(level: str) -> None:
@@ -32,21 +30,6 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-
-
-async def drain(lifecycle: Lifecycle, timeout_s: float) -> None:
-    """Keep listening until no request is in flight, or for ``timeout_s``.
-
-    Meanwhile a load balancer probing readiness gets its 503 (and a request it still sends is
-    served) rather than a refused connection.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while lifecycle.in_flight:
-        if loop.time() >= deadline:
-            log.warning("drain timed out with %d request(s) in flight", lifecycle.in_flight)
-            return
-        await asyncio.sleep(DRAIN_POLL_S)
 
 
 async def serve(config: Config) -> None:
@@ -91,14 +74,6 @@ async def serve(config: Config) -> None:
         log.info("stopped")
 
 
-async def run_migrations(config: Config) -> list[str]:
-    conn = await asyncpg.connect(config.postgres.dsn, timeout=config.postgres.connect_timeout_s)
-    try:
-        return await migrate(conn)
-    finally:
-        await conn.close()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sidecar", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,8 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(config.logging.level)
     if args.command == "migrate":
         try:
-            applied = asyncio.run(run_migrations(config))
-        except (OSError, asyncpg.PostgresError) as e:
+            applied = asyncio.run(
+                run_migrations(config.postgres.dsn, config.postgres.connect_timeout_s)
+            )
+        except StoreError as e:
             print(f"migrate failed: {e}", file=sys.stderr)
             return 1
         print("applied: " + ", ".join(applied) if applied else "schema is up to date")

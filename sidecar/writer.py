@@ -16,8 +16,8 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
 
 import orjson
 import redis.asyncio as aioredis
@@ -25,31 +25,35 @@ from redis.exceptions import RedisError, ResponseError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_after_attempt,
     wait_exponential_jitter,
+    wait_none,
 )
 
 from .config import WriterConfig
+from .errors import StoreError, StoreUnavailable
 from .metrics import Metrics
+from .store.batch import OutboxEvent
 from .store.keys import KeySpace
-from .store.postgres import PG_ERRORS, OutboxEvent, PostgresSessionStore, is_transient
+from .store.postgres import PostgresSessionStore
+from .store.redis import as_str
 
 log = logging.getLogger(__name__)
 
 GROUP = "pg-writer"
 # Failures of either store: the writer backs off and tries again.
-STORE_ERRORS: tuple[type[BaseException], ...] = (RedisError, *PG_ERRORS)
+STORE_ERRORS: tuple[type[BaseException], ...] = (RedisError, StoreError)
 LINGER_S = 0.02  # how long a small batch waits for company
 LAG_EVERY_S = 1.0  # how often a busy writer measures the outbox length
 
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+T = TypeVar("T")
 
 
 def decode_entry(stream: str, entry_id: str, fields: dict[Any, Any]) -> OutboxEvent:
-    f = {_s(k): v for k, v in fields.items()}
-    kind = _s(f.get("kind", b"turn"))
+    f = {as_str(k): v for k, v in fields.items()}
+    kind = as_str(f.get("kind", b"turn"))
     return OutboxEvent(
         stream=stream,
         entry_id=entry_id,
@@ -110,23 +114,21 @@ class OutboxWriter:
     # --- the loop ----------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        backoff = 0.1
+        # Each failing cycle is retried with backoff until one succeeds (which resets the
+        # backoff) or the writer is stopped.
         while not self._stop.is_set():
-            try:
-                if not self.schema_ready.is_set():
-                    await self._prepare()
-                await self.step(block=True)
-                backoff = 0.1
-            except STORE_ERRORS as e:
-                log.warning("writer: %s: %s; retrying in %.1fs", type(e).__name__, e, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except Exception:
-                # A bug must not silently end the only thing that moves turns to PostgreSQL:
-                # the entries stay pending in Redis, so log loudly and keep going.
-                log.exception("writer: unexpected error; retrying in %.1fs", backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            async for attempt in AsyncRetrying(
+                stop=self._stopping,
+                wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.1),
+                retry=retry_if_exception_type(Exception),
+                before_sleep=self._log_cycle_failure,
+                sleep=self._sleep,
+                retry_error_callback=lambda _state: None,
+            ):
+                with attempt:
+                    if not self.schema_ready.is_set():
+                        await self._prepare()
+                    await self.step(block=True)
         # On shutdown: what this consumer holds, then one more batch of what just arrived.
         # Bounded on purpose: other replicas keep committing, and whatever is left stays safe
         # in the outbox for them.
@@ -139,6 +141,16 @@ class OutboxWriter:
                 await self.write(fresh)
         except STORE_ERRORS as e:
             log.warning("writer: final flush stopped: %s", e)
+
+    def _log_cycle_failure(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.upcoming_sleep
+        if isinstance(exc, STORE_ERRORS):
+            log.warning("writer: %s: %s; retrying in %.1fs", type(exc).__name__, exc, wait)
+        else:
+            # A bug must not silently end the only thing that moves turns to PostgreSQL:
+            # the entries stay pending in Redis, so log loudly and keep going.
+            log.error("writer: unexpected error; retrying in %.1fs", wait, exc_info=exc)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -154,11 +166,22 @@ class OutboxWriter:
 
     async def ensure_groups(self) -> None:
         for stream in self.streams:
-            try:
-                await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
-            except ResponseError as e:
-                if "BUSYGROUP" not in str(e):
-                    raise
+            await self._grouped(self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True))
+
+    async def _grouped(self, command: Awaitable[T]) -> T | None:
+        """Run a consumer-group command. ``None`` when the group was missing (NOGROUP: the
+        outbox vanished in a FLUSHALL, a failover or a fresh Redis; it is recreated and the
+        writer carries on) or, creating it, was there already (BUSYGROUP)."""
+        try:
+            return await command
+        except ResponseError as e:
+            if str(e).startswith("BUSYGROUP"):
+                return None
+            if not str(e).startswith("NOGROUP"):
+                raise
+        log.warning("writer: outbox group missing, recreating it")
+        await self.ensure_groups()
+        return None
 
     async def step(self, *, block: bool) -> int:
         """Read one batch (claimed entries of dead consumers first) and write it. Returns its size."""
@@ -178,21 +201,15 @@ class OutboxWriter:
 
     async def _read(self, *, block: bool, count: int, start: str = ">") -> list[OutboxEvent]:
         """New entries (``>``), or this consumer's own unacknowledged ones (``0``)."""
-        try:
-            reply = await self.redis.xreadgroup(
+        reply = await self._grouped(
+            self.redis.xreadgroup(
                 GROUP,
                 self.consumer,
                 dict.fromkeys(self.streams, start),
                 count=count,
                 block=self.cfg.block_ms if block else None,
             )
-        except ResponseError as e:
-            if "NOGROUP" not in str(e):
-                raise
-            # The outbox vanished (FLUSHALL, failover, a fresh Redis): recreate and go on.
-            log.warning("writer: outbox group missing, recreating it")
-            await self.ensure_groups()
-            return []
+        )
         return await self._decode(reply)
 
     async def _decode(self, reply: Any) -> list[OutboxEvent]:
@@ -202,10 +219,10 @@ class OutboxWriter:
                 if not fields:  # an entry deleted while pending shows up without fields
                     continue
                 try:
-                    events.append(decode_entry(_s(stream), _s(eid), fields))
+                    events.append(decode_entry(as_str(stream), as_str(eid), fields))
                 except (KeyError, ValueError, TypeError) as e:
                     # Unreadable (another version's format, say): set aside, never a blocker.
-                    await self._dead_letter_raw(_s(stream), _s(eid), fields, e)
+                    await self._dead_letter_raw(as_str(stream), as_str(eid), fields, e)
         return events
 
     async def _claim_stale(self) -> list[OutboxEvent]:
@@ -215,8 +232,8 @@ class OutboxWriter:
         self._last_claim = now
         claimed: list[OutboxEvent] = []
         for stream in self.streams:
-            try:
-                reply = await self.redis.xautoclaim(
+            reply = await self._grouped(
+                self.redis.xautoclaim(
                     stream,
                     GROUP,
                     self.consumer,
@@ -224,11 +241,9 @@ class OutboxWriter:
                     "0-0",
                     count=self.cfg.batch_size,
                 )
-            except ResponseError as e:
-                if "NOGROUP" in str(e):
-                    await self.ensure_groups()
-                    continue
-                raise
+            )
+            if reply is None:
+                continue
             claimed += await self._decode([(stream, reply[1])])
             if len(claimed) >= self.cfg.batch_size:
                 break
@@ -246,7 +261,7 @@ class OutboxWriter:
             except ResponseError:
                 continue
             for c in consumers:
-                name = _s(c["name"])
+                name = as_str(c["name"])
                 if name != self.consumer and int(c["pending"]) == 0 and int(c["idle"]) > idle_ms:
                     await self.redis.xgroup_delconsumer(stream, GROUP, name)
 
@@ -266,7 +281,7 @@ class OutboxWriter:
         return AsyncRetrying(
             stop=self._stopping,
             wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.5),
-            retry=retry_if_exception(is_transient),
+            retry=retry_if_exception_type(StoreUnavailable),
             before_sleep=self._log_retry,
             reraise=True,
         )
@@ -285,9 +300,9 @@ class OutboxWriter:
             async for attempt in self._retrying():
                 with attempt:
                     await self.pg.write(events)
+        except StoreUnavailable:
+            raise
         except Exception as e:
-            if is_transient(e):
-                raise
             log.warning(
                 "writer: batch of %d rejected (%s: %s); writing its entries one by one",
                 len(events),
@@ -300,25 +315,31 @@ class OutboxWriter:
         self.metrics.writer_events.inc(len(events))
         await self._ack(events)
 
+    def _retrying_data_errors(self) -> AsyncRetrying:
+        """Whatever is not a passing outage is about the entry: a bounded number of attempts."""
+        return AsyncRetrying(
+            # Not cut short by a shutdown: the attempts follow each other at once, and stopping
+            # early would dead-letter an entry that was never given its chances.
+            stop=stop_after_attempt(self.cfg.max_data_attempts),
+            wait=wait_none(),
+            retry=retry_if_not_exception_type(StoreUnavailable),
+            reraise=True,
+        )
+
     async def _write_one_by_one(self, events: list[OutboxEvent]) -> None:
         for event in events:
-            error: Exception | None = None
-            for _ in range(self.cfg.max_data_attempts):
-                try:
-                    async for attempt in self._retrying():
-                        with attempt:
-                            await self.pg.write([event])
-                    error = None
-                    break
-                except Exception as e:
-                    # Whatever is not a passing outage is about this entry: bounded retries.
-                    if is_transient(e):
-                        raise
-                    error = e
-            if error is None:
-                self.metrics.writer_events.inc()
+            try:
+                async for data_attempt in self._retrying_data_errors():
+                    with data_attempt:
+                        async for attempt in self._retrying():
+                            with attempt:
+                                await self.pg.write([event])
+            except StoreUnavailable:
+                raise
+            except Exception as e:
+                await self._dead_letter(event, e)
             else:
-                await self._dead_letter(event, error)
+                self.metrics.writer_events.inc()
             await self._ack([event])
 
     async def _dead_letter(self, event: OutboxEvent, error: Exception) -> None:
@@ -354,7 +375,7 @@ class OutboxWriter:
             {
                 "stream": stream,
                 "entry_id": entry_id,
-                **{f"field:{_s(k)}": v for k, v in fields.items()},
+                **{f"field:{as_str(k)}": v for k, v in fields.items()},
                 "error": f"{type(error).__name__}: {error}",
             },
         )

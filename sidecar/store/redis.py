@@ -19,7 +19,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..config import RedisConfig
-from ..errors import StoreUnavailable
+from ..errors import SessionAbsent, StoreUnavailable
 from ..session.model import Message, SessionKey, SessionSnapshot, Turn
 from .keys import KeySpace
 
@@ -86,7 +86,9 @@ class CircuitBreaker:
 
 
 @dataclass(frozen=True, slots=True)
-class Loaded:
+class Lookup:
+    """What one load round trip found: nothing, the caller's version still current, or a copy."""
+
     state: Literal["absent", "current", "fresh"]
     snapshot: SessionSnapshot | None = None
     version: str = ""
@@ -99,16 +101,13 @@ class Committed:
     first_seq: int
 
 
-class SessionAbsent(Exception):
-    """The session vanished from Redis between load and commit."""
-
-
-def _s(value: bytes | str) -> str:
+def as_str(value: bytes | str) -> str:
+    """A Redis reply as text (replies are bytes; a client made with ``decode_responses`` gives str)."""
     return value.decode() if isinstance(value, bytes) else value
 
 
 def _pairs(flat: list[Any]) -> dict[str, bytes]:
-    return {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+    return {as_str(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
 
 
 class RedisSessionStore:
@@ -127,7 +126,9 @@ class RedisSessionStore:
     async def prepare(self) -> None:
         """Load the scripts so the first requests do not pay for it (NOSCRIPT is still handled)."""
         for script in (self._load, self._commit, self._seed):
-            script.sha = _s(await self.client.script_load(script.script))
+            script.sha = as_str(
+                await self._call(self.client.script_load(script.script), probe=True)
+            )
 
     async def _call(self, coro: Any, *, probe: bool = False) -> Any:
         if self.breaker.is_open and not probe:
@@ -149,7 +150,7 @@ class RedisSessionStore:
                 callback()
         return result
 
-    async def load(self, key: SessionKey, known_version: str, window: int) -> Loaded:
+    async def load(self, key: SessionKey, known_version: str, window: int) -> Lookup:
         k = self.keys.session(key)
         res = await self._call(
             self._load(
@@ -158,10 +159,10 @@ class RedisSessionStore:
         )
         kind = int(res[0])
         if kind == 0:
-            return Loaded("absent")
-        version = _s(res[1])
+            return Lookup("absent")
+        version = as_str(res[1])
         if kind == 1:
-            return Loaded("current", version=version)
+            return Lookup("current", version=version)
         meta = _pairs(res[2])
         snapshot = SessionSnapshot(
             key=key,
@@ -171,10 +172,10 @@ class RedisSessionStore:
             tokens_used=int(meta.get("tokens_used", 0)),
             message_count=int(meta.get("message_count", 0)),
             last_seq=int(meta.get("seq", 0)),
-            created_at=_s(meta.get("created_at", b"")),
-            updated_at=_s(meta.get("updated_at", b"")),
+            created_at=as_str(meta.get("created_at", b"")),
+            updated_at=as_str(meta.get("updated_at", b"")),
         )
-        return Loaded("fresh", snapshot, version)
+        return Lookup("fresh", snapshot, version)
 
     async def seed(
         self,
@@ -256,9 +257,9 @@ class RedisSessionStore:
             log.info("turn of deleted session %s/%s dropped", turn.key.tenant, turn.key.session_id)
             return Committed(False, "", 0)
         if kind == 0:
-            version, _, seq = _s(res[1]).rpartition("|")
+            version, _, seq = as_str(res[1]).rpartition("|")
             return Committed(False, version, int(seq))
-        return Committed(True, _s(res[1]), int(res[2]))
+        return Committed(True, as_str(res[1]), int(res[2]))
 
     async def delete(self, key: SessionKey) -> None:
         """Drop the Redis copy (it is restored from PostgreSQL on the next load)."""
@@ -278,6 +279,22 @@ class RedisSessionStore:
 
         await self._call(run())
 
+    # --- asynchronous tasks: what the turn of a submitted task needs, until its result is read ---
+
+    async def put_task(
+        self, tenant: str, route: str, task_id: str, data: bytes, ttl_s: int
+    ) -> None:
+        await self._call(self.client.set(self.keys.task(tenant, route, task_id), data, ex=ttl_s))
+
+    async def get_task(self, tenant: str, route: str, task_id: str) -> bytes | None:
+        raw: bytes | None = await self._call(
+            self.client.get(self.keys.task(tenant, route, task_id))
+        )
+        return raw
+
+    async def delete_task(self, tenant: str, route: str, task_id: str) -> None:
+        await self._call(self.client.delete(self.keys.task(tenant, route, task_id)))
+
     async def ping(self) -> None:
         """Ask Redis directly, even with the breaker open: readiness must see it come back."""
         await self._call(self.client.ping(), probe=True)
@@ -286,9 +303,9 @@ class RedisSessionStore:
 __all__ = [
     "CircuitBreaker",
     "Committed",
-    "Loaded",
+    "Lookup",
     "RedisError",
     "RedisSessionStore",
-    "SessionAbsent",
+    "as_str",
     "make_client",
 ]
