@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -54,35 +55,59 @@ def make_client(cfg: RedisConfig, *, socket_timeout_s: float | None = -1.0) -> a
 
 
 class CircuitBreaker:
-    """Counts consecutive Redis failures; while open, callers skip Redis without waiting."""
+    """Counts consecutive Redis failures; while open, callers skip Redis without waiting.
 
-    def __init__(self, failures: int, reset_s: float) -> None:
+    Closed: every call goes through. Open (after ``failures`` in a row, or one timeout): calls
+    are skipped for ``reset_s``. Half-open (after that): exactly one caller goes through as the
+    probe while the others keep skipping; its success closes the breaker, its failure opens it
+    for another ``reset_s``.
+    """
+
+    def __init__(
+        self, failures: int, reset_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.threshold = failures
         self.reset_s = reset_s
+        self.clock = clock
         self.failures = 0
         self.opened_at: float | None = None
-        self.on_close: list[Any] = []
+        self.probing = False
+        self.on_close: list[Callable[[], None]] = []
 
     @property
     def is_open(self) -> bool:
+        """Open or half-open: Redis is being skipped (all but one probe)."""
+        return self.opened_at is not None
+
+    def allow(self) -> bool:
+        """Whether this call may go to Redis; in the half-open state, True for one caller only."""
         if self.opened_at is None:
+            return True
+        if self.probing or self.clock() - self.opened_at < self.reset_s:
             return False
-        # Half-open after reset_s: let the next call through as a probe.
-        return time.monotonic() - self.opened_at < self.reset_s
+        self.probing = True
+        return True
 
     def success(self) -> bool:
         """Record a success; returns True when this closed a breaker that had opened."""
         was_open = self.opened_at is not None
         self.failures = 0
         self.opened_at = None
+        self.probing = False
         return was_open
 
     def failure(self, *, timed_out: bool = False) -> None:
         """A timeout opens the breaker at once: a hung Redis must cost a request one timeout,
-        not one per call."""
+        not one per call. A failed probe opens it again for a full ``reset_s``."""
         self.failures += 1
-        if timed_out or self.failures >= self.threshold:
-            self.opened_at = time.monotonic()
+        if timed_out or self.failures >= self.threshold or self.opened_at is not None:
+            self.opened_at = self.clock()
+        self.probing = False
+
+    def release(self) -> None:
+        """The probe ended without telling whether Redis is healthy (Redis refused the call,
+        or the caller was cancelled): the next caller probes instead."""
+        self.probing = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +156,9 @@ class RedisSessionStore:
             )
 
     async def _call(self, coro: Any, *, probe: bool = False) -> Any:
-        if self.breaker.is_open and not probe:
+        """The one way to Redis: skipped while the breaker is open (``probe``: asked anyway),
+        and every failure raised as ``StoreUnavailable``."""
+        if not probe and not self.breaker.allow():
             coro.close()
             raise StoreUnavailable("redis circuit open")
         try:
@@ -142,8 +169,12 @@ class RedisSessionStore:
         except RedisError as e:
             # Redis answered but refused (out of memory, read-only replica after a failover,
             # MISCONF...): as unusable for this call as an absent Redis, but it answers fast,
-            # so the breaker is left alone.
+            # so the breaker is left as it was.
+            self.breaker.release()
             raise StoreUnavailable(f"redis refused: {e}") from e
+        except BaseException:
+            self.breaker.release()
+            raise
         was_open = self.breaker.success()
         if was_open:
             for callback in self.breaker.on_close:
