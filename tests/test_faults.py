@@ -4,6 +4,7 @@ frozen; the sidecar killed or terminated) and PostgreSQL is checked afterwards."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections import Counter
@@ -609,3 +610,63 @@ async def test_unreadable_outbox_entry_is_dead_lettered_not_blocking(
         )
     finally:
         await client.aclose()
+
+
+async def test_sigterm_with_a_commit_in_flight_finishes_it_before_redis_closes(
+    upstream: FakeUpstream,
+    sidecar_config: dict[str, Any],
+    pg_dsn: str,
+    http: aiohttp.ClientSession,
+    redis_server: TemporaryRedis,
+) -> None:
+    """The request outlives the drain and is cancelled, but its commit runs under shield: the
+    shutdown waits for it, and only then do the writer flush and Redis close."""
+    answer_now = asyncio.Event()
+
+    async def held(request: web.Request, body: Any) -> web.StreamResponse:
+        await answer_now.wait()
+        usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+        return web.json_response({"result": "answered before the shutdown", "usage": usage})
+
+    upstream.tasks_handler = held
+    config = deep_merge(
+        sidecar_config,
+        {
+            # Long enough that the commit waits for Redis rather than giving up on it.
+            "redis": {"socket_timeout_s": 30},
+            "shutdown": {"drain_timeout_s": 1},
+            "writer": {"block_ms": 100},
+        },
+    )
+    async with SidecarProcess(config) as proc:
+        sent = asyncio.create_task(post_turn(http, proc.url, "asked before the shutdown", "shield"))
+        await wait_until(
+            lambda: _async(len(upstream.requests_to("/api/tasks"))),
+            lambda n: n == 1,
+            what="the turn at the upstream",
+        )
+        await redis_server.pause()  # the commit that follows the answer cannot finish yet
+        try:
+            answer_now.set()
+            proc.terminate()
+            # The drain gives up on the request, which is cancelled; its commit is not.
+            await wait_until(
+                lambda: _async(proc.log_text()),
+                lambda text: "waiting for 1 commit(s) in flight" in text,
+                timeout_s=20,
+                what="the shutdown waiting for the commit",
+            )
+        finally:
+            await redis_server.resume()
+        assert await proc.wait() == 0, proc.log_tail()
+        with contextlib.suppress(aiohttp.ClientError):
+            await sent  # the client's connection was closed with the listener
+    log = proc.log_text()
+    assert "still in flight at shutdown" not in log, log
+    rows = await pg_fetch(
+        pg_dsn, "SELECT role, content FROM messages WHERE session_id = 'shield' ORDER BY seq"
+    )
+    assert [(r["role"], r["content"]) for r in rows] == [
+        ("user", "asked before the shutdown"),
+        ("assistant", "answered before the shutdown"),
+    ]
