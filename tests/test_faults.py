@@ -649,12 +649,14 @@ async def test_sigterm_with_a_commit_in_flight_finishes_it_before_redis_closes(
         try:
             answer_now.set()
             proc.terminate()
-            # The drain gives up on the request, which is cancelled; its commit is not.
+            # The drain gives up on the request, which is cancelled; its commit is not, and
+            # the shutdown keeps waiting for it (Redis still frozen) past the point where the
+            # writer's stop would have closed the stores.
             await wait_until(
                 lambda: _async(proc.log_text()),
-                lambda text: "waiting for 1 commit(s) in flight" in text,
+                lambda text: "still waiting for 1 commit(s) in flight" in text,
                 timeout_s=20,
-                what="the shutdown waiting for the commit",
+                what="the shutdown still waiting for the commit",
             )
         finally:
             await redis_server.resume()
