@@ -7,10 +7,9 @@ import hmac
 import orjson
 from aiohttp import web
 
-from .errors import NotFound, StoreUnavailable, Unauthorized
+from .errors import NotFound, StoreError, StoreUnavailable, Unauthorized
 from .session.manager import SessionService
 from .session.model import SessionKey
-from .store.postgres import PG_ERRORS
 
 
 class AdminSessions:
@@ -30,7 +29,7 @@ class AdminSessions:
         key = self._authorize(request)
         try:
             snapshot = await self.sessions.inspect(key)
-        except PG_ERRORS as e:
+        except StoreError as e:
             raise StoreUnavailable("PostgreSQL is unavailable; try again") from e
         if snapshot is None:
             raise NotFound(f"no session {key.session_id} for tenant {key.tenant}")
@@ -50,6 +49,6 @@ class AdminSessions:
         key = self._authorize(request)
         try:
             await self.sessions.delete(key)
-        except PG_ERRORS as e:
+        except StoreError as e:
             raise StoreUnavailable("PostgreSQL is unavailable; nothing was deleted") from e
         return web.Response(status=204)

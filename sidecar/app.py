@@ -1,14 +1,14 @@
-"""``create_app(config)``: the aiohttp application, its parts and their lifecycle."""
+"""``create_app(config)``: the aiohttp application wired from its parts (typed app keys), and
+their lifecycle in dependency order (cleanup contexts). Wiring only."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import asyncpg
 import redis.asyncio as aioredis
 from aiohttp import web
 
@@ -17,14 +17,16 @@ from .adapters.tasks import TasksAdapter
 from .admin import AdminSessions
 from .config import Config, RouteConfig
 from .context import Extractor, HttpExtractor, RulesExtractor, load_gazetteer
-from .errors import NotFound, SidecarError, error_response, to_response
-from .health import Health, Lifecycle
+from .errors import NotFound, StoreError
+from .health import Health
 from .journal import Journal
+from .lifecycle import Lifecycle
 from .metrics import Metrics
+from .middleware import errors_middleware
 from .observe import SIDECAR_PREFIX, Observer
 from .proxy import Forwarder, make_client_session
 from .session.manager import SessionService
-from .store.postgres import PG_ERRORS, PostgresSessionStore, create_pool
+from .store.postgres import PostgresSessionStore
 from .store.redis import CircuitBreaker, RedisSessionStore, make_client
 from .tracing import Tracer
 from .turns import TurnRecorder, TurnRoute
@@ -39,7 +41,6 @@ HTTP = web.AppKey("http", aiohttp.ClientSession)
 REDIS = web.AppKey("redis", aioredis.Redis)
 WRITER_REDIS = web.AppKey("writer_redis", aioredis.Redis)
 REDIS_STORE = web.AppKey("redis_store", RedisSessionStore)
-PG_POOL = web.AppKey("pg_pool", asyncpg.Pool)
 PG_STORE = web.AppKey("pg_store", PostgresSessionStore)
 SESSIONS = web.AppKey("sessions", SessionService)
 WRITER = web.AppKey("writer", OutboxWriter)
@@ -56,30 +57,6 @@ def _adapter(route: RouteConfig) -> Adapter:
 
         return OpenAIAdapter(session_from_user=route.session_from_user)
     return TasksAdapter(route.answer_paths)
-
-
-@web.middleware
-async def errors_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Every error the sidecar itself answers is JSON (contract section 6)."""
-    try:
-        return await handler(request)
-    except SidecarError as e:
-        if e.status >= 500:
-            log.warning("%s %s: %s", request.method, request.path, e)
-        return to_response(e)
-    except web.HTTPException as e:
-        if e.status >= 400:
-            code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-            return error_response(e.status, code.get(e.status, "http_error"), e.reason)
-        raise
-    except ConnectionResetError:
-        raise  # the client went away; there is nobody to answer
-    except Exception:
-        # A bug, not a condition we know: answered as JSON like every error, and logged whole.
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "the sidecar failed unexpectedly")
 
 
 def create_app(config: Config, *, span_exporter: Any = None) -> web.Application:
@@ -150,18 +127,16 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
 
 async def _postgres(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG].postgres
-    pool = await create_pool(cfg)
-    app[PG_POOL] = pool
-    app[PG_STORE] = PostgresSessionStore(pool)
+    app[PG_STORE] = await PostgresSessionStore.connect(cfg)
     if cfg.migrate_on_start:
         # Best now, so the first requests find the tables; if PostgreSQL is down the writer
         # applies them when it comes back (requests are served meanwhile).
         try:
             await asyncio.wait_for(app[PG_STORE].migrate(), cfg.connect_timeout_s)
-        except PG_ERRORS as e:
+        except (StoreError, TimeoutError) as e:
             log.warning("migrations deferred, PostgreSQL unavailable: %s", e)
     yield
-    await pool.close()
+    await app[PG_STORE].close()
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
@@ -198,10 +173,12 @@ async def _recorder(app: web.Application) -> AsyncIterator[None]:
     recorder = TurnRecorder(app[SESSIONS], app[METRICS])
     app[RECORDER] = recorder
     yield
-    # A commit shielded from a client that went away may still be running after the requests
-    # drained; it needs Redis (and the writer after it), so it ends before they do.
+    # A shielded commit may outlive its request (cancelled when the drain ran out); it needs
+    # Redis, and the writer after it, so it ends before they close. Its Redis call ends on its
+    # own within the socket timeout: it gets at least that, whatever the drain left.
     config = app[CONFIG]
-    await recorder.drain(app[LIFECYCLE].remaining_s(config.shutdown.drain_timeout_s))
+    floor = max(1.0, config.redis.socket_timeout_s)
+    await recorder.drain(app[LIFECYCLE].remaining_s(config.shutdown.drain_timeout_s, floor))
 
 
 def build_extractor(app: web.Application) -> Extractor | None:

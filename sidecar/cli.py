@@ -9,38 +9,21 @@ import signal
 import sys
 from collections.abc import Sequence
 
-import asyncpg
 import yaml
 from aiohttp import web
 
 from . import __version__
 from .app import LIFECYCLE, create_admin_app, create_app
 from .config import Config, ListenConfig, load_config, redact_url
-from .errors import ConfigError
-from .health import Lifecycle
+from .errors import ConfigError, StoreError
+from .lifecycle import drain
 from .logs import setup_logging
-from .store.postgres import migrate
+from .store.postgres import run_migrations
 
 log = logging.getLogger("sidecar")
 
 # Once the drain has ended, requests still running get this long before they are cancelled.
 FINAL_GRACE_S = 1.0
-DRAIN_POLL_S = 0.05
-
-
-async def drain(lifecycle: Lifecycle, timeout_s: float) -> None:
-    """Keep listening until no request is in flight, or for ``timeout_s``.
-
-    Meanwhile a load balancer probing readiness gets its 503 (and a request it still sends is
-    served) rather than a refused connection.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while lifecycle.in_flight:
-        if loop.time() >= deadline:
-            log.warning("drain timed out with %d request(s) in flight", lifecycle.in_flight)
-            return
-        await asyncio.sleep(DRAIN_POLL_S)
 
 
 async def serve(config: Config) -> None:
@@ -111,14 +94,6 @@ async def _serve_admin(app: web.Application, listen: ListenConfig) -> web.AppRun
     return runner
 
 
-async def run_migrations(config: Config) -> list[str]:
-    conn = await asyncpg.connect(config.postgres.dsn, timeout=config.postgres.connect_timeout_s)
-    try:
-        return await migrate(conn)
-    finally:
-        await conn.close()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sidecar", description=__doc__)
     parser.add_argument("--version", action="version", version=f"sidecar {__version__}")
@@ -150,8 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(config.logging.level, config.logging.format)
     if args.command == "migrate":
         try:
-            applied = asyncio.run(run_migrations(config))
-        except (OSError, asyncpg.PostgresError) as e:
+            applied = asyncio.run(
+                run_migrations(config.postgres.dsn, config.postgres.connect_timeout_s)
+            )
+        except StoreError as e:
             print(f"migrate failed: {e}", file=sys.stderr)
             return 1
         print("applied: " + ", ".join(applied) if applied else "schema is up to date")

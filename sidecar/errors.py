@@ -1,11 +1,9 @@
-"""The sidecar's errors, and the one place they become HTTP answers."""
+"""The sidecar's errors: one root, ``SidecarError``, each class with the HTTP status and code it
+is answered with (the answer itself is made by the middleware in ``middleware``)."""
 
 from __future__ import annotations
 
 from typing import ClassVar
-
-import orjson
-from aiohttp import web
 
 
 class SidecarError(Exception):
@@ -58,20 +56,31 @@ class NotReady(SidecarError):
     code = "not_ready"
 
 
-class StoreUnavailable(SidecarError):
-    """Redis or PostgreSQL did not answer in time; callers degrade instead of failing."""
+class StoreError(SidecarError):
+    """A store (Redis or PostgreSQL) failed a call; raised by the stores only, with the driver's
+    error as its cause, so nothing above them handles driver exceptions."""
 
     status = 503
     code = "store_unavailable"
 
 
-def error_response(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> web.Response:
-    """The JSON error body of every answer the sidecar itself gives."""
-    body = orjson.dumps({"error": {"code": code, "message": message}})
-    return web.Response(status=status, body=body, content_type="application/json", headers=headers)
+class StoreUnavailable(StoreError):
+    """The store did not answer, or answered "not now" (a lost connection, a timeout, a failover,
+    an open circuit): worth trying again later; callers degrade instead of failing."""
 
 
-def to_response(err: SidecarError) -> web.Response:
-    return error_response(err.status, err.code, str(err))
+class StoreRejected(StoreError):
+    """The store answered and refused this data (a constraint, a type, a malformed value):
+    trying the same write again will not help."""
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class SessionAbsent(SidecarError):
+    """The session vanished from Redis between its load and the commit of a turn (expired or
+    flushed); the commit restores it and tries once more."""
+
+    status = 409
+    code = "session_absent"

@@ -4,51 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import orjson
 from aiohttp import web
 from redis.exceptions import RedisError
 
-from .errors import StoreUnavailable
+from .errors import StoreError
+from .lifecycle import Lifecycle
 from .metrics import Metrics
-from .store.postgres import PG_ERRORS, PostgresSessionStore
+from .store.postgres import PostgresSessionStore
 from .store.redis import RedisSessionStore
 from .writer import OutboxWriter
 
 PING_TIMEOUT_S = 1.0
-
-
-@dataclass(slots=True)
-class Lifecycle:
-    shutting_down: bool = False
-    in_flight: int = 0  # requests being handled, counted by ``track``
-    shutdown_deadline: float | None = None  # monotonic time by which everything must be done
-
-    def begin_shutdown(self, budget_s: float) -> None:
-        self.shutting_down = True
-        self.shutdown_deadline = time.monotonic() + budget_s
-
-    def remaining_s(self, default: float, floor: float = 1.0) -> float:
-        """What is left of the shutdown budget (at least ``floor``)."""
-        if self.shutdown_deadline is None:
-            return default
-        return max(self.shutdown_deadline - time.monotonic(), floor)
-
-    @web.middleware
-    async def track(
-        self,
-        request: web.Request,
-        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-    ) -> web.StreamResponse:
-        """Middleware counting requests in flight, so a shutdown can wait for them."""
-        self.in_flight += 1
-        try:
-            return await handler(request)
-        finally:
-            self.in_flight -= 1
 
 
 class Health:
@@ -74,15 +42,17 @@ class Health:
     async def _check_redis(self) -> str | None:
         try:
             await asyncio.wait_for(self.redis.ping(), PING_TIMEOUT_S)
-        except (StoreUnavailable, TimeoutError) as e:
+        except (StoreError, TimeoutError) as e:
             return f"redis: {e or 'no answer'}"
         return None
 
     async def _check_postgres(self) -> str | None:
         try:
             await asyncio.wait_for(self.pg.ping(), PING_TIMEOUT_S)
-        except PG_ERRORS as e:
-            return f"postgres: {type(e).__name__}: {e}".rstrip(": ")
+        except StoreError as e:
+            return f"postgres: {e}"
+        except TimeoutError:
+            return "postgres: no answer"
         return None
 
     async def _refresh_lag(self) -> None:

@@ -16,49 +16,35 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
-from typing import Any
 
-import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import RedisError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
-    retry_if_exception,
+    retry_if_exception_type,
+    retry_if_not_exception_type,
+    stop_after_attempt,
     wait_exponential_jitter,
+    wait_none,
 )
 
 from . import tracing
 from .config import WriterConfig
+from .errors import StoreError, StoreUnavailable
 from .metrics import Metrics
+from .outbox import Outbox
+from .store.batch import OutboxEvent
 from .store.keys import KeySpace
-from .store.postgres import PG_ERRORS, OutboxEvent, PostgresSessionStore, is_transient
+from .store.postgres import PostgresSessionStore
 from .tracing import Tracer
 
 log = logging.getLogger(__name__)
 
-GROUP = "pg-writer"
 # Failures of either store: the writer backs off and tries again.
-STORE_ERRORS: tuple[type[BaseException], ...] = (RedisError, *PG_ERRORS)
+STORE_ERRORS: tuple[type[BaseException], ...] = (RedisError, StoreError)
 LINGER_S = 0.02  # how long a small batch waits for company
 LAG_EVERY_S = 1.0  # how often a busy writer measures the outbox length
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def decode_entry(stream: str, entry_id: str, fields: dict[Any, Any]) -> OutboxEvent:
-    f = {_s(k): v for k, v in fields.items()}
-    kind = _s(f.get("kind", b"turn"))
-    return OutboxEvent(
-        stream=stream,
-        entry_id=entry_id,
-        kind="session" if kind == "session" else "turn",
-        seq=int(f.get("seq", 0)),
-        data=orjson.loads(f["data"]),
-    )
 
 
 class OutboxWriter:
@@ -73,18 +59,14 @@ class OutboxWriter:
         migrate: bool,
         tracer: Tracer | None = None,
     ) -> None:
-        self.redis = redis
-        self.keys = keys
         self.pg = pg
         self.cfg = cfg
         self.metrics = metrics
         self.migrate = migrate
         self.tracer = tracer
-        self.consumer = f"{socket.gethostname()}-{os.getpid()}"
-        self.streams = keys.outboxes()
+        self.outbox = Outbox(redis, keys, cfg, metrics, f"{socket.gethostname()}-{os.getpid()}")
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._last_claim = 0.0
         self._lag_measured = 0.0
         self.schema_ready = asyncio.Event()
         self.lag = 0
@@ -114,35 +96,43 @@ class OutboxWriter:
     # --- the loop ----------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        backoff = 0.1
+        # Each failing cycle is retried with backoff until one succeeds (which resets the
+        # backoff) or the writer is stopped.
         while not self._stop.is_set():
-            try:
-                if not self.schema_ready.is_set():
-                    await self._prepare()
-                await self.step(block=True)
-                backoff = 0.1
-            except STORE_ERRORS as e:
-                log.warning("writer: %s: %s; retrying in %.1fs", type(e).__name__, e, backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            except Exception:
-                # A bug must not silently end the only thing that moves turns to PostgreSQL:
-                # the entries stay pending in Redis, so log loudly and keep going.
-                log.exception("writer: unexpected error; retrying in %.1fs", backoff)
-                await self._sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+            async for attempt in AsyncRetrying(
+                stop=self._stopping,
+                wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.1),
+                retry=retry_if_exception_type(Exception),
+                before_sleep=self._log_cycle_failure,
+                sleep=self._sleep,
+                retry_error_callback=lambda _state: None,
+            ):
+                with attempt:
+                    if not self.schema_ready.is_set():
+                        await self._prepare()
+                    await self.step(block=True)
         # On shutdown: what this consumer holds, then one more batch of what just arrived.
         # Bounded on purpose: other replicas keep committing, and whatever is left stays safe
         # in the outbox for them.
         try:
-            held = await self._read(block=False, count=self.cfg.batch_size, start="0")
+            held = await self.outbox.read(block=False, count=self.cfg.batch_size, start="0")
             if held:
                 await self.write(held)
-            fresh = await self._read(block=False, count=self.cfg.batch_size)
+            fresh = await self.outbox.read(block=False, count=self.cfg.batch_size)
             if fresh:
                 await self.write(fresh)
         except STORE_ERRORS as e:
             log.warning("writer: final flush stopped: %s", e)
+
+    def _log_cycle_failure(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.upcoming_sleep
+        if isinstance(exc, STORE_ERRORS):
+            log.warning("writer: %s: %s; retrying in %.1fs", type(exc).__name__, exc, wait)
+        else:
+            # A bug must not silently end the only thing that moves turns to PostgreSQL:
+            # the entries stay pending in Redis, so log loudly and keep going.
+            log.error("writer: unexpected error; retrying in %.1fs", wait, exc_info=exc)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -153,114 +143,29 @@ class OutboxWriter:
             applied = await self.pg.migrate()
             if applied:
                 log.info("migrations applied: %s", ", ".join(applied))
-        await self.ensure_groups()
+        await self.outbox.ensure_groups()
         self.schema_ready.set()
-
-    async def ensure_groups(self) -> None:
-        for stream in self.streams:
-            try:
-                await self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
-            except ResponseError as e:
-                if "BUSYGROUP" not in str(e):
-                    raise
 
     async def step(self, *, block: bool) -> int:
         """Read one batch (claimed entries of dead consumers first) and write it. Returns its size."""
-        events = await self._claim_stale()
+        events = await self.outbox.claim_stale()
         if not events:
-            events = await self._read(block=block, count=self.cfg.batch_size)
+            events = await self.outbox.read(block=block, count=self.cfg.batch_size)
             if events and block and len(events) < self.cfg.batch_size:
                 # Under a steady trickle of turns, wait a moment so that one transaction
                 # carries many of them instead of one each.
                 await self._sleep(LINGER_S)
-                events += await self._read(block=False, count=self.cfg.batch_size - len(events))
+                more = self.cfg.batch_size - len(events)
+                events += await self.outbox.read(block=False, count=more)
         if events:
             await self.write(events)
         if not events or time.monotonic() - self._lag_measured >= LAG_EVERY_S:
             await self.measure_lag()
         return len(events)
 
-    async def _read(self, *, block: bool, count: int, start: str = ">") -> list[OutboxEvent]:
-        """New entries (``>``), or this consumer's own unacknowledged ones (``0``)."""
-        try:
-            reply = await self.redis.xreadgroup(
-                GROUP,
-                self.consumer,
-                dict.fromkeys(self.streams, start),
-                count=count,
-                block=self.cfg.block_ms if block else None,
-            )
-        except ResponseError as e:
-            if "NOGROUP" not in str(e):
-                raise
-            # The outbox vanished (FLUSHALL, failover, a fresh Redis): recreate and go on.
-            log.warning("writer: outbox group missing, recreating it")
-            await self.ensure_groups()
-            return []
-        return await self._decode(reply)
-
-    async def _decode(self, reply: Any) -> list[OutboxEvent]:
-        events = []
-        for stream, entries in reply or []:
-            for eid, fields in entries:
-                if not fields:  # an entry deleted while pending shows up without fields
-                    continue
-                try:
-                    events.append(decode_entry(_s(stream), _s(eid), fields))
-                except (KeyError, ValueError, TypeError) as e:
-                    # Unreadable (another version's format, say): set aside, never a blocker.
-                    await self._dead_letter_raw(_s(stream), _s(eid), fields, e)
-        return events
-
-    async def _claim_stale(self) -> list[OutboxEvent]:
-        now = time.monotonic()
-        if now - self._last_claim < min(self.cfg.claim_idle_ms / 2000, 5.0):
-            return []
-        self._last_claim = now
-        claimed: list[OutboxEvent] = []
-        for stream in self.streams:
-            try:
-                reply = await self.redis.xautoclaim(
-                    stream,
-                    GROUP,
-                    self.consumer,
-                    self.cfg.claim_idle_ms,
-                    "0-0",
-                    count=self.cfg.batch_size,
-                )
-            except ResponseError as e:
-                if "NOGROUP" in str(e):
-                    await self.ensure_groups()
-                    continue
-                raise
-            claimed += await self._decode([(stream, reply[1])])
-            if len(claimed) >= self.cfg.batch_size:
-                break
-        if claimed:
-            log.info("writer: claimed %d entries from idle consumers", len(claimed))
-        await self._forget_gone_consumers()
-        return claimed
-
-    async def _forget_gone_consumers(self) -> None:
-        """Drop consumers (replicas gone by) that hold nothing and have been idle for long."""
-        idle_ms = max(self.cfg.claim_idle_ms * 10, 3_600_000)
-        for stream in self.streams:
-            try:
-                consumers = await self.redis.xinfo_consumers(stream, GROUP)
-            except ResponseError:
-                continue
-            for c in consumers:
-                name = _s(c["name"])
-                if name != self.consumer and int(c["pending"]) == 0 and int(c["idle"]) > idle_ms:
-                    await self.redis.xgroup_delconsumer(stream, GROUP, name)
-
     async def measure_lag(self) -> None:
-        """Turns waiting for PostgreSQL: acknowledged entries are deleted, so it is the length."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream in self.streams:
-                pipe.xlen(stream)
-            lengths = await pipe.execute()
-        self.lag = sum(int(n) for n in lengths)
+        """Turns waiting for PostgreSQL (readiness and the outbox lag gauge)."""
+        self.lag = await self.outbox.length()
         self._lag_measured = time.monotonic()
         self.metrics.outbox_lag.set(self.lag)
 
@@ -270,7 +175,7 @@ class OutboxWriter:
         return AsyncRetrying(
             stop=self._stopping,
             wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.5),
-            retry=retry_if_exception(is_transient),
+            retry=retry_if_exception_type(StoreUnavailable),
             before_sleep=self._log_retry,
             reraise=True,
         )
@@ -293,9 +198,9 @@ class OutboxWriter:
             async for attempt in self._retrying():
                 with attempt:
                     await self.pg.write(events)
+        except StoreUnavailable:
+            raise
         except Exception as e:
-            if is_transient(e):
-                raise
             log.warning(
                 "writer: batch of %d rejected (%s: %s); writing its entries one by one",
                 len(events),
@@ -306,78 +211,31 @@ class OutboxWriter:
             return
         self.metrics.writer_batches.inc()
         self.metrics.writer_events.inc(len(events))
-        await self._ack(events)
+        await self.outbox.ack(events)
+
+    def _retrying_data_errors(self) -> AsyncRetrying:
+        """Whatever is not a passing outage is about the entry: a bounded number of attempts."""
+        return AsyncRetrying(
+            # Not cut short by a shutdown: the attempts follow each other at once, and stopping
+            # early would dead-letter an entry that was never given its chances.
+            stop=stop_after_attempt(self.cfg.max_data_attempts),
+            wait=wait_none(),
+            retry=retry_if_not_exception_type(StoreUnavailable),
+            reraise=True,
+        )
 
     async def _write_one_by_one(self, events: list[OutboxEvent]) -> None:
         for event in events:
-            error: Exception | None = None
-            for _ in range(self.cfg.max_data_attempts):
-                try:
-                    async for attempt in self._retrying():
-                        with attempt:
-                            await self.pg.write([event])
-                    error = None
-                    break
-                except Exception as e:
-                    # Whatever is not a passing outage is about this entry: bounded retries.
-                    if is_transient(e):
-                        raise
-                    error = e
-            if error is None:
-                self.metrics.writer_events.inc()
+            try:
+                async for data_attempt in self._retrying_data_errors():
+                    with data_attempt:
+                        async for attempt in self._retrying():
+                            with attempt:
+                                await self.pg.write([event])
+            except StoreUnavailable:
+                raise
+            except Exception as e:
+                await self.outbox.dead_letter(event, e)
             else:
-                await self._dead_letter(event, error)
-            await self._ack([event])
-
-    async def _dead_letter(self, event: OutboxEvent, error: Exception) -> None:
-        d = event.data
-        log.error(
-            "writer: dead-lettered %s entry %s of session %s/%s after %d attempts: %s",
-            event.kind,
-            event.entry_id,
-            d.get("tenant"),
-            d.get("session_id"),
-            self.cfg.max_data_attempts,
-            error,
-        )
-        await self.redis.xadd(
-            self.keys.dead_letters(),
-            {
-                "stream": event.stream,
-                "entry_id": event.entry_id,
-                "kind": event.kind,
-                "seq": event.seq,
-                "data": orjson.dumps(event.data),
-                "error": f"{type(error).__name__}: {error}",
-            },
-        )
-        self.metrics.dead_letters.inc()
-
-    async def _dead_letter_raw(
-        self, stream: str, entry_id: str, fields: dict[Any, Any], error: Exception
-    ) -> None:
-        log.error("writer: dead-lettered unreadable entry %s of %s: %r", entry_id, stream, error)
-        await self.redis.xadd(
-            self.keys.dead_letters(),
-            {
-                "stream": stream,
-                "entry_id": entry_id,
-                **{f"field:{_s(k)}": v for k, v in fields.items()},
-                "error": f"{type(error).__name__}: {error}",
-            },
-        )
-        self.metrics.dead_letters.inc()
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xack(stream, GROUP, entry_id)
-            pipe.xdel(stream, entry_id)
-            await pipe.execute()
-
-    async def _ack(self, events: Iterable[OutboxEvent]) -> None:
-        by_stream: dict[str, list[str]] = {}
-        for e in events:
-            by_stream.setdefault(e.stream, []).append(e.entry_id)
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for stream, ids in by_stream.items():
-                pipe.xack(stream, GROUP, *ids)
-                pipe.xdel(stream, *ids)
-            await pipe.execute()
+                self.metrics.writer_events.inc()
+            await self.outbox.ack([event])

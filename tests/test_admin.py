@@ -11,13 +11,9 @@ import redis.asyncio as aioredis
 
 from tests.harness import ADMIN_TOKEN, FakeUpstream
 from tests.harness.waiting import pg_fetch, pg_value, wait_for_rows, wait_until
+from tests.turns import post_turn
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-async def turn(http: aiohttp.ClientSession, url: str, query: str, sid: str) -> None:
-    async with http.post(f"{url}/api/tasks", json={"query": query, "session_id": sid}) as r:
-        assert r.status == 200
 
 
 async def test_admin_api_is_off_without_a_token_and_guarded_with_one(
@@ -44,8 +40,8 @@ async def test_get_shows_the_session_and_delete_removes_it_everywhere(
 ) -> None:
     sc = await start_sidecar(admin={"token": ADMIN_TOKEN})
     sid = "to-delete"
-    await turn(http, sc.url, "今天天气怎么样", sid)
-    await turn(http, sc.url, "巴黎", sid)
+    assert (await post_turn(http, sc.url, "今天天气怎么样", sid)).status == 200
+    assert (await post_turn(http, sc.url, "巴黎", sid)).status == 200
     url = f"{sc.url}/_sidecar/sessions/anonymous/{sid}"
     async with http.get(url, headers=AUTH) as r:
         assert r.status == 200
@@ -101,7 +97,7 @@ async def test_get_shows_the_session_and_delete_removes_it_everywhere(
     assert await pg_value(pg_dsn, "SELECT count(*) FROM sessions") == 0
 
     # The id can be used again, as a new, empty session.
-    await turn(http, sc.url, "hello again", sid)
+    assert (await post_turn(http, sc.url, "hello again", sid)).status == 200
     assert upstream.requests_to("/api/tasks")[-1].json["history"] == []
 
 
@@ -115,10 +111,10 @@ async def test_a_turn_in_flight_during_delete_does_not_bring_the_session_back(
 ) -> None:
     sc = await start_sidecar(admin={"token": ADMIN_TOKEN})
     sid = "deleted-mid-turn"
-    await turn(http, sc.url, "first", sid)
+    assert (await post_turn(http, sc.url, "first", sid)).status == 200
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
     upstream.tasks_delay_s = 1.0
-    in_flight = asyncio.create_task(turn(http, sc.url, "asked before the delete", sid))
+    in_flight = asyncio.create_task(post_turn(http, sc.url, "asked before the delete", sid))
     await wait_until(
         lambda: _value(len(upstream.requests_to("/api/tasks"))),
         lambda n: n == 2,
@@ -126,7 +122,7 @@ async def test_a_turn_in_flight_during_delete_does_not_bring_the_session_back(
     )
     async with http.delete(f"{sc.url}/_sidecar/sessions/anonymous/{sid}", headers=AUTH) as r:
         assert r.status == 204
-    await in_flight  # answered: the client got its answer
+    assert (await in_flight).status == 200  # answered: the client got its answer
     upstream.tasks_delay_s = 0
 
     prefix = sidecar_config["redis"]["key_prefix"]
@@ -139,7 +135,7 @@ async def test_a_turn_in_flight_during_delete_does_not_bring_the_session_back(
         assert r.status == 404
     assert await pg_value(pg_dsn, "SELECT count(*) FROM messages") == 0
     # A request made after the deletion starts the id afresh and is kept.
-    await turn(http, sc.url, "asked after the delete", sid)
+    assert (await post_turn(http, sc.url, "asked after the delete", sid)).status == 200
     assert upstream.requests_to("/api/tasks")[-1].json["history"] == []
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
 

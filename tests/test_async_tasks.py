@@ -15,6 +15,7 @@ from sidecar.devservices import TemporaryRedis
 from sidecar.store.keys import KeySpace
 from tests.harness import FakeUpstream, answer_text
 from tests.harness.waiting import session_messages, session_usage, token_counts
+from tests.turns import post_turn
 
 TASKS = "/api/tasks"
 
@@ -32,15 +33,6 @@ async def submit(http: aiohttp.ClientSession, url: str, query: str, sid: str) ->
 async def poll(http: aiohttp.ClientSession, url: str, task_id: str) -> tuple[int, Any]:
     async with http.get(f"{url}{TASKS}/{task_id}") as resp:
         return resp.status, await resp.json()
-
-
-async def sync_turn(
-    http: aiohttp.ClientSession, url: str, upstream: FakeUpstream, query: str, sid: str
-) -> None:
-    upstream.tasks_mode = "json"
-    async with http.post(url + TASKS, json={"query": query, "session_id": sid}) as resp:
-        assert resp.status == 200
-        await resp.read()
 
 
 async def test_task_recorded_once_when_its_result_is_read(
@@ -70,7 +62,8 @@ async def test_task_recorded_once_when_its_result_is_read(
     assert all(s == 200 and b["status"] == "completed" for s, b in again)
 
     # The next turn sees the task's exchange in its history, and lands right after it.
-    await sync_turn(http, sidecar.url, upstream, "Thank you", sid)
+    upstream.tasks_mode = "json"
+    assert (await post_turn(http, sidecar.url, "Thank you", sid, path=TASKS)).status == 200
     history = upstream.requests_to(TASKS)[-1].json["history"]
     assert [(h["role"], h["content"]) for h in history] == [
         ("user", q),
@@ -93,7 +86,9 @@ async def test_concurrent_first_reads_record_once(
     answers = await asyncio.gather(*(poll(http, sidecar.url, task_id) for _ in range(6)))
     assert all(b["status"] == "completed" for _, b in answers)
 
-    await sync_turn(http, sidecar.url, upstream, "Thanks", sid)
+    upstream.tasks_mode = "json"
+
+    assert (await post_turn(http, sidecar.url, "Thanks", sid, path=TASKS)).status == 200
     rows = await session_messages(pg_dsn, sid, 4)
     assert [r["content"] for r in rows] == [
         "Weather in Rome?",
@@ -126,7 +121,8 @@ async def test_unknown_tasks_pass_through_untouched(
     assert forwarded.query_string == "verbose=1"
 
     # A later turn of that session id proves no turn was recorded for it.
-    await sync_turn(http, sidecar.url, upstream, "hello", "elsewhere")
+    upstream.tasks_mode = "json"
+    assert (await post_turn(http, sidecar.url, "hello", "elsewhere", path=TASKS)).status == 200
     rows = await session_messages(pg_dsn, "elsewhere", 2)
     assert [r["content"] for r in rows] == ["hello", answer_text("hello")]
 

@@ -4,6 +4,7 @@ frozen; the sidecar killed or terminated) and PostgreSQL is checked afterwards."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections import Counter
@@ -18,20 +19,7 @@ from aiohttp import web
 from sidecar.devservices import TemporaryPostgres, TemporaryRedis
 from tests.harness import FakeUpstream, SidecarProcess, deep_merge
 from tests.harness.waiting import pg_fetch, pg_value, wait_for_rows, wait_until
-
-Result = tuple[int, dict[str, str], str]
-
-
-async def turn(
-    http: aiohttp.ClientSession, url: str, query: str, sid: str, timeout_s: float = 30.0
-) -> Result:
-    async with http.post(
-        f"{url}/api/tasks",
-        json={"query": query, "session_id": sid},
-        timeout=aiohttp.ClientTimeout(total=timeout_s),
-    ) as r:
-        await r.read()
-        return r.status, dict(r.headers), sid
+from tests.turns import Answered, post_turn
 
 
 async def assert_stored_exactly_once(pg_dsn: str, upstream: FakeUpstream, turns: int) -> None:
@@ -70,15 +58,15 @@ async def test_postgres_down_while_turns_are_sent_loses_nothing(
     """``stop`` is a clean shutdown; ``kill`` SIGKILLs the server and its backends mid-work."""
     sc = await start_sidecar(writer={"ready_max_lag": 100})
     sessions = [f"pg-down-{i}" for i in range(20)]
-    first = await asyncio.gather(*(turn(http, sc.url, "hello", sid) for sid in sessions))
+    first = await asyncio.gather(*(post_turn(http, sc.url, "hello", sid) for sid in sessions))
     assert all(status == 200 for status, _, _ in first)
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 40)
 
     await getattr(postgres_server, fault)()
-    results: list[Result] = []
+    results: list[Answered] = []
     for round_ in range(9):
         results += await asyncio.gather(
-            *(turn(http, sc.url, f"question {round_}", sid) for sid in sessions)
+            *(post_turn(http, sc.url, f"question {round_}", sid) for sid in sessions)
         )
     assert [status for status, _, _ in results] == [200] * 180
     async with http.get(f"{sc.url}/_sidecar/metrics") as r:
@@ -110,7 +98,9 @@ async def test_sidecar_killed_mid_load_keeps_every_answered_turn(
         async def client(n: int) -> None:
             for i in range(1000):
                 try:
-                    status, _, _ = await turn(http, proc.url, f"c{n} q{i}", f"kill-{n}", 5)
+                    status, _, _ = await post_turn(
+                        http, proc.url, f"c{n} q{i}", f"kill-{n}", timeout_s=5
+                    )
                 except (aiohttp.ClientError, TimeoutError):
                     return
                 if status == 200:
@@ -183,7 +173,8 @@ async def test_sigterm_drains_slow_turns_and_flushes_them(
         deep_merge(sidecar_config, {"shutdown": {"drain_timeout_s": 15}})
     ) as proc:
         pending = [
-            asyncio.create_task(turn(http, proc.url, f"slow {i}", f"term-{i}")) for i in range(20)
+            asyncio.create_task(post_turn(http, proc.url, f"slow {i}", f"term-{i}"))
+            for i in range(20)
         ]
         await wait_until(
             lambda: _async(len(upstream.requests_to("/api/tasks"))),
@@ -208,12 +199,12 @@ async def test_redis_down_serves_from_postgres_and_recovers_without_stale_histor
 ) -> None:
     sc = await start_sidecar(redis={"breaker_reset_s": 0.5})
     sid = "redis-down"
-    await turn(http, sc.url, "first", sid)
-    await turn(http, sc.url, "second", sid)
+    await post_turn(http, sc.url, "first", sid)
+    await post_turn(http, sc.url, "second", sid)
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 4)
 
     await redis_server.stop()
-    status, headers, _ = await turn(http, sc.url, "during outage", sid)
+    status, _, headers = await post_turn(http, sc.url, "during outage", sid)
     assert status == 200
     assert headers["X-Sidecar-Degraded"] == "redis"
     history = upstream.requests_to("/api/tasks")[-1].json["history"]
@@ -223,25 +214,25 @@ async def test_redis_down_serves_from_postgres_and_recovers_without_stale_histor
         "second",
         "answer to: second",
     ]
-    status, headers, _ = await turn(http, sc.url, "brand new", "born-in-outage")
+    status, _, headers = await post_turn(http, sc.url, "brand new", "born-in-outage")
     assert (status, headers["X-Sidecar-Degraded"]) == (200, "redis")
     assert await pg_value(pg_dsn, "SELECT count(*) FROM messages") == 8
 
     await redis_server.start()  # with its old (now stale) copy of the session, from the AOF
 
     async def degraded() -> str | None:
-        _, headers, _ = await turn(http, sc.url, "ping", "probe")
+        _, _, headers = await post_turn(http, sc.url, "ping", "probe")
         return headers.get("X-Sidecar-Degraded")
 
     await wait_until(degraded, lambda d: d is None, timeout_s=10, what="normal service")
-    status, headers, _ = await turn(http, sc.url, "after outage", sid)
+    status, _, headers = await post_turn(http, sc.url, "after outage", sid)
     assert status == 200
     assert "X-Sidecar-Degraded" not in headers
     history = upstream.requests_to("/api/tasks")[-1].json["history"]
     assert [m["content"] for m in history][-2:] == ["during outage", "answer to: during outage"]
     assert len(history) == 6
     # The new session's outage turn is there too.
-    await turn(http, sc.url, "again", "born-in-outage")
+    await post_turn(http, sc.url, "again", "born-in-outage")
     history = upstream.requests_to("/api/tasks")[-1].json["history"]
     assert [m["content"] for m in history] == ["brand new", "answer to: brand new"]
 
@@ -262,14 +253,16 @@ async def test_hung_redis_costs_a_request_one_timeout_then_service_resumes(
         }
     )
     sid = "hung"
-    await turn(http, sc.url, "before", sid)
+    await post_turn(http, sc.url, "before", sid)
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
 
     await redis_server.pause()
     try:
         for i in range(6):
             started = time.monotonic()
-            status, headers, _ = await turn(http, sc.url, f"while frozen {i}", sid, timeout_s=10)
+            status, _, headers = await post_turn(
+                http, sc.url, f"while frozen {i}", sid, timeout_s=10
+            )
             elapsed = time.monotonic() - started
             assert status == 200
             assert "redis" in headers["X-Sidecar-Degraded"]
@@ -279,11 +272,11 @@ async def test_hung_redis_costs_a_request_one_timeout_then_service_resumes(
         await redis_server.resume()
 
     async def degraded() -> str | None:
-        _, headers, _ = await turn(http, sc.url, "ping", "probe-hung")
+        _, _, headers = await post_turn(http, sc.url, "ping", "probe-hung")
         return headers.get("X-Sidecar-Degraded")
 
     await wait_until(degraded, lambda d: d is None, timeout_s=10, what="normal service")
-    await turn(http, sc.url, "after", sid)
+    await post_turn(http, sc.url, "after", sid)
     contents = [m["content"] for m in upstream.requests_to("/api/tasks")[-1].json["history"]]
     assert [c for c in contents if not c.startswith("answer")] == [
         "before",
@@ -301,13 +294,13 @@ async def test_poison_entry_is_dead_lettered_and_the_rest_written(
     sidecar_config: dict[str, Any],
 ) -> None:
     sc = await start_sidecar()
-    await turn(http, sc.url, "hello", "poison")
+    await post_turn(http, sc.url, "hello", "poison")
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
     prefix = sidecar_config["redis"]["key_prefix"]
 
     await postgres_server.stop()  # so the poison and good turns land in one batch
     for i in range(4):
-        assert (await turn(http, sc.url, f"good {i}", "poison"))[0] == 200
+        assert (await post_turn(http, sc.url, f"good {i}", "poison"))[0] == 200
     client = aioredis.Redis.from_url(redis_url)
     try:
         outbox = await anext(client.scan_iter(match=f"{prefix}:*:outbox"))
@@ -338,7 +331,7 @@ async def test_poison_entry_is_dead_lettered_and_the_rest_written(
         }
         await client.xadd(outbox, {"kind": "turn", "seq": 900, "data": orjson.dumps(bad)})
         for i in range(4, 6):
-            assert (await turn(http, sc.url, f"good {i}", "poison"))[0] == 200
+            assert (await post_turn(http, sc.url, f"good {i}", "poison"))[0] == 200
         await postgres_server.start()
 
         await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 14)
@@ -382,13 +375,13 @@ async def test_both_stores_down_journals_the_turn_and_replays_it(
 ) -> None:
     journal = tmp_path / "journal.jsonl"
     sc = await start_sidecar(writer={"journal_path": str(journal)}, redis={"breaker_reset_s": 0.5})
-    await turn(http, sc.url, "before", "journaled")
+    await post_turn(http, sc.url, "before", "journaled")
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
 
     await redis_server.stop()
     await postgres_server.stop()
     try:
-        status, headers, _ = await turn(http, sc.url, "nobody home", "journaled")
+        status, _, headers = await post_turn(http, sc.url, "nobody home", "journaled")
         assert status == 200
         assert headers["X-Sidecar-Degraded"] == "postgres,redis"
         assert journal.exists()
@@ -459,14 +452,14 @@ async def test_new_session_while_postgres_is_down_is_served_and_stored_later(
     postgres_server: TemporaryPostgres,
 ) -> None:
     sc = await start_sidecar()
-    await turn(http, sc.url, "warm up", "other")
+    await post_turn(http, sc.url, "warm up", "other")
     await postgres_server.stop()
     try:
         # Not in Redis, and PostgreSQL cannot say whether it existed: served, and said so.
-        status, headers, _ = await turn(http, sc.url, "first words", "born-without-pg")
+        status, _, headers = await post_turn(http, sc.url, "first words", "born-without-pg")
         assert status == 200
         assert headers["X-Sidecar-Degraded"] == "postgres"
-        status, headers, _ = await turn(http, sc.url, "second words", "born-without-pg")
+        status, _, headers = await post_turn(http, sc.url, "second words", "born-without-pg")
         assert status == 200
         assert "X-Sidecar-Degraded" not in headers  # now in Redis: served as usual
         history = upstream.requests_to("/api/tasks")[-1].json["history"]
@@ -504,12 +497,12 @@ async def test_redis_refusing_writes_falls_back_to_postgres(
 ) -> None:
     """Redis answers but refuses (out of memory): the turn is served and kept all the same."""
     sc = await start_sidecar()
-    await turn(http, sc.url, "before", "refused")
+    await post_turn(http, sc.url, "before", "refused")
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
     client = aioredis.Redis.from_url(redis_url)
     await client.config_set("maxmemory", 1)
     try:
-        status, headers, _ = await turn(http, sc.url, "while full", "refused")
+        status, _, headers = await post_turn(http, sc.url, "while full", "refused")
         assert status == 200
         assert headers["X-Sidecar-Degraded"] == "redis"
         history = upstream.requests_to("/api/tasks")[-1].json["history"]
@@ -546,7 +539,7 @@ async def test_postgres_frozen_does_not_hold_up_new_or_cached_sessions(
     redis_url: str,
 ) -> None:
     sc = await start_sidecar(session={"restore_timeout_s": 0.3})
-    await turn(http, sc.url, "hello", "known")
+    await post_turn(http, sc.url, "hello", "known")
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
     client = aioredis.Redis.from_url(redis_url)
     await postgres_server.pause()
@@ -555,12 +548,12 @@ async def test_postgres_frozen_does_not_hold_up_new_or_cached_sessions(
         async with http.post(f"{sc.url}/api/tasks", json={"query": "new here"}) as r:
             assert r.status == 200
             assert "X-Sidecar-Degraded" not in r.headers
-        status, headers, _ = await turn(http, sc.url, "again", "known")
+        status, _, headers = await post_turn(http, sc.url, "again", "known")
         assert (status, headers.get("X-Sidecar-Degraded")) == (200, None)
         # One Redis lost: the restore is bounded by restore_timeout_s and the turn still served.
         async for key in client.scan_iter(match="*:s:*known*"):
             await client.delete(key)
-        status, headers, _ = await turn(http, sc.url, "after loss", "known", timeout_s=5)
+        status, _, headers = await post_turn(http, sc.url, "after loss", "known", timeout_s=5)
         assert (status, headers["X-Sidecar-Degraded"]) == (200, "postgres")
     finally:
         await postgres_server.resume()
@@ -581,7 +574,7 @@ async def test_upstream_stalling_mid_answer_is_a_504(
 
     sc = await start_sidecar(upstream={"read_timeout_s": 0.5})
     upstream.tasks_handler = stall
-    status, _, _ = await turn(http, sc.url, "hello", "stalled")
+    status, _, _ = await post_turn(http, sc.url, "hello", "stalled")
     assert status == 504
     async with http.post(f"{sc.url}/api/tasks", json={"query": "q", "session_id": "stalled"}) as r:
         assert (await r.json())["error"]["code"] == "upstream_timeout"
@@ -596,7 +589,7 @@ async def test_unreadable_outbox_entry_is_dead_lettered_not_blocking(
     sidecar_config: dict[str, Any],
 ) -> None:
     sc = await start_sidecar()
-    await turn(http, sc.url, "first", "unreadable")
+    await post_turn(http, sc.url, "first", "unreadable")
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
     prefix = sidecar_config["redis"]["key_prefix"]
     client = aioredis.Redis.from_url(redis_url)
@@ -604,7 +597,7 @@ async def test_unreadable_outbox_entry_is_dead_lettered_not_blocking(
         outbox = await anext(client.scan_iter(match=f"{prefix}:*:outbox"))
         await client.xadd(outbox, {"kind": "turn", "seq": 1, "data": b"{not json"})
         await client.xadd(outbox, {"kind": "turn", "seq": 1})  # no data at all
-        await turn(http, sc.url, "second", "unreadable")
+        await post_turn(http, sc.url, "second", "unreadable")
         await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 4)
         dead = await wait_until(
             lambda: client.xrange(f"{prefix}:dead-letters"),
@@ -617,3 +610,65 @@ async def test_unreadable_outbox_entry_is_dead_lettered_not_blocking(
         )
     finally:
         await client.aclose()
+
+
+async def test_sigterm_with_a_commit_in_flight_finishes_it_before_redis_closes(
+    upstream: FakeUpstream,
+    sidecar_config: dict[str, Any],
+    pg_dsn: str,
+    http: aiohttp.ClientSession,
+    redis_server: TemporaryRedis,
+) -> None:
+    """The request outlives the drain and is cancelled, but its commit runs under shield: the
+    shutdown waits for it, and only then do the writer flush and Redis close."""
+    answer_now = asyncio.Event()
+
+    async def held(request: web.Request, body: Any) -> web.StreamResponse:
+        await answer_now.wait()
+        usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+        return web.json_response({"result": "answered before the shutdown", "usage": usage})
+
+    upstream.tasks_handler = held
+    config = deep_merge(
+        sidecar_config,
+        {
+            # Long enough that the commit waits for Redis rather than giving up on it.
+            "redis": {"socket_timeout_s": 30},
+            "shutdown": {"drain_timeout_s": 1},
+            "writer": {"block_ms": 100},
+        },
+    )
+    async with SidecarProcess(config) as proc:
+        sent = asyncio.create_task(post_turn(http, proc.url, "asked before the shutdown", "shield"))
+        await wait_until(
+            lambda: _async(len(upstream.requests_to("/api/tasks"))),
+            lambda n: n == 1,
+            what="the turn at the upstream",
+        )
+        await redis_server.pause()  # the commit that follows the answer cannot finish yet
+        try:
+            answer_now.set()
+            proc.terminate()
+            # The drain gives up on the request, which is cancelled; its commit is not, and
+            # the shutdown keeps waiting for it (Redis still frozen) past the point where the
+            # writer's stop would have closed the stores.
+            await wait_until(
+                lambda: _async(proc.log_text()),
+                lambda text: "still waiting for 1 commit(s) in flight" in text,
+                timeout_s=20,
+                what="the shutdown still waiting for the commit",
+            )
+        finally:
+            await redis_server.resume()
+        assert await proc.wait() == 0, proc.log_tail()
+        with contextlib.suppress(aiohttp.ClientError):
+            await sent  # the client's connection was closed with the listener
+    log = proc.log_text()
+    assert "still in flight at shutdown" not in log, log
+    rows = await pg_fetch(
+        pg_dsn, "SELECT role, content FROM messages WHERE session_id = 'shield' ORDER BY seq"
+    )
+    assert [(r["role"], r["content"]) for r in rows] == [
+        ("user", "asked before the shutdown"),
+        ("assistant", "answered before the shutdown"),
+    ]

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import pytest
 
 from sidecar.devservices import TemporaryPostgres, TemporaryRedis
 from tests.harness import FakeUpstream, RunningSidecar, SidecarProcess
@@ -53,38 +54,28 @@ async def test_ready_and_healthy_normally(
         assert resp.status == 200
 
 
-async def test_readyz_follows_redis(
-    start_sidecar: StartSidecar, http: aiohttp.ClientSession, redis_server: TemporaryRedis
+@pytest.mark.parametrize(
+    ("store", "other"), [("redis", "postgres"), ("postgres", "redis")], ids=["redis", "postgres"]
+)
+async def test_readyz_follows_each_store(
+    store: str,
+    other: str,
+    start_sidecar: StartSidecar,
+    http: aiohttp.ClientSession,
+    request: pytest.FixtureRequest,
 ) -> None:
+    server: TemporaryRedis | TemporaryPostgres = request.getfixturevalue(f"{store}_server")
     sidecar = await start_sidecar()
     await wait_readyz(http, sidecar.url, 200)
-    await redis_server.stop()
+    await server.stop()
     try:
         body = await wait_readyz(http, sidecar.url, 503)
-        assert any(p.startswith("redis") for p in body["problems"]), body
-        assert not any(p.startswith("postgres") for p in body["problems"]), body
+        assert any(p.startswith(store) for p in body["problems"]), body
+        assert not any(p.startswith(other) for p in body["problems"]), body
         async with http.get(sidecar.url + "/_sidecar/healthz") as resp:
             assert resp.status == 200, "liveness must not follow a dependency"
     finally:
-        await redis_server.start()
-    body = await wait_readyz(http, sidecar.url, 200)
-    assert body["problems"] == []
-
-
-async def test_readyz_follows_postgres(
-    start_sidecar: StartSidecar, http: aiohttp.ClientSession, postgres_server: TemporaryPostgres
-) -> None:
-    sidecar = await start_sidecar()
-    await wait_readyz(http, sidecar.url, 200)
-    await postgres_server.stop()
-    try:
-        body = await wait_readyz(http, sidecar.url, 503)
-        assert any(p.startswith("postgres") for p in body["problems"]), body
-        assert not any(p.startswith("redis") for p in body["problems"]), body
-        async with http.get(sidecar.url + "/_sidecar/healthz") as resp:
-            assert resp.status == 200
-    finally:
-        await postgres_server.start()
+        await server.start()
     body = await wait_readyz(http, sidecar.url, 200)
     assert body["problems"] == []
 

@@ -18,23 +18,9 @@ from sidecar.session.model import Message, SessionKey
 from sidecar.store.redis import CircuitBreaker, RedisSessionStore, make_client
 from tests.harness import FakeUpstream
 from tests.harness.waiting import pg_fetch, pg_value, wait_for_rows
+from tests.turns import post_turn
 
 WEATHER = ("今天天气怎么样", "巴黎", "那明天呢")
-
-
-async def post_turn(
-    http: aiohttp.ClientSession,
-    url: str,
-    query: str,
-    session_id: str | None = None,
-    headers: dict[str, str] | None = None,
-    **extra: Any,
-) -> tuple[int, dict[str, Any], aiohttp.typedefs.LooseHeaders]:
-    body: dict[str, Any] = {"query": query, **extra}
-    if session_id is not None:
-        body["session_id"] = session_id
-    async with http.post(f"{url}/api/tasks", json=body, headers=headers or {}) as r:
-        return r.status, await r.json(), r.headers
 
 
 def tasks_requests(upstream: FakeUpstream) -> list[dict[str, Any]]:

@@ -16,15 +16,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import asyncpg
 import orjson
 
 from ..config import SessionConfig
-from ..errors import StoreUnavailable
+from ..errors import SessionAbsent, StoreError, StoreRejected, StoreUnavailable
 from ..journal import Journal
 from ..metrics import Metrics
-from ..store.postgres import PG_ERRORS, PostgresSessionStore, is_transient, record_turn_direct
-from ..store.redis import Committed, RedisSessionStore, SessionAbsent
+from ..store.postgres import PostgresSessionStore
+from ..store.redis import Committed, RedisSessionStore
 from .cache import SessionCache
 from .model import SessionKey, SessionSnapshot, Turn, utc_now_iso
 
@@ -90,7 +89,7 @@ class SessionService:
     async def _fetch(self, key: SessionKey, limit: int) -> SessionSnapshot | None:
         """Read a session from PostgreSQL within the request path's bound.
 
-        Not ``wait_for``: it waits for the cancelled read to wind down, and asyncpg cancels a
+        Not ``wait_for``: it waits for the cancelled read to wind down, and the driver cancels a
         query by talking to the server, which hangs as long as a frozen server does. The late
         read is left to finish (or fail) in the background instead.
         """
@@ -100,7 +99,9 @@ class SessionService:
             task.cancel()
             self._late_reads.add(task)
             task.add_done_callback(self._forget_late_read)
-            raise TimeoutError(f"PostgreSQL did not answer within {self.cfg.restore_timeout_s}s")
+            raise StoreUnavailable(
+                f"PostgreSQL did not answer within {self.cfg.restore_timeout_s}s"
+            )
         return task.result()
 
     def _forget_late_read(self, task: asyncio.Future[SessionSnapshot | None]) -> None:
@@ -127,7 +128,7 @@ class SessionService:
         degraded = None
         try:
             stored = await self._fetch(key, self.cfg.max_stored_messages)
-        except PG_ERRORS as e:
+        except StoreError as e:
             # Without PostgreSQL we cannot tell a lost session from a new one; start it fresh in
             # Redis so the turn is still remembered, and say so.
             log.warning(
@@ -166,7 +167,7 @@ class SessionService:
         self.metrics.degraded.labels("redis").inc()
         try:
             stored = await self._fetch(key, self.cfg.history_limit)
-        except PG_ERRORS as e:
+        except StoreError as e:
             log.warning(
                 "no history for %s/%s: Redis and PostgreSQL unavailable: %s",
                 key.tenant,
@@ -227,8 +228,8 @@ class SessionService:
         self.stale_in_redis.add(turn.key)
         payload = orjson.loads(turn.outbox_payload())
         try:
-            await record_turn_direct(self.pg.pool, turn.key.tenant, turn.key.session_id, payload)
-        except PG_ERRORS as e:
+            await self.pg.record_turn(turn.key.tenant, turn.key.session_id, payload)
+        except StoreError as e:
             log.warning(
                 "turn of %s/%s journaled locally: Redis and PostgreSQL unavailable: %s",
                 turn.key.tenant,
@@ -249,10 +250,8 @@ class SessionService:
 
         async def write(tenant: str, session_id: str, payload: dict[str, Any]) -> None:
             try:
-                await record_turn_direct(self.pg.pool, tenant, session_id, payload)
-            except asyncpg.PostgresError as e:
-                if is_transient(e):
-                    raise
+                await self.pg.record_turn(tenant, session_id, payload)
+            except StoreRejected as e:
                 # This turn will never fit; keep it aside rather than block the others.
                 log.error(
                     "journal: turn of %s/%s rejected by PostgreSQL (%s); kept in %s",
@@ -285,7 +284,7 @@ class SessionService:
                 continue
             try:
                 await self.replay_journal()
-            except PG_ERRORS as e:
+            except StoreError as e:
                 log.debug("journal replay postponed: %s", e)
 
     def start(self) -> None:

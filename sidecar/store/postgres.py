@@ -1,85 +1,24 @@
-"""The long-term store: schema migrations, session restore and idempotent batch writes."""
+"""The long-term store: PostgreSQL behind one boundary. Session restore, deletion, batch and
+direct writes; every asyncpg failure leaves this module as the project's own ``StoreError``."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterator
 from datetime import datetime
-from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg
 import orjson
 
 from ..config import PostgresConfig
+from ..errors import StoreError, StoreRejected, StoreUnavailable
 from ..session.model import Message, SessionKey, SessionSnapshot
+from .batch import OutboxEvent, write_events
+from .schema import migrate
 
 log = logging.getLogger(__name__)
-
-Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
-
-# Any constant works; it only has to be the same for every replica running migrations.
-MIGRATION_LOCK_ID = 0x5E55_10C5
-
-
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec(
-        "jsonb",
-        encoder=lambda v: orjson.dumps(v).decode(),
-        decoder=orjson.loads,
-        schema="pg_catalog",
-    )
-
-
-async def create_pool(cfg: PostgresConfig) -> asyncpg.Pool:
-    """A pool that opens connections on demand, so the sidecar starts while PostgreSQL is down."""
-    pool: asyncpg.Pool = await asyncpg.create_pool(
-        cfg.dsn,
-        min_size=0,
-        max_size=cfg.pool_max_size,
-        timeout=cfg.connect_timeout_s,
-        command_timeout=cfg.command_timeout_s,
-        init=_init_connection,
-        max_inactive_connection_lifetime=60,
-    )
-    return pool
-
-
-def _migrations() -> list[tuple[int, str, str]]:
-    folder = resources.files(__package__).joinpath("migrations")
-    found = []
-    for entry in folder.iterdir():
-        if entry.name.endswith(".sql"):
-            found.append((int(entry.name.split("_", 1)[0]), entry.name, entry.read_text("utf-8")))
-    return sorted(found)
-
-
-async def migrate(conn: Conn) -> list[str]:
-    """Apply the numbered migrations not applied yet, under an advisory lock (safe from many replicas)."""
-    applied: list[str] = []
-    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
-    try:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version integer PRIMARY KEY, name text NOT NULL,"
-            " applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        done = {r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-        for version, name, sql in _migrations():
-            if version in done:
-                continue
-            async with conn.transaction():
-                await conn.execute(sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", version, name
-                )
-            applied.append(name)
-            log.info("applied migration %s", name)
-    finally:
-        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
-    return applied
-
 
 # PostgreSQL error classes that say "try again later" rather than "this row is wrong":
 # connection exceptions, insufficient resources, operator intervention, system errors,
@@ -107,185 +46,96 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, CONNECTION_ERRORS)
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxEvent:
-    """One entry of the outbox stream, decoded."""
-
-    stream: str
-    entry_id: str
-    kind: Literal["turn", "session"]
-    seq: int
-    data: dict[str, Any]
+def as_store_error(exc: BaseException, what: str) -> StoreError:
+    """The project's error for an asyncpg (or socket) failure of ``what``."""
+    detail = f"{what}: {type(exc).__name__}: {exc}".rstrip(": ")
+    if is_transient(exc):
+        return StoreUnavailable(detail)
+    return StoreRejected(detail, sqlstate=getattr(exc, "sqlstate", None))
 
 
-def _text(value: str) -> str:
-    """PostgreSQL text and jsonb cannot hold NUL; a user's stray NUL must not cost the turn."""
-    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+@contextlib.contextmanager
+def guarded(what: str) -> Iterator[None]:
+    """Turn PostgreSQL's failures of ``what`` into ``StoreUnavailable`` / ``StoreRejected``."""
+    try:
+        yield
+    except PG_ERRORS as e:
+        raise as_store_error(e, what) from e
 
 
-def _clean(value: Any) -> Any:
-    if isinstance(value, str):
-        return _text(value)
-    if isinstance(value, dict):
-        return {_text(str(k)): _clean(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_clean(v) for v in value]
-    return value
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec(
+        "jsonb",
+        encoder=lambda v: orjson.dumps(v).decode(),
+        decoder=orjson.loads,
+        schema="pg_catalog",
+    )
 
 
-def _ts(value: str) -> datetime:
-    return datetime.fromisoformat(value)
+async def create_pool(cfg: PostgresConfig) -> asyncpg.Pool:
+    """A pool that opens connections on demand, so the sidecar starts while PostgreSQL is down."""
+    pool: asyncpg.Pool = await asyncpg.create_pool(
+        cfg.dsn,
+        min_size=0,
+        max_size=cfg.pool_max_size,
+        timeout=cfg.connect_timeout_s,
+        command_timeout=cfg.command_timeout_s,
+        init=_init_connection,
+        max_inactive_connection_lifetime=60,
+    )
+    return pool
+
+
+async def run_migrations(dsn: str, connect_timeout_s: float) -> list[str]:
+    """Apply the schema over a connection of its own (``sidecar migrate``)."""
+    with guarded("migrations"):
+        conn = await asyncpg.connect(dsn, timeout=connect_timeout_s)
+        try:
+            return await migrate(conn)
+        finally:
+            await conn.close()
 
 
 def _iso(value: datetime) -> str:
     return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-_INSERT_MESSAGES = """
-INSERT INTO messages (id, tenant, session_id, seq, role, content, tokens, turn_id, partial, created_at)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-                     $7::integer[], $8::uuid[], $9::boolean[], $10::timestamptz[])
-ON CONFLICT (id) DO NOTHING
-RETURNING tenant, session_id
-"""
-
-_INSERT_USAGE = """
-INSERT INTO token_usage (id, tenant, session_id, model, prompt_tokens, completion_tokens,
-                         total_tokens, created_at)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[],
-                     $6::integer[], $7::integer[], $8::timestamptz[])
-ON CONFLICT (id) DO NOTHING
-RETURNING id
-"""
-
-_UPSERT_SESSION = """
-INSERT INTO sessions AS s (tenant, session_id, context, tokens_used, message_count,
-                           created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $6)
-ON CONFLICT (tenant, session_id) DO UPDATE SET
-    context = s.context || EXCLUDED.context,
-    tokens_used = s.tokens_used + EXCLUDED.tokens_used,
-    message_count = s.message_count + EXCLUDED.message_count,
-    updated_at = GREATEST(s.updated_at, EXCLUDED.updated_at)
-"""
-
-
-async def write_events(conn: Conn, events: list[OutboxEvent]) -> None:
-    """Write a batch in the caller's transaction. Idempotent: messages and usage rows are keyed by
-    their ids, and session counters grow only by what this call actually inserted."""
-    events = await _drop_deleted(conn, events)
-    msg_cols: list[list[Any]] = [[] for _ in range(10)]
-    use_cols: list[list[Any]] = [[] for _ in range(8)]
-    turns = [e for e in events if e.kind == "turn"]
-    for e in turns:
-        d = e.data
-        for offset, (mid, role, content, ts, tokens) in enumerate(d["messages"]):
-            row = (
-                mid,
-                d["tenant"],
-                d["session_id"],
-                e.seq + offset,
-                role,
-                _text(content),
-                tokens,
-                d["turn_id"],
-                bool(d.get("partial")) and role == "assistant",  # the question itself was whole
-                _ts(ts),
-            )
-            for col, value in zip(msg_cols, row, strict=True):
-                col.append(value)
-        model, prompt, completion, total = d["usage"]
-        row2 = (
-            d["turn_id"],
-            d["tenant"],
-            d["session_id"],
-            model,
-            prompt,
-            completion,
-            total,
-            _ts(d["at"]),
-        )
-        for col, value in zip(use_cols, row2, strict=True):
-            col.append(value)
-
-    inserted_msgs: dict[tuple[str, str], int] = defaultdict(int)
-    new_turns: set[str] = set()
-    if turns:
-        for r in await conn.fetch(_INSERT_MESSAGES, *msg_cols):
-            inserted_msgs[(r["tenant"], r["session_id"])] += 1
-        new_turns = {str(r["id"]) for r in await conn.fetch(_INSERT_USAGE, *use_cols)}
-
-    # Per session: counters from what was inserted now, context patches applied in order.
-    sessions: dict[tuple[str, str], list[Any]] = {}
-    for e in events:
-        d = e.data
-        key = (d["tenant"], d["session_id"])
-        entry = sessions.setdefault(key, [{}, 0, _ts(d["at"])])
-        if e.kind == "session":
-            entry[0] = {**_clean(d.get("context") or {}), **entry[0]}
-            entry[2] = min(entry[2], _ts(d["at"]))
-        elif d["turn_id"] in new_turns:
-            entry[0].update(_clean(d.get("context") or {}))
-            entry[1] += d["usage"][3]
-            entry[2] = max(entry[2], _ts(d["at"]))
-    # A stable order, so two writers never lock the same rows in opposite orders.
-    rows = [
-        (tenant, sid, ctx, tokens, inserted_msgs.get((tenant, sid), 0), at)
-        for (tenant, sid), (ctx, tokens, at) in sorted(sessions.items())
-    ]
-    if rows:
-        await conn.executemany(_UPSERT_SESSION, rows)
-
-
-async def _drop_deleted(conn: Conn, events: list[OutboxEvent]) -> list[OutboxEvent]:
-    """Leave out events of sessions deleted after the event happened."""
-    keys = {(e.data["tenant"], e.data["session_id"]) for e in events}
-    if not keys:
-        return events
-    tenants, sids = zip(*keys, strict=True)
-    rows = await conn.fetch(
-        "SELECT d.tenant, d.session_id, d.deleted_at FROM deleted_sessions d"
-        " JOIN unnest($1::text[], $2::text[]) AS k(tenant, session_id)"
-        " ON d.tenant = k.tenant AND d.session_id = k.session_id",
-        list(tenants),
-        list(sids),
-    )
-    if not rows:
-        return events
-    deleted = {(r["tenant"], r["session_id"]): r["deleted_at"] for r in rows}
-    kept = []
-    for e in events:
-        when = deleted.get((e.data["tenant"], e.data["session_id"]))
-        # A turn belongs to the moment it was asked (its user message's time): one asked before
-        # the deletion stays out even when its answer came after.
-        asked = e.data["messages"][0][3] if e.kind == "turn" else e.data["at"]
-        if when is None or _ts(asked) > when:
-            kept.append(e)
-        else:
-            log.info(
-                "dropping a write for deleted session %s/%s", e.data["tenant"], e.data["session_id"]
-            )
-    return kept
-
-
 class PostgresSessionStore:
+    """Sessions in PostgreSQL. Every call raises ``StoreUnavailable`` or ``StoreRejected`` (never
+    an asyncpg error) when PostgreSQL fails it."""
+
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
 
+    @classmethod
+    async def connect(cls, cfg: PostgresConfig) -> PostgresSessionStore:
+        with guarded("connecting"):
+            return cls(await create_pool(cfg))
+
+    async def close(self) -> None:
+        await self.pool.close()
+
     async def ping(self) -> None:
-        async with self.pool.acquire() as conn:
-            await conn.fetchval("SELECT 1")
+        with guarded("ping"):
+            async with self.pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
 
     async def migrate(self) -> list[str]:
-        async with self.pool.acquire() as conn:
-            return await migrate(conn)
+        with guarded("migrations"):
+            async with self.pool.acquire() as conn:
+                return await migrate(conn)
 
     async def write(self, events: list[OutboxEvent]) -> None:
-        async with self.pool.acquire() as conn, conn.transaction():
-            await write_events(conn, events)
+        with guarded("batch write"):
+            async with self.pool.acquire() as conn, conn.transaction():
+                await write_events(conn, events)
 
     async def fetch_session(self, key: SessionKey, limit: int) -> SessionSnapshot | None:
         """The session row and its last ``limit`` messages (oldest first), or None."""
+        with guarded(f"read of session {key.session_id}"):
+            return await self._fetch_session(key, limit)
+
+    async def _fetch_session(self, key: SessionKey, limit: int) -> SessionSnapshot | None:
         async with self.pool.acquire() as conn:
             row = await conn.fetchrow(
                 "SELECT context, tokens_used, message_count, created_at, updated_at,"
@@ -329,6 +179,10 @@ class PostgresSessionStore:
 
     async def delete(self, key: SessionKey, deleted_at: datetime) -> bool:
         """Delete every row of a session and leave a tombstone; True when it had rows."""
+        with guarded(f"deletion of session {key.session_id}"):
+            return await self._delete(key, deleted_at)
+
+    async def _delete(self, key: SessionKey, deleted_at: datetime) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
             # The sidecar's clock, the one that stamps turns, not the database's.
             await conn.execute(
@@ -351,23 +205,24 @@ class PostgresSessionStore:
                 )
         return bool(existed)
 
+    async def record_turn(self, tenant: str, session_id: str, payload: dict[str, Any]) -> int:
+        """Write one turn straight to PostgreSQL (Redis is down): sequence numbers continue from
+        the highest one stored, under a per-session lock so concurrent turns do not collide."""
+        with guarded(f"direct write to session {session_id}"):
+            return await self._record_turn(tenant, session_id, payload)
 
-async def record_turn_direct(
-    pool: asyncpg.Pool, tenant: str, session_id: str, payload: dict[str, Any]
-) -> int:
-    """Write one turn straight to PostgreSQL (Redis is down): sequence numbers continue from the
-    highest one stored, under a per-session lock so concurrent turns do not collide."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended(length($1) || ':' || $1 || $2, 0))",
-            tenant,
-            session_id,
-        )
-        last = await conn.fetchval(
-            "SELECT coalesce(max(seq), 0) FROM messages WHERE tenant = $1 AND session_id = $2",
-            tenant,
-            session_id,
-        )
-        seq = int(last) + 1
-        await write_events(conn, [OutboxEvent("", "", "turn", seq, payload)])
-        return seq
+    async def _record_turn(self, tenant: str, session_id: str, payload: dict[str, Any]) -> int:
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended(length($1) || ':' || $1 || $2, 0))",
+                tenant,
+                session_id,
+            )
+            last = await conn.fetchval(
+                "SELECT coalesce(max(seq), 0) FROM messages WHERE tenant = $1 AND session_id = $2",
+                tenant,
+                session_id,
+            )
+            seq = int(last) + 1
+            await write_events(conn, [OutboxEvent("", "", "turn", seq, payload)])
+            return seq

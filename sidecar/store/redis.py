@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -19,7 +20,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..config import RedisConfig
-from ..errors import StoreUnavailable
+from ..errors import SessionAbsent, StoreUnavailable
 from ..session.model import Message, SessionKey, SessionSnapshot, Turn
 from .keys import KeySpace
 
@@ -54,39 +55,65 @@ def make_client(cfg: RedisConfig, *, socket_timeout_s: float | None = -1.0) -> a
 
 
 class CircuitBreaker:
-    """Counts consecutive Redis failures; while open, callers skip Redis without waiting."""
+    """Counts consecutive Redis failures; while open, callers skip Redis without waiting.
 
-    def __init__(self, failures: int, reset_s: float) -> None:
+    Closed: every call goes through. Open (after ``failures`` in a row, or one timeout): calls
+    are skipped for ``reset_s``. Half-open (after that): exactly one caller goes through as the
+    probe while the others keep skipping; its success closes the breaker, its failure opens it
+    for another ``reset_s``.
+    """
+
+    def __init__(
+        self, failures: int, reset_s: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.threshold = failures
         self.reset_s = reset_s
+        self.clock = clock
         self.failures = 0
         self.opened_at: float | None = None
-        self.on_close: list[Any] = []
+        self.probing = False
+        self.on_close: list[Callable[[], None]] = []
 
     @property
     def is_open(self) -> bool:
+        """Open or half-open: Redis is being skipped (all but one probe)."""
+        return self.opened_at is not None
+
+    def allow(self) -> bool:
+        """Whether this call may go to Redis; in the half-open state, True for one caller only."""
         if self.opened_at is None:
+            return True
+        if self.probing or self.clock() - self.opened_at < self.reset_s:
             return False
-        # Half-open after reset_s: let the next call through as a probe.
-        return time.monotonic() - self.opened_at < self.reset_s
+        self.probing = True
+        return True
 
     def success(self) -> bool:
         """Record a success; returns True when this closed a breaker that had opened."""
         was_open = self.opened_at is not None
         self.failures = 0
         self.opened_at = None
+        self.probing = False
         return was_open
 
     def failure(self, *, timed_out: bool = False) -> None:
         """A timeout opens the breaker at once: a hung Redis must cost a request one timeout,
-        not one per call."""
+        not one per call. A failed probe opens it again for a full ``reset_s``."""
         self.failures += 1
-        if timed_out or self.failures >= self.threshold:
-            self.opened_at = time.monotonic()
+        if timed_out or self.failures >= self.threshold or self.opened_at is not None:
+            self.opened_at = self.clock()
+        self.probing = False
+
+    def release(self) -> None:
+        """The probe ended without telling whether Redis is healthy (Redis refused the call,
+        or the caller was cancelled): the next caller probes instead."""
+        self.probing = False
 
 
 @dataclass(frozen=True, slots=True)
-class Loaded:
+class Lookup:
+    """What one load round trip found: nothing, the caller's version still current, or a copy."""
+
     state: Literal["absent", "current", "fresh"]
     snapshot: SessionSnapshot | None = None
     version: str = ""
@@ -99,16 +126,13 @@ class Committed:
     first_seq: int
 
 
-class SessionAbsent(Exception):
-    """The session vanished from Redis between load and commit."""
-
-
-def _s(value: bytes | str) -> str:
+def as_str(value: bytes | str) -> str:
+    """A Redis reply as text (replies are bytes; a client made with ``decode_responses`` gives str)."""
     return value.decode() if isinstance(value, bytes) else value
 
 
 def _pairs(flat: list[Any]) -> dict[str, bytes]:
-    return {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+    return {as_str(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
 
 
 class RedisSessionStore:
@@ -127,10 +151,14 @@ class RedisSessionStore:
     async def prepare(self) -> None:
         """Load the scripts so the first requests do not pay for it (NOSCRIPT is still handled)."""
         for script in (self._load, self._commit, self._seed):
-            script.sha = _s(await self.client.script_load(script.script))
+            script.sha = as_str(
+                await self._call(self.client.script_load(script.script), probe=True)
+            )
 
     async def _call(self, coro: Any, *, probe: bool = False) -> Any:
-        if self.breaker.is_open and not probe:
+        """The one way to Redis: skipped while the breaker is open (``probe``: asked anyway),
+        and every failure raised as ``StoreUnavailable``."""
+        if not probe and not self.breaker.allow():
             coro.close()
             raise StoreUnavailable("redis circuit open")
         try:
@@ -141,15 +169,19 @@ class RedisSessionStore:
         except RedisError as e:
             # Redis answered but refused (out of memory, read-only replica after a failover,
             # MISCONF...): as unusable for this call as an absent Redis, but it answers fast,
-            # so the breaker is left alone.
+            # so the breaker is left as it was.
+            self.breaker.release()
             raise StoreUnavailable(f"redis refused: {e}") from e
+        except BaseException:
+            self.breaker.release()
+            raise
         was_open = self.breaker.success()
         if was_open:
             for callback in self.breaker.on_close:
                 callback()
         return result
 
-    async def load(self, key: SessionKey, known_version: str, window: int) -> Loaded:
+    async def load(self, key: SessionKey, known_version: str, window: int) -> Lookup:
         k = self.keys.session(key)
         res = await self._call(
             self._load(
@@ -158,10 +190,10 @@ class RedisSessionStore:
         )
         kind = int(res[0])
         if kind == 0:
-            return Loaded("absent")
-        version = _s(res[1])
+            return Lookup("absent")
+        version = as_str(res[1])
         if kind == 1:
-            return Loaded("current", version=version)
+            return Lookup("current", version=version)
         meta = _pairs(res[2])
         snapshot = SessionSnapshot(
             key=key,
@@ -171,10 +203,10 @@ class RedisSessionStore:
             tokens_used=int(meta.get("tokens_used", 0)),
             message_count=int(meta.get("message_count", 0)),
             last_seq=int(meta.get("seq", 0)),
-            created_at=_s(meta.get("created_at", b"")),
-            updated_at=_s(meta.get("updated_at", b"")),
+            created_at=as_str(meta.get("created_at", b"")),
+            updated_at=as_str(meta.get("updated_at", b"")),
         )
-        return Loaded("fresh", snapshot, version)
+        return Lookup("fresh", snapshot, version)
 
     async def seed(
         self,
@@ -256,9 +288,9 @@ class RedisSessionStore:
             log.info("turn of deleted session %s/%s dropped", turn.key.tenant, turn.key.session_id)
             return Committed(False, "", 0)
         if kind == 0:
-            version, _, seq = _s(res[1]).rpartition("|")
+            version, _, seq = as_str(res[1]).rpartition("|")
             return Committed(False, version, int(seq))
-        return Committed(True, _s(res[1]), int(res[2]))
+        return Committed(True, as_str(res[1]), int(res[2]))
 
     async def delete(self, key: SessionKey) -> None:
         """Drop the Redis copy (it is restored from PostgreSQL on the next load)."""
@@ -278,6 +310,22 @@ class RedisSessionStore:
 
         await self._call(run())
 
+    # --- asynchronous tasks: what the turn of a submitted task needs, until its result is read ---
+
+    async def put_task(
+        self, tenant: str, route: str, task_id: str, data: bytes, ttl_s: int
+    ) -> None:
+        await self._call(self.client.set(self.keys.task(tenant, route, task_id), data, ex=ttl_s))
+
+    async def get_task(self, tenant: str, route: str, task_id: str) -> bytes | None:
+        raw: bytes | None = await self._call(
+            self.client.get(self.keys.task(tenant, route, task_id))
+        )
+        return raw
+
+    async def delete_task(self, tenant: str, route: str, task_id: str) -> None:
+        await self._call(self.client.delete(self.keys.task(tenant, route, task_id)))
+
     async def ping(self) -> None:
         """Ask Redis directly, even with the breaker open: readiness must see it come back."""
         await self._call(self.client.ping(), probe=True)
@@ -286,9 +334,9 @@ class RedisSessionStore:
 __all__ = [
     "CircuitBreaker",
     "Committed",
-    "Loaded",
+    "Lookup",
     "RedisError",
     "RedisSessionStore",
-    "SessionAbsent",
+    "as_str",
     "make_client",
 ]

@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+# How often a shutdown waiting for commits says it still does.
+PROGRESS_EVERY_S = 1.0
+
 
 def usage_or_estimate(reported: int | None, text: str) -> int:
     return reported if reported is not None else estimate_tokens(text)
@@ -99,11 +102,18 @@ class TurnRecorder:
         return await asyncio.shield(task)
 
     async def drain(self, timeout_s: float) -> None:
-        """Wait (at most ``timeout_s``) for the work in flight; what is left then is cancelled."""
+        """Wait (at most ``timeout_s``) for the work in flight, saying so every second; what is
+        left then is cancelled."""
         if not self._in_flight:
             return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         log.info("waiting for %d commit(s) in flight", len(self._in_flight))
-        _, pending = await asyncio.wait(set(self._in_flight), timeout=timeout_s)
+        while self._in_flight and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._in_flight), timeout=min(left, PROGRESS_EVERY_S))
+            if self._in_flight and loop.time() < deadline:
+                log.info("still waiting for %d commit(s) in flight", len(self._in_flight))
+        pending = set(self._in_flight)
         if pending:
             log.warning("%d commit(s) still in flight at shutdown: cancelled", len(pending))
             for task in pending:

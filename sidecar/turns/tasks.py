@@ -17,10 +17,10 @@ from typing import Any
 import aiohttp
 import orjson
 from aiohttp import web
-from redis.exceptions import RedisError
 from yarl import URL
 
 from ..adapters.base import Adapter
+from ..errors import StoreUnavailable
 from ..identity import resolve_tenant
 from ..metrics import Metrics
 from ..proxy import (
@@ -116,35 +116,25 @@ class PendingTask:
 
 
 class TaskRegistry:
-    """Submitted tasks in Redis. Best effort: with Redis away a task is not remembered (its turn
-    is then not recorded) but the client is served as usual."""
+    """Submitted tasks in Redis, through the store's guarded calls. Best effort: with Redis away
+    a task is not remembered (its turn is then not recorded) but the client is served as usual."""
 
     def __init__(self, store: RedisSessionStore, ttl_s: int = TASK_TTL_S) -> None:
-        self.client = store.client
-        self.keys = store.keys
-        self.breaker = store.breaker
+        self.store = store
         self.ttl_s = ttl_s
 
     async def remember(self, route: str, task_id: str, task: PendingTask) -> bool:
-        key = self.keys.task(task.tenant, route, task_id)
-        if self.breaker.is_open:
-            log.warning(
-                "task %s of session %s not remembered: Redis circuit open", task_id, task.session_id
-            )
-            return False
         try:
-            await self.client.set(key, task.encode(), ex=self.ttl_s)
-        except (RedisError, OSError, TimeoutError) as e:
+            await self.store.put_task(task.tenant, route, task_id, task.encode(), self.ttl_s)
+        except StoreUnavailable as e:
             log.warning("task %s of session %s not remembered: %s", task_id, task.session_id, e)
             return False
         return True
 
     async def lookup(self, tenant: str, route: str, task_id: str) -> PendingTask | None:
-        if self.breaker.is_open:
-            return None
         try:
-            raw = await self.client.get(self.keys.task(tenant, route, task_id))
-        except (RedisError, OSError, TimeoutError) as e:
+            raw = await self.store.get_task(tenant, route, task_id)
+        except StoreUnavailable as e:
             log.warning("task %s not looked up, passed through: %s", task_id, e)
             return None
         if raw is None:
@@ -158,8 +148,8 @@ class TaskRegistry:
 
     async def forget(self, tenant: str, route: str, task_id: str) -> None:
         try:
-            await self.client.delete(self.keys.task(tenant, route, task_id))
-        except (RedisError, OSError, TimeoutError) as e:
+            await self.store.delete_task(tenant, route, task_id)
+        except StoreUnavailable as e:
             # Harmless: a later poll records nothing twice (the idempotency key) and the TTL ends it.
             log.warning("task %s not forgotten: %s", task_id, e)
 

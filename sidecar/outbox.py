@@ -1,0 +1,204 @@
+"""The Redis side of the outbox: its partition streams read through one consumer group
+(new entries, this consumer's own pending ones, entries claimed from consumers gone idle),
+acknowledged once written, and dead-lettered when they cannot be."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Iterable
+from typing import Any, TypeVar
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from .config import WriterConfig
+from .metrics import Metrics
+from .store.batch import OutboxEvent
+from .store.keys import KeySpace
+from .store.redis import as_str
+
+log = logging.getLogger(__name__)
+
+GROUP = "pg-writer"
+
+T = TypeVar("T")
+
+
+def decode_entry(stream: str, entry_id: str, fields: dict[Any, Any]) -> OutboxEvent:
+    f = {as_str(k): v for k, v in fields.items()}
+    kind = as_str(f.get("kind", b"turn"))
+    return OutboxEvent(
+        stream=stream,
+        entry_id=entry_id,
+        kind="session" if kind == "session" else "turn",
+        seq=int(f.get("seq", 0)),
+        data=orjson.loads(f["data"]),
+    )
+
+
+class Outbox:
+    """The outbox streams as one consumer of the writers' group sees them."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: KeySpace,
+        cfg: WriterConfig,
+        metrics: Metrics,
+        consumer: str,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.cfg = cfg
+        self.metrics = metrics
+        self.consumer = consumer
+        self.streams = keys.outboxes()
+        self._last_claim = 0.0
+
+    async def ensure_groups(self) -> None:
+        for stream in self.streams:
+            await self._grouped(self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True))
+
+    async def _grouped(self, command: Awaitable[T]) -> T | None:
+        """Run a consumer-group command. ``None`` when the group was missing (NOGROUP: the
+        outbox vanished in a FLUSHALL, a failover or a fresh Redis; it is recreated and the
+        writer carries on) or, creating it, was there already (BUSYGROUP)."""
+        try:
+            return await command
+        except ResponseError as e:
+            if str(e).startswith("BUSYGROUP"):
+                return None
+            if not str(e).startswith("NOGROUP"):
+                raise
+        log.warning("outbox: group missing, recreating it")
+        await self.ensure_groups()
+        return None
+
+    async def read(self, *, block: bool, count: int, start: str = ">") -> list[OutboxEvent]:
+        """New entries (``>``), or this consumer's own unacknowledged ones (``0``)."""
+        reply = await self._grouped(
+            self.redis.xreadgroup(
+                GROUP,
+                self.consumer,
+                dict.fromkeys(self.streams, start),
+                count=count,
+                block=self.cfg.block_ms if block else None,
+            )
+        )
+        return await self._decode(reply)
+
+    async def _decode(self, reply: Any) -> list[OutboxEvent]:
+        events = []
+        for stream, entries in reply or []:
+            for eid, fields in entries:
+                if not fields:  # an entry deleted while pending shows up without fields
+                    continue
+                try:
+                    events.append(decode_entry(as_str(stream), as_str(eid), fields))
+                except (KeyError, ValueError, TypeError) as e:
+                    # Unreadable (another version's format, say): set aside, never a blocker.
+                    await self._dead_letter_raw(as_str(stream), as_str(eid), fields, e)
+        return events
+
+    async def claim_stale(self) -> list[OutboxEvent]:
+        now = time.monotonic()
+        if now - self._last_claim < min(self.cfg.claim_idle_ms / 2000, 5.0):
+            return []
+        self._last_claim = now
+        claimed: list[OutboxEvent] = []
+        for stream in self.streams:
+            reply = await self._grouped(
+                self.redis.xautoclaim(
+                    stream,
+                    GROUP,
+                    self.consumer,
+                    self.cfg.claim_idle_ms,
+                    "0-0",
+                    count=self.cfg.batch_size,
+                )
+            )
+            if reply is None:
+                continue
+            claimed += await self._decode([(stream, reply[1])])
+            if len(claimed) >= self.cfg.batch_size:
+                break
+        if claimed:
+            log.info("outbox: claimed %d entries from idle consumers", len(claimed))
+        await self._forget_gone_consumers()
+        return claimed
+
+    async def _forget_gone_consumers(self) -> None:
+        """Drop consumers (replicas gone by) that hold nothing and have been idle for long."""
+        idle_ms = max(self.cfg.claim_idle_ms * 10, 3_600_000)
+        for stream in self.streams:
+            try:
+                consumers = await self.redis.xinfo_consumers(stream, GROUP)
+            except ResponseError:
+                continue
+            for c in consumers:
+                name = as_str(c["name"])
+                if name != self.consumer and int(c["pending"]) == 0 and int(c["idle"]) > idle_ms:
+                    await self.redis.xgroup_delconsumer(stream, GROUP, name)
+
+    async def length(self) -> int:
+        """Entries waiting: acknowledged entries are deleted, so it is the streams' length."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in self.streams:
+                pipe.xlen(stream)
+            lengths = await pipe.execute()
+        return sum(int(n) for n in lengths)
+
+    async def dead_letter(self, event: OutboxEvent, error: Exception) -> None:
+        d = event.data
+        log.error(
+            "outbox: dead-lettered %s entry %s of session %s/%s after %d attempts: %s",
+            event.kind,
+            event.entry_id,
+            d.get("tenant"),
+            d.get("session_id"),
+            self.cfg.max_data_attempts,
+            error,
+        )
+        await self.redis.xadd(
+            self.keys.dead_letters(),
+            {
+                "stream": event.stream,
+                "entry_id": event.entry_id,
+                "kind": event.kind,
+                "seq": event.seq,
+                "data": orjson.dumps(event.data),
+                "error": f"{type(error).__name__}: {error}",
+            },
+        )
+        self.metrics.dead_letters.inc()
+
+    async def _dead_letter_raw(
+        self, stream: str, entry_id: str, fields: dict[Any, Any], error: Exception
+    ) -> None:
+        log.error("outbox: dead-lettered unreadable entry %s of %s: %r", entry_id, stream, error)
+        await self.redis.xadd(
+            self.keys.dead_letters(),
+            {
+                "stream": stream,
+                "entry_id": entry_id,
+                **{f"field:{as_str(k)}": v for k, v in fields.items()},
+                "error": f"{type(error).__name__}: {error}",
+            },
+        )
+        self.metrics.dead_letters.inc()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.xack(stream, GROUP, entry_id)
+            pipe.xdel(stream, entry_id)
+            await pipe.execute()
+
+    async def ack(self, events: Iterable[OutboxEvent]) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for e in events:
+            by_stream.setdefault(e.stream, []).append(e.entry_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream, ids in by_stream.items():
+                pipe.xack(stream, GROUP, *ids)
+                pipe.xdel(stream, *ids)
+            await pipe.execute()

@@ -1,0 +1,172 @@
+"""The batch write of outbox events into PostgreSQL, in the caller's transaction: idempotent
+(rows keyed by their ids; session counters grow only by what was inserted) and mindful of
+sessions deleted meanwhile."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal
+
+from .schema import Conn
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEvent:
+    """One entry of the outbox stream, decoded."""
+
+    stream: str
+    entry_id: str
+    kind: Literal["turn", "session"]
+    seq: int
+    data: dict[str, Any]
+
+
+def _text(value: str) -> str:
+    """PostgreSQL text and jsonb cannot hold NUL; a user's stray NUL must not cost the turn."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, str):
+        return _text(value)
+    if isinstance(value, dict):
+        return {_text(str(k)): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    return value
+
+
+def _ts(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+_INSERT_MESSAGES = """
+INSERT INTO messages (id, tenant, session_id, seq, role, content, tokens, turn_id, partial, created_at)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                     $7::integer[], $8::uuid[], $9::boolean[], $10::timestamptz[])
+ON CONFLICT (id) DO NOTHING
+RETURNING tenant, session_id
+"""
+
+_INSERT_USAGE = """
+INSERT INTO token_usage (id, tenant, session_id, model, prompt_tokens, completion_tokens,
+                         total_tokens, created_at)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[],
+                     $6::integer[], $7::integer[], $8::timestamptz[])
+ON CONFLICT (id) DO NOTHING
+RETURNING id
+"""
+
+_UPSERT_SESSION = """
+INSERT INTO sessions AS s (tenant, session_id, context, tokens_used, message_count,
+                           created_at, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $6)
+ON CONFLICT (tenant, session_id) DO UPDATE SET
+    context = s.context || EXCLUDED.context,
+    tokens_used = s.tokens_used + EXCLUDED.tokens_used,
+    message_count = s.message_count + EXCLUDED.message_count,
+    updated_at = GREATEST(s.updated_at, EXCLUDED.updated_at)
+"""
+
+
+async def write_events(conn: Conn, events: list[OutboxEvent]) -> None:
+    """Write a batch in the caller's transaction. Idempotent: messages and usage rows are keyed by
+    their ids, and session counters grow only by what this call actually inserted."""
+    events = await _drop_deleted(conn, events)
+    msg_cols: list[list[Any]] = [[] for _ in range(10)]
+    use_cols: list[list[Any]] = [[] for _ in range(8)]
+    turns = [e for e in events if e.kind == "turn"]
+    for e in turns:
+        d = e.data
+        for offset, (mid, role, content, ts, tokens) in enumerate(d["messages"]):
+            row = (
+                mid,
+                d["tenant"],
+                d["session_id"],
+                e.seq + offset,
+                role,
+                _text(content),
+                tokens,
+                d["turn_id"],
+                bool(d.get("partial")) and role == "assistant",  # the question itself was whole
+                _ts(ts),
+            )
+            for col, value in zip(msg_cols, row, strict=True):
+                col.append(value)
+        model, prompt, completion, total = d["usage"]
+        row2 = (
+            d["turn_id"],
+            d["tenant"],
+            d["session_id"],
+            model,
+            prompt,
+            completion,
+            total,
+            _ts(d["at"]),
+        )
+        for col, value in zip(use_cols, row2, strict=True):
+            col.append(value)
+
+    inserted_msgs: dict[tuple[str, str], int] = defaultdict(int)
+    new_turns: set[str] = set()
+    if turns:
+        for r in await conn.fetch(_INSERT_MESSAGES, *msg_cols):
+            inserted_msgs[(r["tenant"], r["session_id"])] += 1
+        new_turns = {str(r["id"]) for r in await conn.fetch(_INSERT_USAGE, *use_cols)}
+
+    # Per session: counters from what was inserted now, context patches applied in order.
+    sessions: dict[tuple[str, str], list[Any]] = {}
+    for e in events:
+        d = e.data
+        key = (d["tenant"], d["session_id"])
+        entry = sessions.setdefault(key, [{}, 0, _ts(d["at"])])
+        if e.kind == "session":
+            entry[0] = {**_clean(d.get("context") or {}), **entry[0]}
+            entry[2] = min(entry[2], _ts(d["at"]))
+        elif d["turn_id"] in new_turns:
+            entry[0].update(_clean(d.get("context") or {}))
+            entry[1] += d["usage"][3]
+            entry[2] = max(entry[2], _ts(d["at"]))
+    # A stable order, so two writers never lock the same rows in opposite orders.
+    rows = [
+        (tenant, sid, ctx, tokens, inserted_msgs.get((tenant, sid), 0), at)
+        for (tenant, sid), (ctx, tokens, at) in sorted(sessions.items())
+    ]
+    if rows:
+        await conn.executemany(_UPSERT_SESSION, rows)
+
+
+async def _drop_deleted(conn: Conn, events: list[OutboxEvent]) -> list[OutboxEvent]:
+    """Leave out events of sessions deleted after the event happened."""
+    keys = {(e.data["tenant"], e.data["session_id"]) for e in events}
+    if not keys:
+        return events
+    tenants, sids = zip(*keys, strict=True)
+    rows = await conn.fetch(
+        "SELECT d.tenant, d.session_id, d.deleted_at FROM deleted_sessions d"
+        " JOIN unnest($1::text[], $2::text[]) AS k(tenant, session_id)"
+        " ON d.tenant = k.tenant AND d.session_id = k.session_id",
+        list(tenants),
+        list(sids),
+    )
+    if not rows:
+        return events
+    deleted = {(r["tenant"], r["session_id"]): r["deleted_at"] for r in rows}
+    kept = []
+    for e in events:
+        when = deleted.get((e.data["tenant"], e.data["session_id"]))
+        # A turn belongs to the moment it was asked (its user message's time): one asked before
+        # the deletion stays out even when its answer came after.
+        asked = e.data["messages"][0][3] if e.kind == "turn" else e.data["at"]
+        if when is None or _ts(asked) > when:
+            kept.append(e)
+        else:
+            log.info(
+                "dropping a write for deleted session %s/%s", e.data["tenant"], e.data["session_id"]
+            )
+    return kept
