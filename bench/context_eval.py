@@ -1,7 +1,7 @@
 """How well the context engine keeps place and date across a conversation.
 
-Replays the CQR weather dialogues (``shared/data/cqr/weather_followups.jsonl`` next to the
-repository, or the directory named by ``SIDECAR_CQR_DIR``) and the Chinese/English dialogues of
+Replays the CQR weather dialogues (``bench/data/cqr/weather_followups.jsonl``, or the directory
+named by ``SIDECAR_CQR_DIR``) and the Chinese/English dialogues of
 ``DIALOGUES`` below through a ``TurnSender``, and reports slot and completion accuracy with the
 misses listed. ``python -m bench.context_eval`` prints the report.
 
@@ -525,7 +525,7 @@ def cqr_dir() -> Path:
     env = os.environ.get("SIDECAR_CQR_DIR")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[2] / "shared" / "data" / "cqr"
+    return Path(__file__).resolve().parent / "data" / "cqr"
 
 
 def load_cqr(path: Path | None = None) -> list[dict[str, Any]]:
