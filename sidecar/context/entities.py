@@ -11,11 +11,16 @@ from sidecar.context.lexicon import (
     ANSWER_FILLERS_EN,
     CJK_AMBIGUOUS,
     COMMON_WORDS,
+    HAN_FOLLOW,
+    HAN_LEAD,
+    HAN_NAMED_AFTER,
     NOT_AN_ANSWER_EN,
     NOT_AN_ANSWER_ZH,
     PLACE_MODIFIERS,
     PLACE_PREPOSITIONS,
+    REGIONS_EN,
 )
+from sidecar.context.placelike import load_placelike
 
 Span = tuple[int, int]
 
@@ -110,10 +115,11 @@ def _previous_word(words: list[re.Match[str]], index: int) -> str:
 
 def _find_latin(
     text: str, gaz: Gazetteer, blocked: Sequence[Span], answering: bool
-) -> PlaceMatch | None:
+) -> list[PlaceMatch]:
     words = list(_LATIN_WORD.finditer(text))
     n = len(words)
     first_clause_end = _first_clause_end(text)
+    found: list[PlaceMatch] = []
     i = 0
     while i < n:
         best: tuple[int, str] | None = None
@@ -146,8 +152,36 @@ def _find_latin(
         ):
             first = i - 1
         start, end = words[first].start(), words[i + size - 1].end()
-        return PlaceMatch(text[start:end], canon, start, end, "en")
-    return None
+        found.append(PlaceMatch(text[start:end], canon, start, end, "en"))
+        i += size
+    return _qualify_latin(text, found, gaz)
+
+
+_QUALIFIER = re.compile(r",\s*([A-Za-z]+(?:\s[A-Za-z]+)?)")
+
+
+def _qualify_latin(text: str, found: list[PlaceMatch], gaz: Gazetteer) -> list[PlaceMatch]:
+    """"Paris, Texas" is one place: a city, a comma and a region (a short code only in capitals)."""
+    out: list[PlaceMatch] = []
+    for place in found:
+        m = _QUALIFIER.match(text, place.end)
+        key = fold_latin(place.text)
+        if m is not None and key not in REGIONS_EN and key not in gaz.region_keys:
+            for size in (2, 1):
+                words = m.group(1).split()[:size]
+                if len(words) < size:
+                    continue
+                region = " ".join(words).lower()
+                if region in REGIONS_EN or region in gaz.region_keys:
+                    if len(region) <= 3 and not "".join(words).isupper():
+                        continue
+                    end = m.start(1) + len(" ".join(words))
+                    whole = text[place.start : end]
+                    place = PlaceMatch(whole, place.canonical, place.start, end, "en")
+                    break
+        out.append(place)
+    # drop a region swallowed by the place before it
+    return [p for k, p in enumerate(out) if not (k and p.start < out[k - 1].end)]
 
 
 def _first_clause_end(text: str) -> int:
@@ -182,19 +216,24 @@ def _has_evidence(text: str, words: list[re.Match[str]], i: int, key: str, gaz: 
     after_preposition = _previous_word(words, i) in PLACE_PREPOSITIONS
     if _is_common(key):
         return capital and (after_preposition or not _sentence_initial(text, words[i].start()))
-    if " " in key or key in gaz.major or after_preposition:
+    if " " in key or key in gaz.major:
         return True
-    return capital and not _sentence_initial(text, words[i].start())
+    if key in load_placelike().common_words:
+        # a small town named like an everyday word ("airport"): a capital inside a sentence
+        return capital and not _sentence_initial(text, words[i].start())
+    return after_preposition or (capital and not _sentence_initial(text, words[i].start()))
 
 
 def _find_han(
     text: str, gaz: Gazetteer, blocked: Sequence[Span], answering: bool
-) -> PlaceMatch | None:
+) -> list[PlaceMatch]:
+    """Chinese places in ``text`` (already in Simplified characters), by evidence."""
+    found: list[PlaceMatch] = []
     for run in _HAN_RUN.finditer(text):
         s, e = run.span()
         i = s
         while i < e - 1:
-            found = None
+            hit = None
             for size in range(min(gaz.max_han_chars, e - i), 1, -1):
                 if blocked and _overlaps(i, i + size, blocked):
                     continue
@@ -202,14 +241,74 @@ def _find_han(
                 canon = gaz.han.get(name)
                 if canon is None:
                     continue
-                if name in CJK_AMBIGUOUS and not _han_cue(text, i, i + size, blocked, answering):
+                if name in CJK_AMBIGUOUS:
+                    if not _han_cue(text, i, i + size, blocked, answering):
+                        continue
+                elif not _han_evidence(text, i, i + size, name, gaz, blocked, answering):
                     continue
-                found = PlaceMatch(name, canon, i, i + size, "zh")
+                hit = PlaceMatch(name, canon, i, i + size, "zh")
                 break
-            if found is not None:
-                return found
-            i += 1
-    return None
+            if hit is not None:
+                found.append(hit)
+                i = hit.end
+            else:
+                i += 1
+    return _qualify_han(text, found, gaz)
+
+
+def _han_evidence(
+    text: str, start: int, end: int, name: str, gaz: Gazetteer, blocked: Sequence[Span],
+    answering: bool,
+) -> bool:
+    """Whether a Chinese gazetteer name stands as a word of its own rather than inside one.
+
+    Named-after compounds ("上海菜", "广东话") are never the place. A major place needs a word
+    boundary on one side at least ("吃北京烤鸭" has none); a small place needs one on both sides,
+    as small places' names are often ordinary words ("三角形").
+    """
+    if text.startswith(HAN_NAMED_AFTER, end):
+        return False
+    if answering and text.strip(" ，。！？,.!?呢吧啊") == name:
+        return True
+    before = text[start - 1] if start else ""
+    after = text[end] if end < len(text) else ""
+    lead = (
+        not before
+        or not _HAN_RUN.match(before)
+        or before in HAN_LEAD
+        or any(e == start for _, e in blocked)
+    )
+    follow = (
+        not after
+        or not _HAN_RUN.match(after)
+        or after in HAN_FOLLOW
+        or any(s == end for s, _ in blocked)
+    )
+    if name in gaz.han_major:
+        return lead or follow
+    return lead and follow
+
+
+def _qualify_han(text: str, found: list[PlaceMatch], gaz: Gazetteer) -> list[PlaceMatch]:
+    """"美国的巴黎", "德州巴黎": a region then a place in it are one place."""
+    out: list[PlaceMatch] = []
+    for place in found:
+        prev = out[-1] if out else None
+        if (
+            prev is not None
+            and prev.text in gaz.han_regions
+            and place.text not in gaz.han_regions
+            and (
+                text[prev.end : place.start] == "的"
+                or (prev.end == place.start and prev.text.endswith(("国", "州", "省")))
+            )
+        ):
+            out[-1] = PlaceMatch(
+                text[prev.start : place.end], place.canonical, prev.start, place.end, "zh"
+            )
+            continue
+        out.append(place)
+    return out
 
 
 def _han_cue(text: str, start: int, end: int, blocked: Sequence[Span], answering: bool) -> bool:
@@ -222,25 +321,32 @@ def _han_cue(text: str, start: int, end: int, blocked: Sequence[Span], answering
     return answering and core == text[start:end]
 
 
+def find_places(
+    text: str, gaz: Gazetteer, blocked: Sequence[Span], *, answering: bool, simple: str = ""
+) -> list[PlaceMatch]:
+    """Every gazetteer place in ``text`` (longest name at each position), in order.
+
+    ``blocked`` spans (time words, topic words) are never part of a place, nor is a name inside
+    a listed brand, food or product name. ``answering`` is true when the assistant just asked
+    where, which makes a bare common-word name count. ``simple`` is ``text`` in Simplified
+    characters (same length), for matching Chinese; places keep the user's characters.
+    """
+    blocked = [*blocked, *load_placelike().spans(text)]
+    found: list[PlaceMatch] = []
+    if not text.isascii():
+        for p in _find_han(simple or text, gaz, blocked, answering):
+            found.append(PlaceMatch(text[p.start : p.end], p.canonical, p.start, p.end, "zh"))
+    found.extend(_find_latin(text, gaz, blocked, answering))
+    found.sort(key=lambda p: p.start)
+    return found
+
+
 def find_place(
     text: str, gaz: Gazetteer, blocked: Sequence[Span], *, answering: bool
 ) -> PlaceMatch | None:
-    """The first gazetteer place in ``text`` (longest name at each position), or None.
-
-    ``blocked`` spans (time words, topic words) are never part of a place. ``answering`` is true
-    when the assistant just asked where, which makes a bare common-word name count.
-    """
-    found: list[PlaceMatch] = []
-    if not text.isascii():
-        han = _find_han(text, gaz, blocked, answering)
-        if han is not None:
-            found.append(han)
-    latin = _find_latin(text, gaz, blocked, answering)
-    if latin is not None:
-        found.append(latin)
-    if not found:
-        return None
-    return min(found, key=lambda p: p.start)
+    """The first place of ``find_places``, or None."""
+    found = find_places(text, gaz, blocked, answering=answering)
+    return found[0] if found else None
 
 
 _ZH_ANSWER_PREFIX = re.compile(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import logging
 import threading
@@ -38,6 +39,9 @@ class Gazetteer:
     max_latin_words: int
     max_han_chars: int
     load_ms: float
+    han_major: frozenset[str] = frozenset()  # Chinese names of major places
+    han_regions: frozenset[str] = frozenset()  # Chinese names of countries and regions
+    region_keys: frozenset[str] = frozenset()  # folded English names of those regions
 
     def __len__(self) -> int:
         return len(self.latin) + len(self.han)
@@ -47,6 +51,9 @@ class Gazetteer:
         latin: dict[str, str] = {}
         han: dict[str, str] = {}
         major: set[str] = set()
+        han_major: set[str] = set()
+        han_regions: set[str] = set()
+        region_keys: set[str] = set()
         max_words = 1
         max_chars = 2
         for line in lines:
@@ -63,7 +70,23 @@ class Gazetteer:
             else:
                 han[name] = canon
                 max_chars = max(max_chars, len(name))
-        return cls(latin, han, frozenset(major), min(max_words, 6), max_chars, load_ms)
+                if len(fields) > 2 and fields[2].strip() == "1":
+                    han_major.add(name)
+                if len(fields) > 1 and not fields[1].strip():
+                    # countries and regions carry no country code
+                    han_regions.add(name)
+                    region_keys.add(fold_latin(canon))
+        return cls(
+            latin,
+            han,
+            frozenset(major),
+            min(max_words, 6),
+            max_chars,
+            load_ms,
+            frozenset(han_major),
+            frozenset(han_regions),
+            frozenset(region_keys),
+        )
 
 
 _lock = threading.Lock()
@@ -86,9 +109,7 @@ def load_gazetteer(path: Path | None = None) -> Gazetteer:
         lines = gzip.decompress(raw).decode("utf-8").splitlines()
         gaz = Gazetteer.from_lines(lines)
         load_ms = (time.perf_counter() - started) * 1000
-        gaz = Gazetteer(
-            gaz.latin, gaz.han, gaz.major, gaz.max_latin_words, gaz.max_han_chars, load_ms
-        )
+        gaz = dataclasses.replace(gaz, load_ms=load_ms)
         log.debug("gazetteer loaded: %d names in %.1f ms", len(gaz), load_ms)
         if path is None:
             _cached = gaz

@@ -15,6 +15,7 @@ question (place, time, topic) comes from the stored context rather than from the
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -27,11 +28,20 @@ from sidecar.context.entities import (
     TopicMatch,
     TopicMatcher,
     answer_place,
-    find_place,
+    find_places,
 )
+from sidecar.context.frame import Frame, substitute
 from sidecar.context.gazetteer import Gazetteer, load_gazetteer
-from sidecar.context.lexicon import ANSWER_FILLERS_EN, words
+from sidecar.context.lexicon import (
+    ANSWER_FILLERS_EN,
+    CORRECTION_EN,
+    CORRECTION_ZH,
+    NEGATION_BEFORE_EN,
+    NEGATION_BEFORE_ZH,
+    words,
+)
 from sidecar.context.resolution import Resolution
+from sidecar.context.script import to_simplified, to_traditional
 from sidecar.context.timeexpr import TimeMatch, find_times, render_date
 
 _LOCATION_QUESTION = re.compile(
@@ -46,16 +56,20 @@ _TIME_QUESTION = re.compile(
 )
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 _ZH_FILLERS = re.compile(
-    r"那么|那|呢|的|吧|呀|啊|嘛|哦|在|是|查一下|查查|查|看一下|看看|一下|还有|换成|改成|换到|到|要|"
-    r"也|又|再|和|怎么样|怎样|如何|咋样|情况|我想知道|我想|我|想|知道|请|帮我|问|一样|呢"
+    r"那么|那边|那里|那儿|这边|这里|不对|不是|搞错了|错了|我是说|我说的是|应该是|抱歉|对不起|"
+    r"那|呢|的|吧|呀|啊|嘛|哦|在|是|查一下|查查|查|看一下|看看|一下|还有|换成|改成|换到|到|要|"
+    r"也|又|再|和|怎么样|怎样|如何|咋样|情况|我想知道|我想|我|想|知道|请|帮我|问|一样|呢|咁|喺|嘅"
 )
 _EN_FILLERS = words(
     """
     and in at for on the what what's whats about how how's hows then please ok okay so instead
     too also of there is it like with same check again city well but or look yes yeah hmm um
-    maybe just over question thing let's lets try do does it's that
+    maybe just over question thing let's lets try do does it's that sorry i meant mean no not
+    wait actually oops rather to
     """
 )
+# A request longer than this is not kept as the frame of follow-ups (pasted documents).
+_MAX_FRAME_CHARS = 240
 _EN_ANSWER_FILLERS = (
     _EN_FILLERS
     | ANSWER_FILLERS_EN
@@ -164,14 +178,17 @@ class RulesExtractor:
         if not text:
             return Resolution({}, None)
         today = today_in(timezone, now)
-        times = find_times(text, today)
-        topics = self._topics.find(text)
-        blocked = [(t.start, t.end) for t in times] + [(t.start, t.end) for t in topics]
         asked_place = _asks(last_assistant, _LOCATION_QUESTION)
         asked_time = _asks(last_assistant, _TIME_QUESTION)
-        place = find_place(text, self.gazetteer, blocked, answering=asked_place)
+        simple = to_simplified(text)
+        places, times, topics = self._analyse(
+            text, simple, today, _stored_date(context), answering=asked_place
+        )
+        blocked = [(t.start, t.end) for t in times] + [(t.start, t.end) for t in topics]
+        place = _chosen_place(simple, places)
         if place is None and asked_place:
             place = answer_place(text, blocked)
+            places = [place] if place is not None else []
         time = times[0] if times else None
         topic = topics[0] if topics else None
 
@@ -183,6 +200,10 @@ class RulesExtractor:
             entities["time_expression"] = time.expression
         if topic is not None:
             entities["topic"] = topic.topic
+        spans: list[PlaceMatch | TimeMatch | TopicMatch] = [*places, *times[:1], *topics[:1]]
+        elliptical = bool(spans) and self._is_elliptical(
+            simple, spans, _lang_of(text), answering=asked_place or asked_time
+        )
         completed = self._complete(
             text,
             place,
@@ -192,8 +213,54 @@ class RulesExtractor:
             today,
             answering=asked_place or asked_time,
             answering_place=asked_place,
+            elliptical=elliptical,
+            traditional=simple != text or _traditional_context(context),
         )
+        if len(text) <= _MAX_FRAME_CHARS:
+            if completed is not None:
+                entities["frame"] = completed
+            elif not elliptical and spans:
+                entities["frame"] = text
         return Resolution(entities, completed)
+
+    def _analyse(
+        self, text: str, simple: str, today: date, anchor: date | None, *, answering: bool
+    ) -> tuple[list[PlaceMatch], list[TimeMatch], list[TopicMatch]]:
+        """Places, times and topics of ``text``, matched on ``simple`` (its Simplified form),
+        reported with the user's own characters."""
+        times = find_times(simple, today, anchor)
+        if times and not simple.isascii():
+            times = [t for t in times if not self._inside_place_name(simple, t)]
+        topics = self._topics.find(simple)
+        if simple != text:
+            times = [dataclasses.replace(t, expression=text[t.start : t.end]) for t in times]
+            topics = [dataclasses.replace(t, keyword=text[t.start : t.end]) for t in topics]
+        blocked = [(t.start, t.end) for t in times] + [(t.start, t.end) for t in topics]
+        places = find_places(text, self.gazetteer, blocked, answering=answering, simple=simple)
+        return places, times, topics
+
+    def _inside_place_name(self, simple: str, time: TimeMatch) -> bool:
+        """"昆明天气": the 明 of 明天 ends a place name, so 明天 is no time here."""
+        if time.lang != "zh" or time.start == 0 or simple[time.start] not in "今明后昨前":
+            return False
+        han = self.gazetteer.han_major
+        return any(
+            simple[time.start - k : time.start + 1] in han for k in range(1, min(4, time.start) + 1)
+        )
+
+    def _frame(self, context: Mapping[str, Any], today: date) -> Frame | None:
+        text = _stored_str(context, "frame")
+        if text is None:
+            return None
+        simple = to_simplified(text)
+        places, times, topics = self._analyse(text, simple, today, None, answering=False)
+        return Frame(
+            text,
+            _lang_of(text),
+            tuple(places),
+            times[0] if times else None,
+            topics[0] if topics else None,
+        )
 
     def _complete(
         self,
@@ -206,15 +273,30 @@ class RulesExtractor:
         *,
         answering: bool,
         answering_place: bool,
+        elliptical: bool,
+        traditional: bool,
     ) -> str | None:
         stored_topic = _stored_str(context, "topic")
-        topic_name = topic.topic if topic is not None else stored_topic
-        if topic_name is None:
-            return None
         stored_place = _stored_str(context, "location")
         stored_date = _stored_date(context)
         stored_expr = _stored_str(context, "time_expression")
         lang = _lang_of(text)
+        frame = self._frame(context, today) if elliptical and topic is None else None
+        if frame is not None and frame.topic is None:
+            # A time alone after a request without one ("杭州哪里有兰州拉面" then "大后天呢")
+            # goes back to the topic under discussion, if there is one.
+            if not (place is None and time is not None and frame.time is None and stored_topic):
+                where = place.text.strip(_PUNCT) if place is not None else None
+                when = None
+                if time is not None:
+                    when = time.expression
+                    if time.anchored or time.lang != frame.lang:
+                        when = render_date(time.date, today, frame.lang)
+                        when = to_traditional(when) if traditional else when
+                return substitute(frame, where, when, stored_place)
+        topic_name = topic.topic if topic is not None else stored_topic
+        if topic_name is None:
+            return None
         spans = [m for m in (place, time, topic) if m is not None]
 
         specific = (
@@ -222,11 +304,7 @@ class RulesExtractor:
             and topic.topic == "weather"
             and topic.keyword.lower() not in _NOUN_TOPIC_WORDS[lang]
         )
-        if (
-            spans
-            and not (specific and _is_question(text, lang))
-            and self._is_elliptical(text, spans, lang, answering=answering)
-        ):
+        if spans and not (specific and _is_question(text, lang)) and elliptical:
             carried = (
                 (place is None and stored_place is not None)
                 or (time is None and stored_date is not None)
@@ -235,10 +313,12 @@ class RulesExtractor:
             if not carried:
                 return None
             where = place.text.strip(_PUNCT) if place is not None else stored_place
-            when = self._time_words(time, stored_date, stored_expr, today, lang)
+            when = self._time_words(time, stored_date, stored_expr, today, lang, traditional)
             if where is None and when is None:
                 return None
             word = self._topic_word(topic_name, topic, lang)
+            if traditional and lang == "zh" and topic is None:
+                word = to_traditional(word)
             if lang == "zh":
                 return f"{when or ''}{where or ''}的{word}"
             parts = [word]
@@ -253,12 +333,12 @@ class RulesExtractor:
         if topic is not None and place is None and stored_place and stored_topic == topic.topic:
             when = None
             if time is None and stored_date is not None:
-                when = self._time_words(None, stored_date, stored_expr, today, lang)
+                when = self._time_words(None, stored_date, stored_expr, today, lang, traditional)
             return _insert_place(text, stored_place, time, when, lang)
         if answering_place and place is not None and time is None and stored_date is not None:
             # "Will it drizzle in Menlo Park?" answering "For what location do you want
             # tomorrow's forecast?": the question was asked for the stored time.
-            when = self._time_words(None, stored_date, stored_expr, today, lang)
+            when = self._time_words(None, stored_date, stored_expr, today, lang, traditional)
             return _insert_time(text, when, lang) if when else None
         return None
 
@@ -303,15 +383,18 @@ class RulesExtractor:
         stored_expr: str | None,
         today: date,
         lang: str,
+        traditional: bool = False,
     ) -> str | None:
-        if time is not None and time.lang == lang:
+        if time is not None and time.lang == lang and not time.anchored:
             expr = time.expression
-        elif time is not None:
-            expr = render_date(time.date, today, lang)
-        elif stored_expr and _lang_of(stored_expr) == lang:
+        elif stored_expr and time is None and _lang_of(stored_expr) == lang:
             expr = stored_expr
-        elif stored_date is not None:
-            expr = render_date(stored_date, today, lang)
+        elif time is not None or stored_date is not None:
+            day = time.date if time is not None else stored_date
+            assert day is not None
+            expr = render_date(day, today, lang)
+            if traditional and lang == "zh":
+                expr = to_traditional(expr)
         else:
             return None
         if lang == "en" and _EN_DATE_LEAD.match(expr):
@@ -326,6 +409,39 @@ _EN_QUESTION_START = re.compile(
     re.IGNORECASE,
 )
 _ZH_QUESTION = re.compile(r"吗|呢|怎么样|怎样|如何|多少|几度|是否|有没有|会不会|要不要|查|[?？]")
+
+
+def _traditional_context(context: Mapping[str, Any]) -> bool:
+    """Whether the session's recent words are in Traditional characters."""
+    for key in ("time_expression", "location", "frame"):
+        value = context.get(key)
+        if isinstance(value, str) and not value.isascii() and to_simplified(value) != value:
+            return True
+    return False
+
+
+_CORRECTION_ZH = re.compile("|".join(CORRECTION_ZH))
+_NEGATED_ZH = tuple(NEGATION_BEFORE_ZH)
+
+
+def _chosen_place(simple: str, places: list[PlaceMatch]) -> PlaceMatch | None:
+    """The place the query is about: the first, or in a correction ("不是厦门，是福州",
+    "sorry, I meant Lyon, not Lille") the last one not negated."""
+    if len(places) < 2:
+        return places[0] if places else None
+    lowered = simple.lower()
+    correcting = bool(_CORRECTION_ZH.search(simple)) or any(
+        w in CORRECTION_EN for w in re.findall(r"[a-z]+", lowered)
+    )
+    if not correcting:
+        return places[0]
+    kept = [
+        p
+        for p in places
+        if not simple[: p.start].rstrip().endswith(_NEGATED_ZH)
+        and not lowered[: p.start].rstrip().endswith(tuple(f" {w}" for w in NEGATION_BEFORE_EN))
+    ]
+    return (kept or places)[-1]
 
 
 def _is_question(text: str, lang: str) -> bool:

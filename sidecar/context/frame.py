@@ -1,0 +1,85 @@
+"""Completing a follow-up from the request it follows: the frame, with what changed swapped in.
+
+The frame is the last self-contained request of the session, as the user wrote it (or as it was
+completed): "帮我查一下明天从北京飞上海的机票", "car rentals in Lisbon for this Saturday?". A
+follow-up that only names a new place or time ("后天呢", "what about Porto?", "不对，是苏州")
+becomes the frame with that place or time put where the frame had its own, so the task words
+(机票, rentals, showtimes, opening hours...) carry over in any domain, in the user's words and
+script. Where the frame has no place or time, the new one is added where a speaker would put it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from sidecar.context.entities import PlaceMatch, TopicMatch
+from sidecar.context.timeexpr import TimeMatch
+
+_TAIL = " \t\r\n,.;:!?，。；：！？、\"'“”‘’()（）…~～"
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """A request's text and where its slots are."""
+
+    text: str
+    lang: str
+    places: tuple[PlaceMatch, ...]
+    time: TimeMatch | None
+    topic: TopicMatch | None
+
+    def place_to_replace(self, stored: str | None) -> PlaceMatch | None:
+        """The frame's place that the follow-up's place replaces: the one under discussion
+        (the stored location) when the frame names it, else the last one (a destination)."""
+        if not self.places:
+            return None
+        if stored:
+            for p in self.places:
+                if p.text == stored:
+                    return p
+        return self.places[-1]
+
+
+def substitute(
+    frame: Frame, place: str | None, when: str | None, stored_place: str | None
+) -> str | None:
+    """The frame with ``place`` and ``when`` (already in words) swapped in; None if neither."""
+    if place is None and when is None:
+        return None
+    text = frame.text
+    edits: list[tuple[int, int, str]] = []
+    zh = frame.lang == "zh"
+    target = frame.place_to_replace(stored_place) if place is not None else None
+    if place is not None:
+        if target is not None:
+            edits.append((target.start, target.end, place))
+        elif zh:
+            at = frame.time.end if frame.time is not None else _zh_start(text)
+            edits.append((at, at, place))
+        else:
+            at = len(text.rstrip(_TAIL))
+            edits.append((at, at, f" in {place}"))
+    if when is not None:
+        if frame.time is not None:
+            start = frame.time.start
+            if not zh and when.startswith("on ") and text[:start].lower().endswith(("on ", "for ")):
+                when = when[3:]
+            edits.append((start, frame.time.end, when))
+        elif zh:
+            first = frame.places[0].start if frame.places else _zh_start(text)
+            edits.append((first, first, when))
+        else:
+            at = len(text.rstrip(_TAIL))
+            edits.append((at, at, f" {when}"))
+    for start, end, new in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):
+        text = text[:start] + new + text[end:]
+    return text
+
+
+_ZH_LEAD = re.compile(r"^(?:那么|那|还有|请问|请)")
+
+
+def _zh_start(text: str) -> int:
+    m = _ZH_LEAD.match(text)
+    return m.end() if m else 0
