@@ -118,15 +118,20 @@ def _find_latin(
 ) -> list[PlaceMatch]:
     words = list(_LATIN_WORD.finditer(text))
     n = len(words)
+    if not n:
+        return []
     first_clause_end = _first_clause_end(text)
+    # run[i]: how many words from i on are joined by single spaces (a multi-word name's reach)
+    run = [1] * n
+    for k in range(n - 2, -1, -1):
+        if _joined_by_spaces(text, words, k, 2):
+            run[k] = run[k + 1] + 1
     found: list[PlaceMatch] = []
     i = 0
     while i < n:
         best: tuple[int, str] | None = None
-        for size in range(min(gaz.max_latin_words, n - i), 0, -1):
+        for size in range(min(gaz.max_latin_words, run[i]), 0, -1):
             start, end = words[i].start(), words[i + size - 1].end()
-            if size > 1 and not _joined_by_spaces(text, words, i, size):
-                continue
             if blocked and _overlaps(start, end, blocked):
                 continue
             key = fold_latin(text[start:end]) if size > 1 else words[i].group(0).lower()

@@ -70,6 +70,7 @@ _EN_FILLERS = words(
 )
 # A request longer than this is not kept as the frame of follow-ups (pasted documents).
 _MAX_FRAME_CHARS = 240
+_FRAME_CACHE = 1024
 _EN_ANSWER_FILLERS = (
     _EN_FILLERS
     | ANSWER_FILLERS_EN
@@ -144,6 +145,8 @@ class RulesExtractor:
             topics.setdefault(name, []).extend(w for w in keywords if w and w.strip())
         self._topics = TopicMatcher(topics)
         self._gazetteer = gazetteer
+        # The same frame is read again by each follow-up; requests are few per session.
+        self._frames: dict[tuple[str, date], Frame] = {}
 
     @property
     def gazetteer(self) -> Gazetteer:
@@ -252,6 +255,15 @@ class RulesExtractor:
         text = _stored_str(context, "frame")
         if text is None:
             return None
+        key = (text, today)
+        cached = self._frames.get(key)
+        if cached is None:
+            if len(self._frames) >= _FRAME_CACHE:
+                self._frames.clear()
+            cached = self._frames[key] = self._read_frame(text, today)
+        return cached
+
+    def _read_frame(self, text: str, today: date) -> Frame:
         simple = to_simplified(text)
         places, times, topics = self._analyse(text, simple, today, None, answering=False)
         return Frame(
