@@ -197,7 +197,6 @@ async def through_sidecar(
             sidecar_in_process(config) as sidecar,
             aiohttp.ClientSession(timeout=timeout) as http,
         ):
-
             with pinned_clock(now) as clock:
 
                 def factory(timezone: str, at: datetime) -> TurnSender:

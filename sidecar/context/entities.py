@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from sidecar.context.gazetteer import Gazetteer, fold_latin
 from sidecar.context.lexicon import (
     ANSWER_FILLERS_EN,
-    CJK_AMBIGUOUS,
     COMMON_WORDS,
-    HAN_FOLLOW,
-    HAN_LEAD,
-    HAN_NAMED_AFTER,
     NOT_AN_ANSWER_EN,
     NOT_AN_ANSWER_ZH,
     PLACE_MODIFIERS,
@@ -21,26 +16,10 @@ from sidecar.context.lexicon import (
     REGIONS_EN,
 )
 from sidecar.context.placelike import load_placelike
-
-Span = tuple[int, int]
-
-
-@dataclass(frozen=True, slots=True)
-class PlaceMatch:
-    text: str  # as the user wrote it
-    canonical: str | None  # gazetteer's English name; None for an unlisted answer
-    start: int
-    end: int
-    lang: str
-
-
-@dataclass(frozen=True, slots=True)
-class TopicMatch:
-    topic: str
-    keyword: str  # the user's word, e.g. "温度", "temperature"
-    start: int
-    end: int
-
+from sidecar.context.places_zh import find_han
+from sidecar.context.spans import PlaceMatch as PlaceMatch
+from sidecar.context.spans import Span, overlaps
+from sidecar.context.spans import TopicMatch as TopicMatch
 
 WEATHER_KEYWORDS: tuple[str, ...] = (
     "天气", "气温", "温度", "下雨", "下雪", "多少度", "几度", "刮风", "湿度", "预报", "降雨",
@@ -98,10 +77,6 @@ class TopicMatcher:
         return found
 
 
-def _overlaps(start: int, end: int, spans: Sequence[Span]) -> bool:
-    return any(s < end and start < e for s, e in spans)
-
-
 def _sentence_initial(text: str, start: int) -> bool:
     i = start - 1
     while i >= 0 and text[i] in " \t\"'(“‘":
@@ -132,7 +107,7 @@ def _find_latin(
         best: tuple[int, str] | None = None
         for size in range(min(gaz.max_latin_words, run[i]), 0, -1):
             start, end = words[i].start(), words[i + size - 1].end()
-            if blocked and _overlaps(start, end, blocked):
+            if blocked and overlaps(start, end, blocked):
                 continue
             key = fold_latin(text[start:end]) if size > 1 else words[i].group(0).lower()
             if not key.isascii():
@@ -166,7 +141,7 @@ _QUALIFIER = re.compile(r",\s*([A-Za-z]+(?:\s[A-Za-z]+)?)")
 
 
 def _qualify_latin(text: str, found: list[PlaceMatch], gaz: Gazetteer) -> list[PlaceMatch]:
-    """"Paris, Texas" is one place: a city, a comma and a region (a short code only in capitals)."""
+    """ "Paris, Texas" is one place: a city, a comma and a region (a short code only in capitals)."""
     out: list[PlaceMatch] = []
     for place in found:
         m = _QUALIFIER.match(text, place.end)
@@ -229,103 +204,6 @@ def _has_evidence(text: str, words: list[re.Match[str]], i: int, key: str, gaz: 
     return after_preposition or (capital and not _sentence_initial(text, words[i].start()))
 
 
-def _find_han(
-    text: str, gaz: Gazetteer, blocked: Sequence[Span], answering: bool
-) -> list[PlaceMatch]:
-    """Chinese places in ``text`` (already in Simplified characters), by evidence."""
-    found: list[PlaceMatch] = []
-    for run in _HAN_RUN.finditer(text):
-        s, e = run.span()
-        i = s
-        while i < e - 1:
-            hit = None
-            for size in range(min(gaz.max_han_chars, e - i), 1, -1):
-                if blocked and _overlaps(i, i + size, blocked):
-                    continue
-                name = text[i : i + size]
-                canon = gaz.han.get(name)
-                if canon is None:
-                    continue
-                if name in CJK_AMBIGUOUS:
-                    if not _han_cue(text, i, i + size, blocked, answering):
-                        continue
-                elif not _han_evidence(text, i, i + size, name, gaz, blocked, answering):
-                    continue
-                hit = PlaceMatch(name, canon, i, i + size, "zh")
-                break
-            if hit is not None:
-                found.append(hit)
-                i = hit.end
-            else:
-                i += 1
-    return _qualify_han(text, found, gaz)
-
-
-def _han_evidence(
-    text: str, start: int, end: int, name: str, gaz: Gazetteer, blocked: Sequence[Span],
-    answering: bool,
-) -> bool:
-    """Whether a Chinese gazetteer name stands as a word of its own rather than inside one.
-
-    Named-after compounds ("上海菜", "广东话") are never the place. A major place needs a word
-    boundary on one side at least ("吃北京烤鸭" has none); a small place needs one on both sides,
-    as small places' names are often ordinary words ("三角形").
-    """
-    if text.startswith(HAN_NAMED_AFTER, end):
-        return False
-    if answering and text.strip(" ，。！？,.!?呢吧啊") == name:
-        return True
-    before = text[start - 1] if start else ""
-    after = text[end] if end < len(text) else ""
-    lead = (
-        not before
-        or not _HAN_RUN.match(before)
-        or before in HAN_LEAD
-        or any(e == start for _, e in blocked)
-    )
-    follow = (
-        not after
-        or not _HAN_RUN.match(after)
-        or after in HAN_FOLLOW
-        or any(s == end for s, _ in blocked)
-    )
-    if name in gaz.han_major:
-        return lead or follow
-    return lead and follow
-
-
-def _qualify_han(text: str, found: list[PlaceMatch], gaz: Gazetteer) -> list[PlaceMatch]:
-    """"美国的巴黎", "德州巴黎": a region then a place in it are one place."""
-    out: list[PlaceMatch] = []
-    for place in found:
-        prev = out[-1] if out else None
-        if (
-            prev is not None
-            and prev.text in gaz.han_regions
-            and place.text not in gaz.han_regions
-            and (
-                text[prev.end : place.start] == "的"
-                or (prev.end == place.start and prev.text.endswith(("国", "州", "省")))
-            )
-        ):
-            out[-1] = PlaceMatch(
-                text[prev.start : place.end], place.canonical, prev.start, place.end, "zh"
-            )
-            continue
-        out.append(place)
-    return out
-
-
-def _han_cue(text: str, start: int, end: int, blocked: Sequence[Span], answering: bool) -> bool:
-    if any(s == end for s, _ in blocked):
-        return True  # followed by a time or topic word: "大同明天天气"
-    after = text[end : end + 3]
-    if after.startswith(("市", "的天气", "天气", "的气温", "的温度", "会下", "下雨", "下雪")):
-        return True
-    core = text.strip(" ，。！？,.!?呢吧啊")
-    return answering and core == text[start:end]
-
-
 def find_places(
     text: str, gaz: Gazetteer, blocked: Sequence[Span], *, answering: bool, simple: str = ""
 ) -> list[PlaceMatch]:
@@ -339,7 +217,7 @@ def find_places(
     blocked = [*blocked, *load_placelike().spans(text)]
     found: list[PlaceMatch] = []
     if not text.isascii():
-        for p in _find_han(simple or text, gaz, blocked, answering):
+        for p in find_han(simple or text, gaz, blocked, answering):
             found.append(PlaceMatch(text[p.start : p.end], p.canonical, p.start, p.end, "zh"))
     found.extend(_find_latin(text, gaz, blocked, answering))
     found.sort(key=lambda p: p.start)
@@ -376,7 +254,7 @@ def answer_place(text: str, blocked: Sequence[Span]) -> PlaceMatch | None:
     start = offset + (len(clause) - len(clause.lstrip()))
     clause = clause.strip()
     end = start + len(clause)
-    if blocked and _overlaps(start, end, blocked):
+    if blocked and overlaps(start, end, blocked):
         return None
     if clause.isascii():
         words = list(_LATIN_WORD.finditer(clause))

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import date
 
-from sidecar.context.entities import PlaceMatch, TopicMatch
-from sidecar.context.timeexpr import TimeMatch
+from sidecar.context.script import to_traditional
+from sidecar.context.spans import PlaceMatch, TopicMatch
+from sidecar.context.timeexpr import TimeMatch, render_date
 
 _TAIL = " \t\r\n,.;:!?，。；：！？、\"'“”‘’()（）…~～"
 
@@ -39,6 +41,27 @@ class Frame:
                 if p.text == stored:
                     return p
         return self.places[-1]
+
+
+def complete_from_frame(
+    frame: Frame,
+    place: PlaceMatch | None,
+    time: TimeMatch | None,
+    today: date,
+    stored_place: str | None,
+    traditional: bool,
+) -> str | None:
+    """The follow-up's place and time put into ``frame``. The time keeps the user's words unless
+    they only make sense next to another date ("the day after", 第二天) or are in the other
+    language than the frame: then the date is said in the frame's language and script."""
+    where = place.text.strip(_TAIL) if place is not None else None
+    when = None
+    if time is not None:
+        when = time.expression
+        if time.anchored or time.lang != frame.lang:
+            when = render_date(time.date, today, frame.lang)
+            when = to_traditional(when) if traditional else when
+    return substitute(frame, where, when, stored_place)
 
 
 def substitute(

@@ -134,7 +134,10 @@ REGIONS_EN: frozenset[str] = frozenset(
     tasmania|western australia|south australia|england|scotland|wales|northern ireland|
     tx|ca|ny|me|or|wa|fl|il|ma|ga|nc|oh|pa|mi|az|co|va|nj|tn|mo|mn|ky|la|al|sc|ut|nv|ia|ks|
     ok|ar|ms|ne|nm|id|wv|hi|nh|ri|mt|de|sd|nd|ak|vt|wy|ct|md|wi|in|usa|us|uk
-    """.replace("\n", "").replace(" |", "|").strip().split("|")
+    """.replace("\n", "")
+    .replace(" |", "|")
+    .strip()
+    .split("|")
 )
 
 # Characters that may stand right before a Chinese place name: prepositions and verbs of going
@@ -158,6 +161,8 @@ HAN_NAMED_AFTER = (
 # Words that mark a correction ("不对，是伦敦", "sorry, I meant Lyon"): the place that counts is the
 # last one not negated.
 CORRECTION_ZH = ("不对", "不是", "搞错", "错了", "我是说", "我说的是", "应该是", "改成", "换成")
-CORRECTION_EN: frozenset[str] = words("sorry meant mean actually instead oops rather correction no not")
+CORRECTION_EN: frozenset[str] = words(
+    "sorry meant mean actually instead oops rather correction no not"
+)
 NEGATION_BEFORE_ZH = ("不是", "不去", "而不是")
 NEGATION_BEFORE_EN: frozenset[str] = words("not")

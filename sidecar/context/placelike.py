@@ -25,7 +25,7 @@ Span = tuple[int, int]
 
 _WORD = re.compile(r"[A-Za-z\u00c0-\u024f0-9]+(?:['’\-+][A-Za-z\u00c0-\u024f0-9]+)*|\+")
 # A one-word "exact" name still names the place right after one of these ("flights to Nokia").
-_PLACE_LEAD = frozenset("in to from at near visiting around".split())
+_PLACE_LEAD = frozenset(["in", "to", "from", "at", "near", "visiting", "around"])
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,8 @@ next to that date, so a completion states the date instead.
 
 from __future__ import annotations
 
-import re
 import functools
+import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -164,7 +164,7 @@ def _zh_count(text: str) -> int | None:
     text = text.translate(str.maketrans("０１２３４５６７８９", "0123456789"))
     if text.isdigit():
         return int(text)
-    import cn2an  # noqa: PLC0415 - imported on first use: it costs a tenth of a second
+    import cn2an  # imported on first use: it costs a tenth of a second
 
     try:
         return int(cn2an.cn2an(text, "smart"))

@@ -1,0 +1,151 @@
+"""How a message reads: a question, a follow-up, a correction; and how words are put into it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sidecar.context.lexicon import (
+    ANSWER_FILLERS_EN,
+    CORRECTION_EN,
+    CORRECTION_ZH,
+    NEGATION_BEFORE_EN,
+    NEGATION_BEFORE_ZH,
+    words,
+)
+from sidecar.context.script import to_simplified
+from sidecar.context.spans import PlaceMatch, TopicMatch
+from sidecar.context.timeexpr import TimeMatch
+
+LOCATION_QUESTION = re.compile(
+    r"哪个城市|哪座城市|哪个地方|什么地方|什么城市|哪个地区|哪里|哪儿|在哪|城市是|"
+    r"\b(?:which|what)\s+(?:city|town|location|place|area)\b|\bwhere\b|\blocation\b|\blocated\b",
+    re.IGNORECASE,
+)
+TIME_QUESTION = re.compile(
+    r"哪天|哪一天|什么时候|什么时间|几号|哪个日期|"
+    r"\b(?:which|what)\s+(?:day|days|date)\b|\bwhen\b|\bspecific\s+day\b",
+    re.IGNORECASE,
+)
+_ZH_FILLERS = re.compile(
+    r"那么|那边|那里|那儿|这边|这里|不对|不是|搞错了|错了|我是说|我说的是|应该是|抱歉|对不起|"
+    r"那|呢|的|吧|呀|啊|嘛|哦|在|是|查一下|查查|查|看一下|看看|一下|还有|换成|改成|换到|到|要|"
+    r"也|又|再|和|怎么样|怎样|如何|咋样|情况|我想知道|我想|我|想|知道|请|帮我|问|一样|呢|咁|喺|嘅"
+)
+_EN_FILLERS = words(
+    """
+    and in at for on the what what's whats about how how's hows then please ok okay so instead
+    too also of there is it like with same check again city well but or look yes yeah hmm um
+    maybe just over question thing let's lets try do does it's that sorry i meant mean no not
+    wait actually oops rather to
+    """
+)
+_EN_ANSWER_FILLERS = (
+    _EN_FILLERS
+    | ANSWER_FILLERS_EN
+    | words("i would like want to know need me give info information am asking interested wanna")
+)
+_WORD = re.compile(r"[A-Za-z\u00c0-\u024f0-9]+(?:['’][A-Za-z]+)?")
+_WORD = re.compile(r"[A-Za-z\u00c0-\u024f0-9]+(?:['’][A-Za-z]+)?")
+_PUNCT = " \t\r\n,.;:!?，。；：！？、\"'“”‘’()（）…~～"
+
+
+def asks(last_assistant: str | None, pattern: re.Pattern[str]) -> bool:
+    if not last_assistant:
+        return False
+    tail = last_assistant[-240:]
+    return ("?" in tail or "？" in tail or tail.rstrip().endswith(("吗", "呢"))) and bool(
+        pattern.search(tail)
+    )
+
+
+def is_elliptical(
+    text: str,
+    spans: Sequence[PlaceMatch | TimeMatch | TopicMatch],
+    lang: str,
+    *,
+    answering: bool,
+) -> bool:
+    rest = text
+    for m in sorted(spans, key=lambda s: s.start, reverse=True):
+        rest = rest[: m.start] + " " + rest[m.end :]
+    if lang == "zh":
+        rest = _ZH_FILLERS.sub(" ", rest)
+        rest = re.sub(
+            r"[A-Za-z]+", lambda w: " " if w.group(0).lower() in _EN_FILLERS else "x", rest
+        )
+        return not rest.strip(_PUNCT + " ")
+    fillers = _EN_ANSWER_FILLERS if answering else _EN_FILLERS
+    words = [w.lower() for w in _WORD.findall(rest)]
+    return all(w in fillers for w in words)
+
+
+_EN_QUESTION_START = re.compile(
+    r"^(?:what|what's|whats|how|how's|hows|will|is|are|does|do|did|can|could|should|would|"
+    r"when|which|where|any|tell|show|check|give|get|find|"
+    r"i\s*(?:want|wanna|would\s+like|'d\s+like|need)\s+(?:to\s+)?(?:know|find\s+out|check))\b",
+    re.IGNORECASE,
+)
+_ZH_QUESTION = re.compile(r"吗|呢|怎么样|怎样|如何|多少|几度|是否|有没有|会不会|要不要|查|[?？]")
+
+
+def traditional_context(context: Mapping[str, Any]) -> bool:
+    """Whether the session's recent words are in Traditional characters."""
+    for key in ("time_expression", "location", "frame"):
+        value = context.get(key)
+        if isinstance(value, str) and not value.isascii() and to_simplified(value) != value:
+            return True
+    return False
+
+
+_CORRECTION_ZH = re.compile("|".join(CORRECTION_ZH))
+_NEGATED_ZH = tuple(NEGATION_BEFORE_ZH)
+
+
+def chosen_place(simple: str, places: list[PlaceMatch]) -> PlaceMatch | None:
+    """The place the query is about: the first, or in a correction ("不是厦门，是福州",
+    "sorry, I meant Lyon, not Lille") the last one not negated."""
+    if len(places) < 2:
+        return places[0] if places else None
+    lowered = simple.lower()
+    correcting = bool(_CORRECTION_ZH.search(simple)) or any(
+        w in CORRECTION_EN for w in re.findall(r"[a-z]+", lowered)
+    )
+    if not correcting:
+        return places[0]
+    kept = [
+        p
+        for p in places
+        if not simple[: p.start].rstrip().endswith(_NEGATED_ZH)
+        and not lowered[: p.start].rstrip().endswith(tuple(f" {w}" for w in NEGATION_BEFORE_EN))
+    ]
+    return (kept or places)[-1]
+
+
+def is_question(text: str, lang: str) -> bool:
+    if lang == "zh":
+        return bool(_ZH_QUESTION.search(text))
+    return text.rstrip().endswith("?") or bool(_EN_QUESTION_START.match(text.lstrip()))
+
+
+def insert_time(text: str, when: str, lang: str) -> str:
+    if lang == "zh":
+        lead = re.match(r"^(?:那么|那)", text)
+        cut = lead.end() if lead else 0
+        return f"{text[:cut]}{when}{text[cut:]}"
+    body = text.rstrip(_PUNCT)
+    return f"{body} {when}{text[len(body) :]}"
+
+
+def insert_place(text: str, place: str, time: TimeMatch | None, when: str | None, lang: str) -> str:
+    if lang == "zh":
+        if time is not None:
+            return f"{text[: time.end]}{place}{text[time.end :]}"
+        lead = re.match(r"^(?:那么|那)", text)
+        cut = lead.end() if lead else 0
+        return f"{text[:cut]}{when or ''}{place}{text[cut:]}"
+    body = text.rstrip(_PUNCT)
+    tail = text[len(body) :]
+    addition = f" in {place}" + (f" {when}" if when else "")
+    return f"{body}{addition}{tail}"
