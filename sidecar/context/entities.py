@@ -137,7 +137,8 @@ def _find_latin(
     return _qualify_latin(text, found, gaz)
 
 
-_QUALIFIER = re.compile(r",\s*([A-Za-z]+(?:\s[A-Za-z]+)?)")
+# "Paris, Texas", "Portland, Maine", and after a correction "Paris in Texas"
+_QUALIFIER = re.compile(r"(?:,\s*|\s+in\s+)([A-Za-z]+(?:\s[A-Za-z]+)?)")
 
 
 def _qualify_latin(text: str, found: list[PlaceMatch], gaz: Gazetteer) -> list[PlaceMatch]:

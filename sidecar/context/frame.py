@@ -11,6 +11,7 @@ script. Where the frame has no place or time, the new one is added where a speak
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 
@@ -50,6 +51,7 @@ def complete_from_frame(
     today: date,
     stored_place: str | None,
     traditional: bool,
+    route: Sequence[PlaceMatch] = (),
 ) -> str | None:
     """The follow-up's place and time put into ``frame``. The time keeps the user's words unless
     they only make sense next to another date ("the day after", 第二天) or are in the other
@@ -61,7 +63,20 @@ def complete_from_frame(
         if time.anchored or time.lang != frame.lang:
             when = render_date(time.date, today, frame.lang)
             when = to_traditional(when) if traditional else when
+    if len(route) >= 2 and len(route) == len(frame.places):
+        # "花莲到台东呢" after "从台北到花莲的火车票": the whole route changes, in order
+        return substitute_route(frame, [p.text for p in route], when)
     return substitute(frame, where, when, stored_place)
+
+
+def substitute_route(frame: Frame, places: Sequence[str], when: str | None) -> str:
+    text = frame.text
+    edits = [(p.start, p.end, new) for p, new in zip(frame.places, places, strict=True)]
+    if when is not None and frame.time is not None:
+        edits.append((frame.time.start, frame.time.end, when))
+    for start, end, new in sorted(edits, reverse=True):
+        text = text[:start] + new + text[end:]
+    return text
 
 
 def substitute(

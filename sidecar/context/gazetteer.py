@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from sidecar.context.script import to_simplified
+
 log = logging.getLogger(__name__)
 
 DATA_FILE = "gazetteer.tsv.gz"
@@ -56,6 +58,7 @@ class Gazetteer:
         region_keys: set[str] = set()
         max_words = 1
         max_chars = 2
+        han_lines: list[tuple[str, list[str]]] = []
         for line in lines:
             name, _, rest = line.partition("\t")
             if not name:
@@ -68,14 +71,31 @@ class Gazetteer:
                     major.add(name)
                 max_words = max(max_words, name.count(" ") + 1)
             else:
-                han[name] = canon
-                max_chars = max(max_chars, len(name))
-                if len(fields) > 2 and fields[2].strip() == "1":
-                    han_major.add(name)
-                if len(fields) > 1 and not fields[1].strip():
-                    # countries and regions carry no country code
-                    han_regions.add(name)
-                    region_keys.add(fold_latin(canon))
+                han_lines.append((name, fields))
+        # Messages are matched in Simplified characters, and GeoNames has many Chinese names
+        # only in Traditional (麗江) or only with 市 (花蓮市): index those forms too. One OpenCC
+        # call for all names keeps the load fast.
+        simple_names = to_simplified("\n".join(n for n, _ in han_lines)).split("\n")
+        if len(simple_names) != len(han_lines):
+            simple_names = [to_simplified(n) for n, _ in han_lines]
+        extra: list[tuple[str, list[str]]] = []
+        for (name, fields), simple in zip(han_lines, simple_names, strict=True):
+            forms = [name, simple]
+            if len(name) >= 3 and name.endswith(("市", "县", "縣")):
+                forms += [name[:-1], simple[:-1]]
+            for form in forms:
+                extra.append((form, fields))
+        for name, fields in extra:
+            if name in han:
+                continue  # the name as GeoNames spells it wins over a derived form
+            han[name] = fields[0]
+            max_chars = max(max_chars, len(name))
+            if len(fields) > 2 and fields[2].strip() == "1":
+                han_major.add(name)
+            if len(fields) > 1 and not fields[1].strip():
+                # countries and regions carry no country code
+                han_regions.add(name)
+                region_keys.add(fold_latin(fields[0]))
         return cls(
             latin,
             han,

@@ -31,14 +31,15 @@ TIME_QUESTION = re.compile(
 _ZH_FILLERS = re.compile(
     r"那么|那边|那里|那儿|这边|这里|不对|不是|搞错了|错了|我是说|我说的是|应该是|抱歉|对不起|"
     r"那|呢|的|吧|呀|啊|嘛|哦|在|是|查一下|查查|查|看一下|看看|一下|还有|换成|改成|换到|到|要|"
-    r"也|又|再|和|怎么样|怎样|如何|咋样|情况|我想知道|我想|我|想|知道|请|帮我|问|一样|呢|咁|喺|嘅"
+    r"也|又|再|和|怎么样|怎样|如何|咋样|情况|我想知道|我想|我|想|知道|请|帮我|问|一样|呢|咁|喺|嘅|"
+    r"如果|要是|假如|换|改|就"
 )
 _EN_FILLERS = words(
     """
     and in at for on the what what's whats about how how's hows then please ok okay so instead
     too also of there is it like with same check again city well but or look yes yeah hmm um
     maybe just over question thing let's lets try do does it's that sorry i meant mean no not
-    wait actually oops rather to
+    wait actually oops rather to make change switch swap move
     """
 )
 _EN_ANSWER_FILLERS = (
@@ -103,17 +104,30 @@ _CORRECTION_ZH = re.compile("|".join(CORRECTION_ZH))
 _NEGATED_ZH = tuple(NEGATION_BEFORE_ZH)
 
 
+def is_correction(simple: str) -> bool:
+    """ "不对，是伦敦", "sorry, I meant Lyon": the message corrects the last one."""
+    return bool(_CORRECTION_ZH.search(simple)) or any(
+        w in CORRECTION_EN for w in re.findall(r"[a-z]+", simple.lower())
+    )
+
+
 def chosen_place(simple: str, places: list[PlaceMatch]) -> PlaceMatch | None:
     """The place the query is about: the first, or in a correction ("不是厦门，是福州",
     "sorry, I meant Lyon, not Lille") the last one not negated."""
     if len(places) < 2:
         return places[0] if places else None
     lowered = simple.lower()
-    correcting = bool(_CORRECTION_ZH.search(simple)) or any(
-        w in CORRECTION_EN for w in re.findall(r"[a-z]+", lowered)
-    )
-    if not correcting:
-        return places[0]
+    if not is_correction(simple):
+        # "Is the Prado in Madrid open?": a place after in/at/to/from/在/去/到/从 is the one
+        # asked about rather than a name that only contains one.
+        # (English only: a Chinese route "北京到上海" names its start first.)
+        led = [p for p in places if p.lang == "en" and _led_by_preposition(simple, p)]
+        first = places[0]
+        return (
+            led[0]
+            if led and first.lang == "en" and not _led_by_preposition(simple, first)
+            else first
+        )
     kept = [
         p
         for p in places
@@ -121,6 +135,26 @@ def chosen_place(simple: str, places: list[PlaceMatch]) -> PlaceMatch | None:
         and not lowered[: p.start].rstrip().endswith(tuple(f" {w}" for w in NEGATION_BEFORE_EN))
     ]
     return (kept or places)[-1]
+
+
+_LEAD_EN = re.compile(r"\b(?:in|at|to|from|near|visiting|around)\s+(?:the\s+)?$", re.IGNORECASE)
+
+
+def _led_by_preposition(simple: str, place: PlaceMatch) -> bool:
+    return bool(_LEAD_EN.search(simple[: place.start]))
+
+
+_REQUEST = re.compile(
+    r"帮我|帮忙|请|订|预订|预约|查|找|买|要|想|有没有|多少|几点|推荐|"
+    r"\b(?:book|find|get|show|search|reserve|order|buy|need|want|looking|check|tell|give|"
+    r"list|recommend|any|how|what|when|where|which|is|are|do|does|can|could|will)\b",
+    re.IGNORECASE,
+)
+
+
+def is_request(text: str, lang: str) -> bool:
+    """Whether a message asks for something (a frame for follow-ups), not only chats."""
+    return is_question(text, lang) or bool(_REQUEST.search(text))
 
 
 def is_question(text: str, lang: str) -> bool:

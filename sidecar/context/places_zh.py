@@ -81,6 +81,10 @@ def _han_evidence(
         or after in HAN_FOLLOW
         or any(s == end for s, _ in blocked)
     )
+    if name in gaz.han_regions and not follow:
+        # A country or province right before a noun is mostly an adjective ("韩国化妆品"),
+        # unless a place in it follows ("美国波特兰").
+        return any(text[end : end + k] in gaz.han for k in range(2, 5))
     if name in gaz.han_major:
         return lead or follow
     return lead and follow

@@ -40,8 +40,10 @@ from sidecar.context.phrasing import (
     chosen_place,
     insert_place,
     insert_time,
+    is_correction,
     is_elliptical,
     is_question,
+    is_request,
     traditional_context,
 )
 from sidecar.context.resolution import Resolution
@@ -171,8 +173,9 @@ class RulesExtractor:
         if topic is not None:
             entities["topic"] = topic.topic
         spans: list[PlaceMatch | TimeMatch | TopicMatch] = [*places, *times[:1], *topics[:1]]
+        lang = _lang_of(text)
         elliptical = bool(spans) and is_elliptical(
-            simple, spans, _lang_of(text), answering=asked_place or asked_time
+            simple, spans, lang, answering=asked_place or asked_time
         )
         completed = self._complete(
             text,
@@ -185,11 +188,12 @@ class RulesExtractor:
             answering_place=asked_place,
             elliptical=elliptical,
             traditional=simple != text or traditional_context(context),
+            route=() if is_correction(simple) else places,
         )
         if len(text) <= _MAX_FRAME_CHARS:
             if completed is not None:
                 entities["frame"] = completed
-            elif not elliptical and spans:
+            elif not elliptical and (place is not None or (spans and is_request(simple, lang))):
                 entities["frame"] = text
         return Resolution(entities, completed)
 
@@ -254,6 +258,7 @@ class RulesExtractor:
         answering_place: bool,
         elliptical: bool,
         traditional: bool,
+        route: Sequence[PlaceMatch] = (),
     ) -> str | None:
         stored_topic = _stored_str(context, "topic")
         stored_place = _stored_str(context, "location")
@@ -269,7 +274,9 @@ class RulesExtractor:
             and frame.topic is None
             and not (back_to_topic and frame is not None and frame.time is None)
         ):
-            return complete_from_frame(frame, place, time, today, stored_place, traditional)
+            return complete_from_frame(
+                frame, place, time, today, stored_place, traditional, route=route
+            )
         topic_name = topic.topic if topic is not None else stored_topic
         if topic_name is None:
             return None
