@@ -8,6 +8,7 @@ from typing import Any
 
 from sidecar.context.lexicon import (
     ANSWER_FILLERS_EN,
+    COMMON_WORDS,
     CORRECTION_EN,
     CORRECTION_ZH,
     NEGATION_BEFORE_EN,
@@ -102,6 +103,28 @@ def traditional_context(context: Mapping[str, Any]) -> bool:
 
 _CORRECTION_ZH = re.compile("|".join(CORRECTION_ZH))
 _NEGATED_ZH = tuple(NEGATION_BEFORE_ZH)
+
+
+_EN_FOLLOWUP_NAME = re.compile(
+    r"^\s*(?:(?:and|or|but|ok|okay|so)[\s,]+)?"
+    r"(?:(?:what|how)\s+about|in|at|for)\s+(?:the\s+)?"
+    r"(?P<name>[A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*){0,2})"
+    r"(?:\s+(?:then|instead|too))?\s*[?.!]*\s*$"
+)
+
+
+def followup_name(text: str, blocked: Sequence[tuple[int, int]]) -> PlaceMatch | None:
+    """A capitalised name the gazetteer lacks in a follow-up's place slot ("and in Ginza?",
+    "what about Shimokitazawa?"): in that shape it can only be a place."""
+    m = _EN_FOLLOWUP_NAME.match(text)
+    if m is None:
+        return None
+    start, end = m.span("name")
+    if any(s < end and start < e for s, e in blocked):
+        return None
+    if any(w.lower() in COMMON_WORDS or w.lower() in _EN_FILLERS for w in m.group("name").split()):
+        return None
+    return PlaceMatch(m.group("name"), None, start, end, "en")
 
 
 def is_correction(simple: str) -> bool:

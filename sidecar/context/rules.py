@@ -38,6 +38,7 @@ from sidecar.context.phrasing import (
     TIME_QUESTION,
     asks,
     chosen_place,
+    followup_name,
     insert_place,
     insert_time,
     is_correction,
@@ -160,6 +161,9 @@ class RulesExtractor:
         place = chosen_place(simple, places)
         if place is None and asked_place:
             place = answer_place(text, blocked)
+            places = [place] if place is not None else []
+        elif place is None and (context.get("frame") or context.get("topic")):
+            place = followup_name(text, blocked)
             places = [place] if place is not None else []
         time = times[0] if times else None
         topic = topics[0] if topics else None

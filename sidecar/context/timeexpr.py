@@ -50,6 +50,8 @@ _ZH_RE = re.compile(
     rf"(?P<cnt>(?P<cntn>{_ZH_COUNT})个?(?P<cntu>天|日|周|星期|礼拜|个月)(?P<cntd>以后|之后|过后|后|以前|之前|前))"
     r"|(?P<nxt>第二天|第二日|次日|隔天|翌日)"
     r"|(?P<yue>听日|寻日)"
+    r"|(?P<hol>元旦|五一|劳动节|国庆节?|圣诞节?|平安夜|情人节|万圣节|儿童节|跨年夜)"
+    r"|(?P<lun>春节|过年|除夕|大年三十|元宵节?|端午节?|七夕节?|中秋节?|重阳节?)"
     r"|(?P<iso>\d{4}-\d{1,2}-\d{1,2})"
     rf"|(?:(?P<zy>\d{{4}})年)?(?P<zm>{_ZH_NUM})月(?:(?P<zd>{_ZH_NUM})[日号號])?"
     rf"|(?P<zdo>{_ZH_NUM})[号號]"
@@ -79,6 +81,8 @@ _EN_RE = re.compile(
     rf"|(?P<md>(?P<mdm>{_EN_MON})\.?\s+(?P<mdd>\d{{1,2}})(?:st|nd|rd|th)?)\b"
     rf"|(?P<dm>(?P<dmd>\d{{1,2}})(?:st|nd|rd|th)?\s+(?:of\s+)?(?P<dmm>{_EN_MON}))\b"
     r"|(?P<slash>(?P<sm>\d{1,2})/(?P<sd>\d{1,2})(?:/(?P<sy>\d{2,4}))?)\b"
+    r"|(?P<hol>christmas(?:\s+(?:day|eve))?|new\s+year'?s?(?:\s+(?:day|eve))?|halloween|"
+    r"valentine'?s(?:\s+day)?|independence\s+day|the\s+fourth\s+of\s+july|boxing\s+day)"
     r"|(?P<dat>the\s+day\s+after\s+tomorrow)"
     r"|(?P<aft>the\s+(?:day|night)\s+after|the\s+(?:next|following)\s+day)"
     r"|(?P<tt>today\s+and\s+tomorrow)"
@@ -172,6 +176,50 @@ def _zh_count(text: str) -> int | None:
         return None
 
 
+# Fixed-date holidays (month, day).
+_HOLIDAYS = {"元旦": (1, 1), "五一": (5, 1), "劳动节": (5, 1), "国庆": (10, 1), "国庆节": (10, 1),
+             "圣诞": (12, 25), "圣诞节": (12, 25), "平安夜": (12, 24), "情人节": (2, 14),
+             "万圣节": (10, 31), "儿童节": (6, 1), "跨年夜": (12, 31), "christmas": (12, 25),
+             "christmas day": (12, 25), "christmas eve": (12, 24), "new year": (1, 1),
+             "new years": (1, 1), "new year's": (1, 1), "new year's day": (1, 1),
+             "new years day": (1, 1), "new year's eve": (12, 31), "new years eve": (12, 31),
+             "halloween": (10, 31), "valentine's": (2, 14), "valentines": (2, 14),
+             "valentine's day": (2, 14), "valentines day": (2, 14), "independence day": (7, 4),
+             "the fourth of july": (7, 4), "boxing day": (12, 26)}  # fmt: skip
+
+
+def _holiday(name: str, today: date) -> date | None:
+    """The next time the holiday comes (today counts)."""
+    month_day = _HOLIDAYS.get(" ".join(name.lower().split()))
+    if month_day is None:
+        return None
+    this_year = date(today.year, *month_day)
+    return this_year if this_year >= today else date(today.year + 1, *month_day)
+
+
+# Lunar-calendar festivals (lunar month, day); 除夕 is the day before the new year.
+_LUNAR = {"春节": (1, 1), "过年": (1, 1), "元宵": (1, 15), "端午": (5, 5), "七夕": (7, 7),
+          "中秋": (8, 15), "重阳": (9, 9)}  # fmt: skip
+
+
+def _lunar(name: str, today: date) -> date | None:
+    """The next time a lunar festival comes, through ``lunardate`` (imported on first use)."""
+    from lunardate import LunarDate  # imported on first use: few messages need it
+
+    eve = name in ("除夕", "大年三十")
+    key = "春节" if eve or name == "春节" else name.removesuffix("节")
+    month, day = _LUNAR[key]
+    for year in (today.year - 1, today.year, today.year + 1):
+        try:
+            solar: date = LunarDate(year + (1 if eve else 0), month, day).to_solar_date()
+        except ValueError:
+            return None
+        solar -= timedelta(days=1 if eve else 0)
+        if solar >= today:
+            return solar
+    return None
+
+
 _ZH_UNIT_DAYS = {"天": 1, "日": 1, "周": 7, "星期": 7, "礼拜": 7, "个月": 30}
 
 
@@ -187,6 +235,10 @@ def _zh_match(m: re.Match[str], today: date, anchor: date) -> date | None:
         return anchor + timedelta(days=1)
     if g["yue"]:
         return today + timedelta(days=1 if g["yue"] == "听日" else -1)
+    if g["hol"]:
+        return _holiday(g["hol"], today)
+    if g["lun"]:
+        return _lunar(g["lun"], today)
     if g["iso"]:
         y, mo, d = (int(x) for x in g["iso"].split("-"))
         return _month_day(today, mo, d, y)
@@ -234,6 +286,8 @@ def _en_match(m: re.Match[str], today: date, anchor: date) -> date | None:
         return anchor + timedelta(days=days)
     if g["aft"]:
         return anchor + timedelta(days=1)
+    if g["hol"]:
+        return _holiday(g["hol"], today)
     if g["iso"]:
         y, mo, d = (int(x) for x in g["iso"].split("-"))
         return _month_day(today, mo, d, y)
