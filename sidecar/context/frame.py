@@ -89,9 +89,13 @@ def substitute(
     edits: list[tuple[int, int, str]] = []
     zh = frame.lang == "zh"
     target = frame.place_to_replace(stored_place) if place is not None else None
+    at_stored = text.rfind(stored_place) if stored_place and target is None else -1
     if place is not None:
         if target is not None:
             edits.append((target.start, target.end, place))
+        elif stored_place and at_stored >= 0:
+            # a place the gazetteer lacks, taken from an answer or a follow-up ("KL")
+            edits.append((at_stored, at_stored + len(stored_place), place))
         elif zh:
             at = frame.time.end if frame.time is not None else _zh_start(text)
             edits.append((at, at, place))
@@ -101,8 +105,11 @@ def substitute(
     if when is not None:
         if frame.time is not None:
             start = frame.time.start
-            if not zh and when.startswith("on ") and text[:start].lower().endswith(("on ", "for ")):
+            led = _EN_DAY_LEAD.search(text[:start]) is not None
+            if not zh and when.startswith("on ") and led:
                 when = when[3:]
+            elif not zh and _EN_DAY.match(when) and not led:
+                when = f"on {when}"  # "tomorrow" → "on Friday"
             edits.append((start, frame.time.end, when))
         elif zh:
             first = frame.places[0].start if frame.places else _zh_start(text)
@@ -115,6 +122,12 @@ def substitute(
     return text
 
 
+_EN_DAY = re.compile(
+    r"(?:mon|tues|wednes|thurs|fri|satur|sun)day|\d|"
+    r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\s+\d",
+    re.IGNORECASE,
+)
+_EN_DAY_LEAD = re.compile(r"\b(?:on|for|by|until|till|from|this|next|every)\s+$", re.IGNORECASE)
 _ZH_LEAD = re.compile(r"^(?:那么|那|还有|请问|请)")
 
 

@@ -15,6 +15,7 @@ from sidecar.context.lexicon import (
     NEGATION_BEFORE_ZH,
     words,
 )
+from sidecar.context.placelike import load_placelike
 from sidecar.context.script import to_simplified
 from sidecar.context.spans import PlaceMatch, TopicMatch
 from sidecar.context.timeexpr import TimeMatch
@@ -33,14 +34,14 @@ _ZH_FILLERS = re.compile(
     r"那么|那边|那里|那儿|这边|这里|不对|不是|搞错了|错了|我是说|我说的是|应该是|抱歉|对不起|"
     r"那|呢|的|吧|呀|啊|嘛|哦|在|是|查一下|查查|查|看一下|看看|一下|还有|换成|改成|换到|到|要|"
     r"也|又|再|和|怎么样|怎样|如何|咋样|情况|我想知道|我想|我|想|知道|请|帮我|问|一样|呢|咁|喺|嘅|"
-    r"如果|要是|假如|换|改|就"
+    r"如果|要是|假如|换|改|就|去|飞|来"
 )
 _EN_FILLERS = words(
     """
     and in at for on the what what's whats about how how's hows then please ok okay so instead
     too also of there is it like with same check again city well but or look yes yeah hmm um
     maybe just over question thing let's lets try do does it's that sorry i meant mean no not
-    wait actually oops rather to make change switch swap move
+    wait actually oops rather to make change switch swap move could can you would
     """
 )
 _EN_ANSWER_FILLERS = (
@@ -107,7 +108,8 @@ _NEGATED_ZH = tuple(NEGATION_BEFORE_ZH)
 
 _EN_FOLLOWUP_NAME = re.compile(
     r"^\s*(?:(?:and|or|but|ok|okay|so)[\s,]+)?"
-    r"(?:(?:what|how)\s+about|in|at|for)\s+(?:the\s+)?"
+    r"(?:(?:(?:what|how)\s+about|check)(?:\s+(?:in|at|for))?\s+|(?:in|at|for)\s+|(?<=and\s))"
+    r"(?:the\s+)?"
     r"(?P<name>[A-Z][\w'’-]*(?:\s+[A-Z][\w'’-]*){0,2})"
     r"(?:\s+(?:then|instead|too))?\s*[?.!]*\s*$"
 )
@@ -120,7 +122,7 @@ def followup_name(text: str, blocked: Sequence[tuple[int, int]]) -> PlaceMatch |
     if m is None:
         return None
     start, end = m.span("name")
-    if any(s < end and start < e for s, e in blocked):
+    if any(s < end and start < e for s, e in [*blocked, *load_placelike().spans(text)]):
         return None
     if any(w.lower() in COMMON_WORDS or w.lower() in _EN_FILLERS for w in m.group("name").split()):
         return None

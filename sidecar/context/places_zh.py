@@ -65,6 +65,8 @@ def _han_evidence(
     """
     if text.startswith(HAN_NAMED_AFTER, end):
         return False
+    if name[0] in HAN_LEAD and any(text[start + 1 : start + 1 + k] in gaz.han for k in (2, 3, 4)):
+        return False  # "那大阪呢": 那 is "then", the place is 大阪 (not 那大)
     if answering and text.strip(" ，。！？,.!?呢吧啊") == name:
         return True
     before = text[start - 1] if start else ""
