@@ -123,7 +123,7 @@ def substitute(
 
 
 _EN_DAY = re.compile(
-    r"(?:mon|tues|wednes|thurs|fri|satur|sun)day|\d|"
+    r"(?:mon|tues|wednes|thurs|fri|satur|sun)day|\d|the\s+\d|"
     r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\s+\d",
     re.IGNORECASE,
 )

@@ -41,7 +41,8 @@ _EN_FILLERS = words(
     and in at for on the what what's whats about how how's hows then please ok okay so instead
     too also of there is it like with same check again city well but or look yes yeah hmm um
     maybe just over question thing let's lets try do does it's that sorry i meant mean no not
-    wait actually oops rather to make change switch swap move could can you would
+    wait actually oops rather to make change switch swap move could can you would if any
+    following show me same
     """
 )
 _EN_ANSWER_FILLERS = (

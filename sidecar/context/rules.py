@@ -64,7 +64,7 @@ _NOUN_TOPIC_WORDS = {
 }
 _DEFAULT_TOPIC_WORDS = {"weather": {"zh": "天气", "en": "weather"}}
 _EN_DATE_LEAD = re.compile(
-    r"^(?:(?:this|next|coming)\s+)?(?:mon|tues|wednes|thurs|fri|satur|sun)day|^\d|"
+    r"^(?:(?:this|next|coming)\s+)?(?:mon|tues|wednes|thurs|fri|satur|sun)day|^\d|^the\s+\d|"
     r"^(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\s+\d",
     re.IGNORECASE,
 )

@@ -84,6 +84,7 @@ _EN_RE = re.compile(
     r"|(?P<hol>christmas(?:\s+(?:day|eve))?|new\s+year'?s?(?:\s+(?:day|eve))?|halloween|"
     r"valentine'?s(?:\s+day)?|independence\s+day|the\s+fourth\s+of\s+july|boxing\s+day)"
     r"|(?P<dat>the\s+day\s+after\s+tomorrow)"
+    r"|(?P<dom>the\s+(?P<domd>\d{1,2})(?:st|nd|rd|th))"
     r"|(?P<aft>the\s+(?:day|night)\s+after|the\s+(?:next|following)\s+day)"
     r"|(?P<tt>today\s+and\s+tomorrow)"
     r"|(?P<tom>tomorrow|tmrw|tmr)(?:'s)?(?:\s+(?:morning|afternoon|evening|night))?"
@@ -286,6 +287,8 @@ def _en_match(m: re.Match[str], today: date, anchor: date) -> date | None:
         return anchor + timedelta(days=days)
     if g["aft"]:
         return anchor + timedelta(days=1)
+    if g["dom"]:
+        return _day_of_month(today, int(g["domd"]))
     if g["hol"]:
         return _holiday(g["hol"], today)
     if g["iso"]:
