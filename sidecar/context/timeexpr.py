@@ -53,6 +53,7 @@ _ZH_RE = re.compile(
     r"|(?P<hol>元旦|五一|劳动节|国庆节?|圣诞节?|平安夜|情人节|万圣节|儿童节|跨年夜)"
     r"|(?P<lun>春节|过年|除夕|大年三十|元宵节?|端午节?|七夕节?|中秋节?|重阳节?)"
     r"|(?P<iso>\d{4}-\d{1,2}-\d{1,2})"
+    r"|(?P<mth>下下个?|下个?|这个?|本)月(?![0-9０-９一二三四五六七八九十]|[底初中])"
     rf"|(?:(?P<zy>\d{{4}})年)?(?P<zm>{_ZH_NUM})月(?:(?P<zd>{_ZH_NUM})[日号號])?"
     rf"|(?P<zdo>{_ZH_NUM})[号號]"
     r"|(?P<rel>大后|大前|今|明|后|昨|前)(?:天|日|儿|晚|早|夜)"
@@ -85,6 +86,7 @@ _EN_RE = re.compile(
     r"valentine'?s(?:\s+day)?|independence\s+day|the\s+fourth\s+of\s+july|boxing\s+day)"
     r"|(?P<dat>the\s+day\s+after\s+tomorrow)"
     r"|(?P<dom>the\s+(?P<domd>\d{1,2})(?:st|nd|rd|th))"
+    r"|(?P<mth>(?:this|next)\s+month)"
     r"|(?P<aft>the\s+(?:day|night)\s+after|the\s+(?:next|following)\s+day)"
     r"|(?P<tt>today\s+and\s+tomorrow)"
     r"|(?P<tom>tomorrow|tmrw|tmr)(?:'s)?(?:\s+(?:morning|afternoon|evening|night))?"
@@ -224,8 +226,18 @@ def _lunar(name: str, today: date) -> date | None:
 _ZH_UNIT_DAYS = {"天": 1, "日": 1, "周": 7, "星期": 7, "礼拜": 7, "个月": 30}
 
 
+def _month_start(today: date, ahead: int) -> date:
+    """The first day of the month ``ahead`` months on; this month is today (not yet past)."""
+    if ahead == 0:
+        return today
+    month = today.month - 1 + ahead
+    return date(today.year + month // 12, month % 12 + 1, 1)
+
+
 def _zh_match(m: re.Match[str], today: date, anchor: date) -> date | None:
     g = m.groupdict()
+    if g["mth"]:
+        return _month_start(today, g["mth"].count("下"))
     if g["cnt"]:
         n = _zh_count(g["cntn"])
         if n is None or n > 400:
@@ -289,6 +301,8 @@ def _en_match(m: re.Match[str], today: date, anchor: date) -> date | None:
         return anchor + timedelta(days=1)
     if g["dom"]:
         return _day_of_month(today, int(g["domd"]))
+    if g["mth"]:
+        return _month_start(today, 1 if g["mth"].lower().startswith("next") else 0)
     if g["hol"]:
         return _holiday(g["hol"], today)
     if g["iso"]:
