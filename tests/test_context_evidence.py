@@ -92,6 +92,7 @@ def test_everyday_words_that_name_small_towns_need_a_capital() -> None:
         ("apartments for rent in Portland, Maine", "Portland, Maine"),
         ("美国的巴黎明天天气怎么样", "美国的巴黎"),
         ("德州巴黎明天热吗", "德州巴黎"),
+        ("美国的阿罕布拉明天热吗", "美国的阿罕布拉"),  # a small place: the region is its evidence
     ],
 )
 def test_qualified_places_are_kept_whole(query: str, location: str) -> None:

@@ -83,6 +83,15 @@ def _han_evidence(
         or after in HAN_FOLLOW
         or any(s == end for s, _ in blocked)
     )
+    if not lead:
+        # "美国的波特兰", "德州巴黎": a place named after its country or region
+        head = start - 1 if before == "的" else start
+        lead = any(
+            text[head - k : head] in gaz.han_regions
+            and (before == "的" or text[head - k : head].endswith(("国", "州", "省")))
+            for k in (2, 3, 4)
+            if head - k >= 0
+        )
     if name in gaz.han_regions and not follow:
         # A country or province right before a noun is mostly an adjective ("韩国化妆品"),
         # unless a place in it follows ("美国波特兰").
