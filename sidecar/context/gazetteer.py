@@ -12,11 +12,13 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import orjson
+
 from sidecar.context.script import to_simplified
 
 log = logging.getLogger(__name__)
 
-DATA_FILE = "gazetteer.tsv.gz"
+DATA_FILE = "gazetteer.json.gz"
 
 
 def fold_latin(name: str) -> str:
@@ -108,13 +110,48 @@ class Gazetteer:
             frozenset(region_keys),
         )
 
+    def to_json(self) -> bytes:
+        """The compiled form that ``load_gazetteer`` reads (sorted, so rebuilds are stable)."""
+        return orjson.dumps(
+            {
+                "latin": self.latin,
+                "han": self.han,
+                "major": sorted(self.major),
+                "han_major": sorted(self.han_major),
+                "han_regions": sorted(self.han_regions),
+                "region_keys": sorted(self.region_keys),
+                "max_latin_words": self.max_latin_words,
+                "max_han_chars": self.max_han_chars,
+            },
+            option=orjson.OPT_SORT_KEYS,
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes, load_ms: float = 0.0) -> Gazetteer:
+        data = orjson.loads(raw)
+        return cls(
+            data["latin"],
+            data["han"],
+            frozenset(data["major"]),
+            int(data["max_latin_words"]),
+            int(data["max_han_chars"]),
+            load_ms,
+            frozenset(data["han_major"]),
+            frozenset(data["han_regions"]),
+            frozenset(data["region_keys"]),
+        )
+
 
 _lock = threading.Lock()
 _cached: Gazetteer | None = None
 
 
 def load_gazetteer(path: Path | None = None) -> Gazetteer:
-    """Load the bundled gazetteer (or the file at ``path``); the bundled one is loaded once."""
+    """Load the bundled gazetteer (or the file at ``path``); the bundled one is loaded once.
+
+    The bundled file is the compiled JSON (a few times faster to read than parsing lines); a
+    ``.tsv.gz`` at ``path`` is read line by line.
+    """
     global _cached
     if path is None and _cached is not None:
         return _cached
@@ -126,8 +163,11 @@ def load_gazetteer(path: Path | None = None) -> Gazetteer:
             raw = resources.files(__package__).joinpath("data", DATA_FILE).read_bytes()
         else:
             raw = path.read_bytes()
-        lines = gzip.decompress(raw).decode("utf-8").splitlines()
-        gaz = Gazetteer.from_lines(lines)
+        text = gzip.decompress(raw)
+        if path is not None and path.name.endswith(".tsv.gz"):
+            gaz = Gazetteer.from_lines(text.decode("utf-8").splitlines())
+        else:
+            gaz = Gazetteer.from_json(text)
         load_ms = (time.perf_counter() - started) * 1000
         gaz = dataclasses.replace(gaz, load_ms=load_ms)
         log.debug("gazetteer loaded: %d names in %.1f ms", len(gaz), load_ms)
