@@ -107,13 +107,13 @@ def _find_latin(
         best: tuple[int, str] | None = None
         for size in range(min(gaz.max_latin_words, run[i]), 0, -1):
             start, end = words[i].start(), words[i + size - 1].end()
-            if blocked and overlaps(start, end, blocked):
-                continue
             key = fold_latin(text[start:end]) if size > 1 else words[i].group(0).lower()
             if not key.isascii():
                 key = fold_latin(key)
             canon = gaz.latin.get(key)
             if canon is None or (size == 1 and key in PLACE_MODIFIERS):
+                continue
+            if blocked and overlaps(start, end, blocked):
                 continue
             in_answer = answering and (n <= 4 or (end <= first_clause_end and not _is_common(key)))
             if not in_answer and not _has_evidence(text, words, i, key, gaz):

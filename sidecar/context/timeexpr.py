@@ -41,6 +41,8 @@ _EN_WEEKDAY = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun"
 _EN_MONTH = {"jan": 1, "feb": 2, "mar": 3, "apr": 4, "may": 5, "jun": 6, "jul": 7, "aug": 8,
              "sep": 9, "oct": 10, "nov": 11, "dec": 12}  # fmt: skip
 
+_HAN = re.compile(r"[\u4e00-\u9fff]")
+_LATIN = re.compile(r"[A-Za-z]")
 _ZH_GLUE = frozenset("以之最然午先事饭会课前后")
 _ZH_OFFSETS = {"今": 0, "明": 1, "后": 2, "大后": 3, "昨": -1, "前": -2, "大前": -3}
 
@@ -347,8 +349,7 @@ def find_times(text: str, today: date, anchor: date | None = None) -> list[TimeM
     """
     found: list[TimeMatch] = []
     base = anchor or today
-    has_han = any("\u4e00" <= ch <= "\u9fff" for ch in text)
-    if has_han:
+    if not text.isascii() and _HAN.search(text):
         for m in _ZH_RE.finditer(text):
             if m.group("rel") in ("前", "后") and m.start() and text[m.start() - 1] in _ZH_GLUE:
                 continue  # 以前天气 / 之后天晴: the character belongs to the word before
@@ -356,7 +357,7 @@ def find_times(text: str, today: date, anchor: date | None = None) -> list[TimeM
             if resolved is not None:
                 anchored = bool(m.group("nxt"))
                 found.append(TimeMatch(m.group(0), resolved, m.start(), m.end(), "zh", anchored))
-    if not text.isascii() and not any(ch.isascii() and ch.isalpha() for ch in text):
+    if not text.isascii() and not _LATIN.search(text):
         return found
     for m in _EN_RE.finditer(text):
         if any(t.start < m.end() and m.start() < t.end for t in found):
