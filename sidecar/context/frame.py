@@ -88,6 +88,10 @@ def substitute(
     text = frame.text
     edits: list[tuple[int, int, str]] = []
     zh = frame.lang == "zh"
+    if place is not None and any(p.text == place for p in frame.places):
+        place = None  # "那上海后天呢" after "明天北京到上海的高铁": the route stays
+        if when is None:
+            return None
     target = frame.place_to_replace(stored_place) if place is not None else None
     at_stored = text.rfind(stored_place) if stored_place and target is None else -1
     if place is not None:

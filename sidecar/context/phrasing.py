@@ -42,7 +42,7 @@ _EN_FILLERS = words(
     too also of there is it like with same check again city well but or look yes yeah hmm um
     maybe just over question thing let's lets try do does it's that sorry i meant mean no not
     wait actually oops rather to make change switch swap move could can you would if any
-    following show me same
+    following show me same said say told
     """
 )
 _EN_ANSWER_FILLERS = (
@@ -181,6 +181,21 @@ _REQUEST = re.compile(
 def is_request(text: str, lang: str) -> bool:
     """Whether a message asks for something (a frame for follow-ups), not only chats."""
     return is_question(text, lang) or bool(_REQUEST.search(text))
+
+
+def chosen_time(simple: str, times: list[TimeMatch]) -> TimeMatch | None:
+    """The time the query is about: the first, or in a correction ("不是明天，是后天",
+    "I said Saturday, not Sunday") the last one not negated."""
+    if len(times) < 2 or not is_correction(simple):
+        return times[0] if times else None
+    lowered = simple.lower()
+    kept = [
+        t
+        for t in times
+        if not simple[: t.start].rstrip().endswith(_NEGATED_ZH)
+        and not re.search(r"\bnot\s*$", lowered[: t.start])
+    ]
+    return (kept or times)[-1]
 
 
 def is_question(text: str, lang: str) -> bool:

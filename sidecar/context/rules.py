@@ -38,6 +38,7 @@ from sidecar.context.phrasing import (
     TIME_QUESTION,
     asks,
     chosen_place,
+    chosen_time,
     followup_name,
     insert_place,
     insert_time,
@@ -165,7 +166,7 @@ class RulesExtractor:
         elif place is None and (context.get("frame") or context.get("topic")):
             place = followup_name(text, blocked)
             places = [place] if place is not None else []
-        time = times[0] if times else None
+        time = chosen_time(simple, times)
         topic = topics[0] if topics else None
 
         entities: dict[str, str] = {}
@@ -176,7 +177,7 @@ class RulesExtractor:
             entities["time_expression"] = time.expression
         if topic is not None:
             entities["topic"] = topic.topic
-        spans: list[PlaceMatch | TimeMatch | TopicMatch] = [*places, *times[:1], *topics[:1]]
+        spans: list[PlaceMatch | TimeMatch | TopicMatch] = [*places, *times, *topics[:1]]
         lang = _lang_of(text)
         elliptical = bool(spans) and is_elliptical(
             simple, spans, lang, answering=asked_place or asked_time
