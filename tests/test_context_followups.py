@@ -48,27 +48,52 @@ def _play(turns: list[tuple[str, str | None]], tz: str = "Asia/Shanghai") -> lis
     return out
 
 
+def _slots(res: Any) -> dict[str, str]:
+    """A resolution's entities without the frame (the request follow-ups refer to)."""
+    return {k: v for k, v in res.entities.items() if k != "frame"}
+
+
 def test_seed_conversation() -> None:
     first, second, third = _play(
         [("今天天气怎么样", "您想查询哪个城市？"), ("巴黎", "巴黎今天晴。"), ("那明天呢", None)]
     )
     assert first.completed_query is None
     assert first.entities == {"date": "2025-06-04", "time_expression": "今天", "topic": "weather"}
-    assert second.entities == {"location": "巴黎"}
+    assert _slots(second) == {"location": "巴黎"}
     assert second.completed_query == "今天巴黎的天气"
-    assert third.entities == {"date": "2025-06-05", "time_expression": "明天"}
+    assert _slots(third) == {"date": "2025-06-05", "time_expression": "明天"}
     assert third.completed_query == "明天巴黎的天气"
 
 
 def test_entities_hold_only_what_the_query_contributes() -> None:
     _, switch = _play([("明天北京天气怎么样", "晴"), ("上海呢", None)])
-    assert switch.entities == {"location": "上海"}
+    assert switch.entities == {"location": "上海", "frame": "明天上海的天气"}
     assert switch.completed_query == "明天上海的天气"
+
+
+def test_the_frame_is_the_last_request_and_carries_its_task_words() -> None:
+    first, second, chat, third = _play(
+        [
+            ("帮我查一下明天从北京飞上海的机票", "有十几个航班。"),
+            ("后天呢", "也有。"),
+            ("谢谢", "不客气。"),
+            ("那大后天呢", None),
+        ]
+    )
+    assert first.entities["frame"] == "帮我查一下明天从北京飞上海的机票"
+    assert second.completed_query == "帮我查一下后天从北京飞上海的机票"
+    assert "frame" not in chat.entities  # chit-chat is no request
+    assert third.completed_query == "帮我查一下大后天从北京飞上海的机票"
+
+
+def test_a_pasted_document_is_not_kept_as_a_frame() -> None:
+    (res,) = _play([("明天北京" + "天气很好。" * 100, None)])
+    assert "frame" not in res.entities
 
 
 def test_place_without_a_topic_frame_is_not_completed() -> None:
     (res,) = _play([("巴黎", None)])
-    assert res.entities == {"location": "巴黎"}
+    assert _slots(res) == {"location": "巴黎"}
     assert res.completed_query is None
 
 
@@ -108,7 +133,7 @@ def test_client_context_keys_are_ignored_and_not_returned() -> None:
     res = EXTRACTOR.resolve_sync(
         "那明天呢", context=ctx, last_assistant=None, timezone="UTC", now=NOW
     )
-    assert set(res.entities) == {"date", "time_expression"}
+    assert set(_slots(res)) == {"date", "time_expression"}
     assert res.completed_query == "明天的天气"
 
 

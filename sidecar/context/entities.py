@@ -4,38 +4,22 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 from sidecar.context.gazetteer import Gazetteer, fold_latin
 from sidecar.context.lexicon import (
     ANSWER_FILLERS_EN,
-    CJK_AMBIGUOUS,
     COMMON_WORDS,
     NOT_AN_ANSWER_EN,
     NOT_AN_ANSWER_ZH,
     PLACE_MODIFIERS,
     PLACE_PREPOSITIONS,
+    REGIONS_EN,
 )
-
-Span = tuple[int, int]
-
-
-@dataclass(frozen=True, slots=True)
-class PlaceMatch:
-    text: str  # as the user wrote it
-    canonical: str | None  # gazetteer's English name; None for an unlisted answer
-    start: int
-    end: int
-    lang: str
-
-
-@dataclass(frozen=True, slots=True)
-class TopicMatch:
-    topic: str
-    keyword: str  # the user's word, e.g. "温度", "temperature"
-    start: int
-    end: int
-
+from sidecar.context.placelike import load_placelike
+from sidecar.context.places_zh import find_han
+from sidecar.context.spans import PlaceMatch as PlaceMatch
+from sidecar.context.spans import Span, overlaps
+from sidecar.context.spans import TopicMatch as TopicMatch
 
 WEATHER_KEYWORDS: tuple[str, ...] = (
     "天气", "气温", "温度", "下雨", "下雪", "多少度", "几度", "刮风", "湿度", "预报", "降雨",
@@ -93,10 +77,6 @@ class TopicMatcher:
         return found
 
 
-def _overlaps(start: int, end: int, spans: Sequence[Span]) -> bool:
-    return any(s < end and start < e for s, e in spans)
-
-
 def _sentence_initial(text: str, start: int) -> bool:
     i = start - 1
     while i >= 0 and text[i] in " \t\"'(“‘":
@@ -110,24 +90,30 @@ def _previous_word(words: list[re.Match[str]], index: int) -> str:
 
 def _find_latin(
     text: str, gaz: Gazetteer, blocked: Sequence[Span], answering: bool
-) -> PlaceMatch | None:
+) -> list[PlaceMatch]:
     words = list(_LATIN_WORD.finditer(text))
     n = len(words)
+    if not n:
+        return []
     first_clause_end = _first_clause_end(text)
+    # run[i]: how many words from i on are joined by single spaces (a multi-word name's reach)
+    run = [1] * n
+    for k in range(n - 2, -1, -1):
+        if _joined_by_spaces(text, words, k, 2):
+            run[k] = run[k + 1] + 1
+    found: list[PlaceMatch] = []
     i = 0
     while i < n:
         best: tuple[int, str] | None = None
-        for size in range(min(gaz.max_latin_words, n - i), 0, -1):
+        for size in range(min(gaz.max_latin_words, run[i]), 0, -1):
             start, end = words[i].start(), words[i + size - 1].end()
-            if size > 1 and not _joined_by_spaces(text, words, i, size):
-                continue
-            if blocked and _overlaps(start, end, blocked):
-                continue
             key = fold_latin(text[start:end]) if size > 1 else words[i].group(0).lower()
             if not key.isascii():
                 key = fold_latin(key)
             canon = gaz.latin.get(key)
             if canon is None or (size == 1 and key in PLACE_MODIFIERS):
+                continue
+            if blocked and overlaps(start, end, blocked):
                 continue
             in_answer = answering and (n <= 4 or (end <= first_clause_end and not _is_common(key)))
             if not in_answer and not _has_evidence(text, words, i, key, gaz):
@@ -146,8 +132,37 @@ def _find_latin(
         ):
             first = i - 1
         start, end = words[first].start(), words[i + size - 1].end()
-        return PlaceMatch(text[start:end], canon, start, end, "en")
-    return None
+        found.append(PlaceMatch(text[start:end], canon, start, end, "en"))
+        i += size
+    return _qualify_latin(text, found, gaz)
+
+
+# "Paris, Texas", "Portland, Maine", and after a correction "Paris in Texas"
+_QUALIFIER = re.compile(r"(?:,\s*|\s+in\s+)([A-Za-z]+(?:\s[A-Za-z]+)?)")
+
+
+def _qualify_latin(text: str, found: list[PlaceMatch], gaz: Gazetteer) -> list[PlaceMatch]:
+    """ "Paris, Texas" is one place: a city, a comma and a region (a short code only in capitals)."""
+    out: list[PlaceMatch] = []
+    for place in found:
+        m = _QUALIFIER.match(text, place.end)
+        key = fold_latin(place.text)
+        if m is not None and key not in REGIONS_EN and key not in gaz.region_keys:
+            for size in (2, 1):
+                words = m.group(1).split()[:size]
+                if len(words) < size:
+                    continue
+                region = " ".join(words).lower()
+                if region in REGIONS_EN or region in gaz.region_keys:
+                    if len(region) <= 3 and not "".join(words).isupper():
+                        continue
+                    end = m.start(1) + len(" ".join(words))
+                    whole = text[place.start : end]
+                    place = PlaceMatch(whole, place.canonical, place.start, end, "en")
+                    break
+        out.append(place)
+    # drop a region swallowed by the place before it
+    return [p for k, p in enumerate(out) if not (k and p.start < out[k - 1].end)]
 
 
 def _first_clause_end(text: str) -> int:
@@ -182,65 +197,40 @@ def _has_evidence(text: str, words: list[re.Match[str]], i: int, key: str, gaz: 
     after_preposition = _previous_word(words, i) in PLACE_PREPOSITIONS
     if _is_common(key):
         return capital and (after_preposition or not _sentence_initial(text, words[i].start()))
-    if " " in key or key in gaz.major or after_preposition:
+    if " " in key or key in gaz.major:
         return True
-    return capital and not _sentence_initial(text, words[i].start())
+    if key in load_placelike().common_words:
+        # a small town named like an everyday word ("airport"): a capital inside a sentence
+        return capital and not _sentence_initial(text, words[i].start())
+    return after_preposition or (capital and not _sentence_initial(text, words[i].start()))
 
 
-def _find_han(
-    text: str, gaz: Gazetteer, blocked: Sequence[Span], answering: bool
-) -> PlaceMatch | None:
-    for run in _HAN_RUN.finditer(text):
-        s, e = run.span()
-        i = s
-        while i < e - 1:
-            found = None
-            for size in range(min(gaz.max_han_chars, e - i), 1, -1):
-                if blocked and _overlaps(i, i + size, blocked):
-                    continue
-                name = text[i : i + size]
-                canon = gaz.han.get(name)
-                if canon is None:
-                    continue
-                if name in CJK_AMBIGUOUS and not _han_cue(text, i, i + size, blocked, answering):
-                    continue
-                found = PlaceMatch(name, canon, i, i + size, "zh")
-                break
-            if found is not None:
-                return found
-            i += 1
-    return None
+def find_places(
+    text: str, gaz: Gazetteer, blocked: Sequence[Span], *, answering: bool, simple: str = ""
+) -> list[PlaceMatch]:
+    """Every gazetteer place in ``text`` (longest name at each position), in order.
 
-
-def _han_cue(text: str, start: int, end: int, blocked: Sequence[Span], answering: bool) -> bool:
-    if any(s == end for s, _ in blocked):
-        return True  # followed by a time or topic word: "大同明天天气"
-    after = text[end : end + 3]
-    if after.startswith(("市", "的天气", "天气", "的气温", "的温度", "会下", "下雨", "下雪")):
-        return True
-    core = text.strip(" ，。！？,.!?呢吧啊")
-    return answering and core == text[start:end]
+    ``blocked`` spans (time words, topic words) are never part of a place, nor is a name inside
+    a listed brand, food or product name. ``answering`` is true when the assistant just asked
+    where, which makes a bare common-word name count. ``simple`` is ``text`` in Simplified
+    characters (same length), for matching Chinese; places keep the user's characters.
+    """
+    blocked = [*blocked, *load_placelike().spans(text)]
+    found: list[PlaceMatch] = []
+    if not text.isascii():
+        for p in find_han(simple or text, gaz, blocked, answering):
+            found.append(PlaceMatch(text[p.start : p.end], p.canonical, p.start, p.end, "zh"))
+    found.extend(_find_latin(text, gaz, blocked, answering))
+    found.sort(key=lambda p: p.start)
+    return found
 
 
 def find_place(
     text: str, gaz: Gazetteer, blocked: Sequence[Span], *, answering: bool
 ) -> PlaceMatch | None:
-    """The first gazetteer place in ``text`` (longest name at each position), or None.
-
-    ``blocked`` spans (time words, topic words) are never part of a place. ``answering`` is true
-    when the assistant just asked where, which makes a bare common-word name count.
-    """
-    found: list[PlaceMatch] = []
-    if not text.isascii():
-        han = _find_han(text, gaz, blocked, answering)
-        if han is not None:
-            found.append(han)
-    latin = _find_latin(text, gaz, blocked, answering)
-    if latin is not None:
-        found.append(latin)
-    if not found:
-        return None
-    return min(found, key=lambda p: p.start)
+    """The first place of ``find_places``, or None."""
+    found = find_places(text, gaz, blocked, answering=answering)
+    return found[0] if found else None
 
 
 _ZH_ANSWER_PREFIX = re.compile(
@@ -265,7 +255,7 @@ def answer_place(text: str, blocked: Sequence[Span]) -> PlaceMatch | None:
     start = offset + (len(clause) - len(clause.lstrip()))
     clause = clause.strip()
     end = start + len(clause)
-    if blocked and _overlaps(start, end, blocked):
+    if blocked and overlaps(start, end, blocked):
         return None
     if clause.isascii():
         words = list(_LATIN_WORD.finditer(clause))

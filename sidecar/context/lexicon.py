@@ -119,3 +119,50 @@ NOT_AN_ANSWER_ZH: frozenset[str] = words(
     本地 当地 家里 你猜 不告诉你 哈哈 嗯嗯 好吧 可以 不要 不用 对的 没事
     """
 )
+
+# Countries come from the gazetteer; these first-level regions qualify a place name after a
+# comma ("Paris, Texas", "Portland, Maine").
+REGIONS_EN: frozenset[str] = frozenset(
+    """
+    alabama|alaska|arizona|arkansas|california|colorado|connecticut|delaware|florida|georgia|
+    hawaii|idaho|illinois|indiana|iowa|kansas|kentucky|louisiana|maine|maryland|massachusetts|
+    michigan|minnesota|mississippi|missouri|montana|nebraska|nevada|new hampshire|new jersey|
+    new mexico|new york|north carolina|north dakota|ohio|oklahoma|oregon|pennsylvania|
+    rhode island|south carolina|south dakota|tennessee|texas|utah|vermont|virginia|washington|
+    west virginia|wisconsin|wyoming|ontario|quebec|british columbia|alberta|manitoba|
+    saskatchewan|nova scotia|new brunswick|newfoundland|new south wales|victoria|queensland|
+    tasmania|western australia|south australia|england|scotland|wales|northern ireland|
+    tx|ca|ny|me|or|wa|fl|il|ma|ga|nc|oh|pa|mi|az|co|va|nj|tn|mo|mn|ky|la|al|sc|ut|nv|ia|ks|
+    ok|ar|ms|ne|nm|id|wv|hi|nh|ri|mt|de|sd|nd|ak|vt|wy|ct|md|wi|in|usa|us|uk
+    """.replace("\n", "")
+    .replace(" |", "|")
+    .strip()
+    .split("|")
+)
+
+# Characters that may stand right before a Chinese place name: prepositions and verbs of going
+# or asking, conjunctions ("在深圳", "去成都", "查北京", "不对，是伦敦", "北京和上海").
+HAN_LEAD = frozenset("在去到从往至回由离住赴经来飞查看问是和跟与及、那有成于对喺系")
+
+# Characters that may follow one: particles, administrative suffixes, conjunctions, time and
+# question words, and the first characters of what is typically asked about a place.
+HAN_FOLLOW = frozenset(
+    "的呢吗吧啊呀嘛市省县区镇有和跟与及、到去飞往至会是今明后昨这那下上本周星礼怎如天冷热几多"
+    "现最附还也都站机酒景玩旅住出回人在附近哪什要能可嘅有冇"
+)
+
+# Heads that make a place name part of something named after it: its dish, dialect, team...
+# ("上海菜", "广东话", "北京队"); such a name is not the place asked about.
+HAN_NAMED_AFTER = (
+    "菜", "料理", "烤鸭", "烤肉", "拉面", "米粉", "米线", "小吃", "火锅", "炒饭", "面条", "话",
+    "方言", "口音", "腔", "银行", "航空", "啤酒", "队", "风味", "口味", "移动", "联通", "电信",
+)  # fmt: skip
+
+# Words that mark a correction ("不对，是伦敦", "sorry, I meant Lyon"): the place that counts is the
+# last one not negated.
+CORRECTION_ZH = ("不对", "不是", "搞错", "错了", "我是说", "我说的是", "应该是", "改成", "换成")
+CORRECTION_EN: frozenset[str] = words(
+    "sorry meant mean actually instead oops rather correction no not"
+)
+NEGATION_BEFORE_ZH = ("不是", "不去", "而不是")
+NEGATION_BEFORE_EN: frozenset[str] = words("not")

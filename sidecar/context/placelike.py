@@ -1,0 +1,123 @@
+"""Evidence against a place: names that contain a place name but are something else.
+
+Two bundled lists, both data with their provenance in the files:
+
+* ``placelike.tsv``: brands, companies, foods, products, people and titles that contain a place
+  name ("巴黎世家", "China Mobile", "Buffalo wings"). A gazetteer hit inside one is no place.
+* ``common_place_words.txt``: small places whose one-word name is an everyday English word
+  ("airport", "hope"); such a name needs a capital inside a sentence to count.
+
+Also the regions a place can be qualified by ("Paris, Texas", "美国的巴黎").
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+
+from sidecar.context.lexicon import REGIONS_EN
+from sidecar.context.script import to_simplified
+
+Span = tuple[int, int]
+
+_WORD = re.compile(r"[A-Za-z\u00c0-\u024f0-9]+(?:['’\-+][A-Za-z\u00c0-\u024f0-9]+)*|\+")
+# A one-word "exact" name still names the place right after one of these ("flights to Nokia").
+_PLACE_LEAD = frozenset(["in", "to", "from", "at", "near", "visiting", "around"])
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceLike:
+    han: frozenset[str]
+    han_first: frozenset[str]
+    han_max: int
+    latin_any: frozenset[str]  # lowercase, words joined by one space
+    latin_exact: frozenset[str]  # as written
+    latin_first: frozenset[str]  # lowercase first words of either kind
+    latin_max: int
+    common_words: frozenset[str]
+
+    def spans(self, text: str) -> list[Span]:
+        """Where ``text`` names one of the listed things; Chinese matched in Simplified."""
+        out: list[Span] = []
+        if not text.isascii():
+            simple = to_simplified(text)
+            for i, ch in enumerate(simple):
+                if ch not in self.han_first:
+                    continue
+                for size in range(min(self.han_max, len(simple) - i), 1, -1):
+                    if simple[i : i + size] in self.han:
+                        out.append((i, i + size))
+                        break
+        out.extend(self._latin_spans(text))
+        return out
+
+    def _latin_spans(self, text: str) -> Iterator[Span]:
+        words = list(_WORD.finditer(text))
+        for i, w in enumerate(words):
+            if w.group(0).lower() not in self.latin_first:
+                continue
+            for size in range(min(self.latin_max, len(words) - i), 0, -1):
+                start, end = w.start(), words[i + size - 1].end()
+                phrase = text[start:end]
+                if " ".join(phrase.lower().split()) in self.latin_any:
+                    yield start, end
+                    break
+                if phrase in self.latin_exact:
+                    before = words[i - 1].group(0).lower() if i else ""
+                    if size > 1 or before not in _PLACE_LEAD:
+                        yield start, end
+                    break
+
+
+def _read(name: str) -> list[str]:
+    raw = resources.files(__package__).joinpath("data", name).read_text(encoding="utf-8")
+    return [line for line in raw.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def _build() -> PlaceLike:
+    han: set[str] = set()
+    latin_any: set[str] = set()
+    latin_exact: set[str] = set()
+    for line in _read("placelike.tsv"):
+        name, _kind, match, *_source = line.split("\t")
+        if not name.isascii():
+            han.add(to_simplified(name))
+        elif match == "exact":
+            latin_exact.add(name)
+        else:
+            latin_any.add(" ".join(name.lower().split()))
+    first = {n.split()[0].lower() for n in latin_any | latin_exact}
+    words = [len(n.split()) for n in latin_any | latin_exact]
+    common = frozenset(w.strip() for w in _read("common_place_words.txt"))
+    return PlaceLike(
+        frozenset(han),
+        frozenset(n[0] for n in han),
+        max((len(n) for n in han), default=2),
+        frozenset(latin_any),
+        frozenset(latin_exact),
+        frozenset(first),
+        max(words, default=1),
+        common,
+    )
+
+
+_lock = threading.Lock()
+_cached: PlaceLike | None = None
+
+
+def load_placelike() -> PlaceLike:
+    """The bundled lists, read once."""
+    global _cached
+    if _cached is None:
+        with _lock:
+            if _cached is None:
+                _cached = _build()
+    return _cached
+
+
+def is_region_en(key: str, han_region_canon: frozenset[str]) -> bool:
+    """Whether a folded Latin name is a country or first-level region ("texas", "france")."""
+    return key in REGIONS_EN or key in han_region_canon

@@ -1,0 +1,29 @@
+"""What the matchers report: spans of the user's text holding a place, a time or a topic."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+Span = tuple[int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceMatch:
+    text: str  # as the user wrote it
+    canonical: str | None  # gazetteer's English name; None for an unlisted answer
+    start: int
+    end: int
+    lang: str
+
+
+@dataclass(frozen=True, slots=True)
+class TopicMatch:
+    topic: str
+    keyword: str  # the user's word, e.g. "温度", "temperature"
+    start: int
+    end: int
+
+
+def overlaps(start: int, end: int, spans: Sequence[Span]) -> bool:
+    return any(s < end and start < e for s, e in spans)
