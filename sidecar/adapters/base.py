@@ -29,6 +29,35 @@ class Injection:
     rewrite: str  # replace | annotate | off
 
 
+class StreamReader(Protocol):
+    """Reads a copy of a streamed answer as it passes (the client gets the bytes unchanged)."""
+
+    # The answer asks the client to call tools: the turn is recorded with the answer that follows.
+    tool_calls: bool
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def end(self) -> None:
+        """The stream closed: read what is left in the buffer."""
+        ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def finished(self) -> bool:
+        """The stream said its answer is whole (recorded as not partial)."""
+        ...
+
+    @property
+    def complete(self) -> bool:
+        """Nothing more of this turn will come: it may be recorded now, before the connection
+        ends (some backends keep it open after the answer)."""
+        ...
+
+    def result_usage(self) -> Usage: ...
+
+
 class Adapter(Protocol):
     name: str
     # Whether an answer may be an asynchronous task (a ``task_id``, the result read later).
@@ -41,6 +70,10 @@ class Adapter(Protocol):
     def answer(self, body: Any) -> tuple[str | None, Usage]: ...
 
     def prepare_stream(self, body: dict[str, Any]) -> bool:
-        """Adjust a streaming request (e.g. ask for usage); returns True when a usage-only chunk
-        the client did not ask for must be hidden from it."""
+        """Adjust a streaming request (e.g. ask for usage); returns True when usage the client
+        did not ask for must be taken out of the stream it sees."""
+        ...
+
+    def stream_reader(self) -> StreamReader:
+        """A fresh reader for one streamed answer of this adapter's protocol."""
         ...
