@@ -56,13 +56,13 @@ async def test_json_turns_share_memory_with_system_untouched(
     sid = f"an-{uuid.uuid4().hex[:8]}"
     async with sdk(sidecar_url, sid) as client:
         first = await client.messages.create(
-            model="claude-sonnet-4-5",
+            model="claude-fake-1",
             max_tokens=256,
             system=SYSTEM,
             messages=[user("Weather in Paris?")],
         )
         second = await client.messages.create(
-            model="claude-sonnet-4-5",
+            model="claude-fake-1",
             max_tokens=256,
             system=SYSTEM,
             messages=[user("And in Rome?")],
@@ -92,7 +92,7 @@ async def test_json_turns_share_memory_with_system_untouched(
     assert [(r["prompt_tokens"], r["completion_tokens"]) for r in usage] == [
         (u["input_tokens"], u["output_tokens"]) for u in reported
     ]
-    assert {r["model"] for r in usage} == {"claude-sonnet-4-5"}
+    assert {r["model"] for r in usage} == {"claude-fake-1"}
 
 
 async def test_roles_alternate_where_history_and_request_meet(
@@ -125,9 +125,7 @@ async def test_stream_relayed_event_by_event_and_recorded(
     texts: list[str] = []
     async with (
         sdk(sidecar_url, sid) as client,
-        client.messages.stream(
-            model="claude-sonnet-4-5", max_tokens=128, messages=[user(q)]
-        ) as stream,
+        client.messages.stream(model="claude-fake-1", max_tokens=128, messages=[user(q)]) as stream,
     ):
         async for event in stream:
             if event.type == "text":

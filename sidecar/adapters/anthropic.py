@@ -133,6 +133,9 @@ class AnthropicAdapter:
     def prepare_stream(self, body: dict[str, Any]) -> bool:
         return False  # the stream always reports usage (message_start, message_delta)
 
+    def continuation_id(self, answer: Any) -> str | None:
+        return None
+
     def stream_reader(self) -> StreamReader:
         return AnthropicStream()
 
@@ -168,6 +171,10 @@ class AnthropicStream(EventReader):
     @property
     def complete(self) -> bool:
         return self.stopped
+
+    @property
+    def whole(self) -> Any:
+        return None
 
     def on_event(self, name: str, data: bytes) -> None:
         try:

@@ -18,6 +18,9 @@ class Incoming:
     session_id: str | None  # None: the sidecar names a new session
     request_context: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
+    # The earlier answer this request goes on from without re-sending the question
+    # (Responses' ``previous_response_id``).
+    continues: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,12 @@ class StreamReader(Protocol):
 
     def result_usage(self) -> Usage: ...
 
+    @property
+    def whole(self) -> Any:
+        """The answer as one object, when the stream ends by sending it whole (Responses'
+        ``response.completed``); else None."""
+        ...
+
 
 class Adapter(Protocol):
     name: str
@@ -72,6 +81,12 @@ class Adapter(Protocol):
     def prepare_stream(self, body: dict[str, Any]) -> bool:
         """Adjust a streaming request (e.g. ask for usage); returns True when usage the client
         did not ask for must be taken out of the stream it sees."""
+        ...
+
+    def continuation_id(self, answer: Any) -> str | None:
+        """The id by which a later request goes on from ``answer`` (one that waits for tool
+        results) without re-sending the question: Responses' response id. None where clients
+        re-send the conversation."""
         ...
 
     def stream_reader(self) -> StreamReader:

@@ -144,5 +144,8 @@ class OpenAIAdapter:
         }
         return not asked
 
+    def continuation_id(self, answer: Any) -> str | None:
+        return None
+
     def stream_reader(self) -> StreamReader:
         return SSEAccumulator()

@@ -105,8 +105,13 @@ class ResponsesAdapter:
         session_id = headers.get("X-Session-ID") or None
         if session_id is not None:
             session_id = validate_session_id(session_id)
+        previous = body.get("previous_response_id")
         return Incoming(
-            body=body, query=query, session_id=session_id, stream=body.get("stream") is True
+            body=body,
+            query=query,
+            session_id=session_id,
+            stream=body.get("stream") is True,
+            continues=previous if isinstance(previous, str) and previous else None,
         )
 
     def inject(self, incoming: Incoming, injection: Injection) -> dict[str, Any]:
@@ -130,6 +135,10 @@ class ResponsesAdapter:
 
     def prepare_stream(self, body: dict[str, Any]) -> bool:
         return False  # response.completed always carries the usage
+
+    def continuation_id(self, answer: Any) -> str | None:
+        rid = answer.get("id") if isinstance(answer, dict) else None
+        return rid if isinstance(rid, str) and 0 < len(rid) <= 256 else None
 
     def stream_reader(self) -> StreamReader:
         return ResponsesStream()
@@ -156,6 +165,10 @@ class ResponsesStream(EventReader):
     @property
     def finished(self) -> bool:
         return self.final is not None
+
+    @property
+    def whole(self) -> Any:
+        return self.final
 
     @property
     def complete(self) -> bool:

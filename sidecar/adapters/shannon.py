@@ -123,6 +123,10 @@ class ShannonStream(EventReader):
     def finished(self) -> bool:
         return self.complete
 
+    @property
+    def whole(self) -> Any:
+        return None
+
     def on_event(self, name: str, data: bytes) -> None:
         if data.strip() == b"[DONE]":
             self.ended = True

@@ -121,6 +121,10 @@ class SSEAccumulator(EventReader):
     def complete(self) -> bool:
         return self.done
 
+    @property
+    def whole(self) -> Any:
+        return None
+
     def on_event(self, name: str, data: bytes) -> None:
         if data.strip() == b"[DONE]":
             self.done = True

@@ -107,5 +107,8 @@ class TasksAdapter:
     def prepare_stream(self, body: dict[str, Any]) -> bool:
         return False
 
+    def continuation_id(self, answer: Any) -> str | None:
+        return None
+
     def stream_reader(self) -> StreamReader:
         return ShannonStream() if self.preset == "shannon" else SSEAccumulator()

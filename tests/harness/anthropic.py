@@ -47,7 +47,7 @@ class FakeAnthropic(FakeBackend):
     def __init__(self) -> None:
         super().__init__()
         self.use_tools = True
-        self.model = "claude-sonnet-4-5"
+        self.model = "claude-fake-1"
         self.answers: list[dict[str, Any]] = []  # every message answered, as sent
         self._ids = itertools.count(1)
 
