@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -125,6 +126,30 @@ async def test_sdk_streams_with_and_without_usage(
     ]
     assert not any(r["partial"] for r in rows)
     usage = await session_usage(pg_dsn, sid, 2)
+    assert [token_counts(r) for r in usage] == upstream.reported_usage
+
+
+@pytest.mark.parametrize("shape", ["openai", "litellm"])
+async def test_no_usage_field_reaches_a_client_that_did_not_ask(
+    start_sidecar: Any,
+    upstream: FakeUpstream,
+    pg_dsn: str,
+    http: aiohttp.ClientSession,
+    shape: Any,
+) -> None:
+    sidecar = await start_sidecar()
+    upstream.chat_usage_shape = shape
+    sid = f"oa-{uuid.uuid4().hex[:8]}"
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "Hi there"}]}
+    async with http.post(sidecar.url + CHAT, json=body, headers={"X-Session-ID": sid}) as resp:
+        assert resp.status == 200
+        raw = await resp.read()
+    assert upstream.reported[0].usage_sent  # the upstream was asked, and said it
+    assert b'"usage"' not in raw
+    events = [e for e in raw.split(b"\n\n") if e.startswith(b"data: {")]
+    assert all(json.loads(e[6:])["choices"] for e in events), "a chunk that carried only usage"
+    assert raw.endswith(b"data: [DONE]\n\n")
+    usage = await session_usage(pg_dsn, sid, 1)
     assert [token_counts(r) for r in usage] == upstream.reported_usage
 
 
