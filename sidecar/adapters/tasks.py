@@ -20,6 +20,8 @@ from .base import Incoming, Injection, StreamReader
 from .shannon import ShannonStream, read_task_usage
 from .sse import SSEAccumulator
 
+# What the sidecar injects (top level, or inside ``context`` with ``history_in: context``).
+INJECTED_KEYS = ("history", "original_query")
 SESSION_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
@@ -72,6 +74,9 @@ class TasksAdapter:
             context = {}
         if not isinstance(context, dict):
             raise BadRequest("context must be a JSON object", code="invalid_context")
+        if self.history_in == "context":
+            # What the sidecar injects there is never the client's to set, nor to store.
+            context = {k: v for k, v in context.items() if k not in INJECTED_KEYS}
         return Incoming(
             body=body,
             query=query,
