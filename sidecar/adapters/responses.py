@@ -3,7 +3,8 @@
 The session is named by ``X-Session-ID``. ``input`` (a string, or a list of items) gets the stored
 history prepended as message items, minus what the client re-sent itself; ``instructions`` are
 left as sent. A request with ``previous_response_id`` has its history on the backend already:
-nothing is injected, and its turn is still recorded. The answer's text is the ``output_text``
+nothing is injected, and its turn is still recorded (likewise with ``conversation``, a
+conversation the backend stores). The answer's text is the ``output_text``
 content of the ``output`` message items; streams are read from ``response.output_text.delta``
 and ``response.completed``. An answer that only calls tools is recorded with the answer that
 follows the tools' results.
@@ -116,8 +117,8 @@ class ResponsesAdapter:
 
     def inject(self, incoming: Incoming, injection: Injection) -> dict[str, Any]:
         body = dict(incoming.body)
-        if body.get("previous_response_id"):
-            return body
+        if body.get("previous_response_id") or body.get("conversation"):
+            return body  # the backend holds this conversation already
         items = body["input"]
         own: list[Any] = [{"role": "user", "content": items}] if isinstance(items, str) else items
         history = missing_history(injection.history, own[:-1])
