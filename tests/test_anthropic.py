@@ -211,3 +211,18 @@ async def test_new_session_named_in_the_response(sidecar_url: str, pg_dsn: str) 
     sid = raw.headers["X-Session-ID"]
     assert sid
     await session_messages(pg_dsn, sid, 2)
+
+
+async def test_session_named_by_metadata_user_id_when_configured(
+    start_sidecar: Any, backend: FakeAnthropic, pg_dsn: str
+) -> None:
+    routes = [{"path": MESSAGES, "adapter": "anthropic", "session_from_user": True}]
+    sidecar = await start_sidecar(upstream={"url": backend.url}, routes=routes)
+    sid = f"user-{uuid.uuid4().hex[:8]}"
+    async with sdk(sidecar.url, None) as client:
+        for q in ("Weather in Paris?", "And in Rome?"):
+            await client.messages.create(
+                model="m", max_tokens=32, metadata={"user_id": sid}, messages=[user(q)]
+            )
+    assert backend.bodies(MESSAGES)[1]["messages"][0] == user("Weather in Paris?")
+    await session_messages(pg_dsn, sid, 4)

@@ -91,10 +91,6 @@ class StreamCapture:
             if self.on_complete is not None:
                 self.on_complete()
 
-    @property
-    def completed(self) -> bool:
-        return self._completed
-
     def answer(self, status: int, complete: bool) -> Answer | None:
         """The streamed answer, or ``None`` when there is none to remember (an error status, no
         text, or tool calls).
