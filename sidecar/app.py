@@ -98,6 +98,7 @@ def create_app(config: Config, *, span_exporter: Any = None) -> web.Application:
         [(r.path, r.adapter) for r in config.routes],
         access_log=config.logging.access_log,
         tracer=tracer,
+        aliases={sse_path(r.path): r.path for r in config.routes if r.preset == "shannon"},
     )
     app = web.Application(
         # The observer inside the error middleware: it sees what each error was, and counts it.

@@ -173,6 +173,12 @@ async def test_submit_then_sse_only_through_the_redirect(
     assert location == f"{SSE}?workflow_id={task['task_id']}"
     await read_stream(http, sidecar.url + location)
     await assert_one_turn(pg_dsn, sid, q, sidecar)
+    # The stream endpoint is counted under the route it belongs to, not as a pass-through.
+    async with http.get(sidecar.url + "/_sidecar/metrics") as resp:
+        metrics = await resp.text()
+    assert 'sidecar_http_requests_total{adapter="tasks",code="200",route="/api/v1/tasks"} 2' in (
+        metrics
+    )
 
 
 async def test_polls_and_sse_together_record_one_turn(
