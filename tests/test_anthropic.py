@@ -4,6 +4,7 @@ by event, answers and usage in PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -11,6 +12,9 @@ from typing import Any
 import anthropic
 import pytest
 
+from sidecar.adapters.anthropic import AnthropicAdapter
+from sidecar.adapters.base import Injection
+from sidecar.session.model import new_message
 from tests.harness import answer_text
 from tests.harness.anthropic import MESSAGES, FakeAnthropic
 from tests.harness.waiting import pg_fetch, session_messages, session_usage
@@ -226,3 +230,23 @@ async def test_session_named_by_metadata_user_id_when_configured(
             )
     assert backend.bodies(MESSAGES)[1]["messages"][0] == user("Weather in Paris?")
     await session_messages(pg_dsn, sid, 4)
+
+
+def test_history_opens_with_the_user_and_holds_no_empty_text() -> None:
+    adapter = AnthropicAdapter()
+    incoming = adapter.parse(
+        json.dumps({"model": "m", "max_tokens": 8, "messages": [user("Next?")]}).encode(), {}
+    )
+    stored = [
+        new_message("assistant", "the end of a turn cut by the window", 1),
+        new_message("user", "", 1),  # a question that was only an image
+        new_message("assistant", "A cat.", 1),
+        new_message("user", "And Rome?", 1),
+        new_message("assistant", "Sunny.", 1),
+    ]
+    body = adapter.inject(incoming, Injection("s", stored, {}, None, "off"))
+    assert body["messages"] == [
+        {"role": "user", "content": "And Rome?"},
+        {"role": "assistant", "content": "Sunny."},
+        user("Next?"),
+    ]

@@ -113,7 +113,9 @@ class AnthropicAdapter:
         body = dict(incoming.body)
         own: list[dict[str, Any]] = body["messages"]
         history: Sequence[Message] = missing_history(injection.history, own[:-1])
-        stored = [{"role": m.role, "content": m.content} for m in history]
+        # The API refuses empty text blocks: a stored message without words (a question that
+        # was only an image, say) is left out rather than spoil every later request.
+        stored = [{"role": m.role, "content": m.content} for m in history if m.content.strip()]
         # The conversation opens with the user: a window cut inside a turn loses its answer half.
         while stored and stored[0]["role"] != "user":
             stored.pop(0)

@@ -12,7 +12,6 @@ many of them read it, in whatever order or at once, the turn is recorded once.
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from aiohttp import web
 
@@ -27,8 +26,6 @@ from ..proxy import (
 )
 from .capture import Answer, StreamCapture
 from .tasks import PendingTask, TaskPolls
-
-log = logging.getLogger(__name__)
 
 
 class ShannonStreams:
