@@ -398,3 +398,16 @@ def test_shannon_stream_completes_with_the_final_agents_message() -> None:
     intermediate = ShannonStream()
     intermediate.feed(data[: data.index(b'"final_output"')])
     assert not intermediate.complete
+
+
+def test_shannon_workflow_completed_before_the_final_message_waits_for_it() -> None:
+    # Some workflows send WORKFLOW_COMPLETED before the final agent's message.
+    early_end = [SHANNON[0], SHANNON[1], SHANNON[2], SHANNON[4], SHANNON[3], SHANNON[5]]
+    data = stream_of(early_end, b"\n")
+    final_at = data.index(b"event: thread.message.completed", data.index(b"WORKFLOW"))
+    r = ShannonStream()
+    r.feed(data[:final_at])
+    assert not r.complete  # only an intermediate agent's message so far
+    r.feed(data[final_at:])
+    assert r.complete
+    assert r.text == "Bonjour Paris"

@@ -90,9 +90,11 @@ def _message_usage(metadata: Any) -> Usage:
 
 class ShannonStream(EventReader):
     """Reads the gateway's task stream. The turn is complete when the final agent's message
-    arrives, or the workflow says it completed (with some message seen), or the stream ends
-    (``done``) — the gateway keeps the connection open for a while after that, so the turn must
-    not wait for the connection to close."""
+    arrives, or the stream ends (``done``), or the workflow says it completed with only deltas
+    seen — the gateway keeps the connection open for a while after that, so the turn must not
+    wait for the connection to close. After other agents' messages, ``WORKFLOW_COMPLETED`` is
+    not enough: some workflows send it before the final agent's message (Shannon's own
+    OpenAI-compatible streamer waits for that message too)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -116,7 +118,7 @@ class ShannonStream(EventReader):
         return (
             self._final is not None
             or self.ended
-            or (self.workflow_done and (self._message is not None or bool(self._parts)))
+            or (self.workflow_done and self._message is None and bool(self._parts))
         )
 
     @property
