@@ -12,7 +12,11 @@ import aiohttp
 import redis.asyncio as aioredis
 from aiohttp import web
 
+from .adapters.anthropic import AnthropicAdapter
 from .adapters.base import Adapter
+from .adapters.openai import OpenAIAdapter
+from .adapters.responses import ResponsesAdapter
+from .adapters.shannon import sse_path
 from .adapters.tasks import TasksAdapter
 from .admin import AdminSessions
 from .config import Config, RouteConfig
@@ -30,6 +34,7 @@ from .store.postgres import PostgresSessionStore
 from .store.redis import CircuitBreaker, RedisSessionStore, make_client
 from .tracing import Tracer
 from .turns import TurnRecorder, TurnRoute
+from .turns.shannon import ShannonStreams
 from .writer import OutboxWriter
 
 log = logging.getLogger(__name__)
@@ -53,10 +58,12 @@ HEALTH = web.AppKey("health", Health)
 
 def _adapter(route: RouteConfig) -> Adapter:
     if route.adapter == "openai":
-        from .adapters.openai import OpenAIAdapter
-
         return OpenAIAdapter(session_from_user=route.session_from_user)
-    return TasksAdapter(route.answer_paths)
+    if route.adapter == "anthropic":
+        return AnthropicAdapter(session_from_user=route.session_from_user)
+    if route.adapter == "responses":
+        return ResponsesAdapter()
+    return TasksAdapter(route.answer_paths, history_in=route.history_in, preset=route.preset)
 
 
 def create_app(config: Config, *, span_exporter: Any = None) -> web.Application:
@@ -68,6 +75,7 @@ def create_app(config: Config, *, span_exporter: Any = None) -> web.Application:
         [(r.path, r.adapter) for r in config.routes],
         access_log=config.logging.access_log,
         tracer=tracer,
+        aliases={sse_path(r.path): r.path for r in config.routes if r.preset == "shannon"},
     )
     app = web.Application(
         # The observer inside the error middleware: it sees what each error was, and counts it.
@@ -227,6 +235,7 @@ async def _routes(app: web.Application) -> None:
             extractor,
             app[RECORDER],
             app[METRICS],
+            route.path,
         )
         router.add_post(route.path, handler.handle)
         if handler.tasks is not None:
@@ -234,6 +243,12 @@ async def _routes(app: web.Application) -> None:
             router.add_get(
                 route.path.rstrip("/") + "/{task_id}", handler.tasks.poll, allow_head=False
             )
+            if route.preset == "shannon":
+                # The gateway's streaming flows: a submission answered with a stream URL, and
+                # the stream itself (``<route>/{id}/stream`` redirects to it, passed through).
+                router.add_post(route.path.rstrip("/") + "/stream", handler.handle)
+                streams = ShannonStreams(handler.tasks)
+                router.add_get(sse_path(route.path), streams.stream, allow_head=False)
     router.add_route("*", "/_sidecar", _sidecar_not_found)
     router.add_route("*", "/_sidecar/{tail:.*}", _sidecar_not_found)
     router.add_route("*", "/{tail:.*}", Forwarder(app[HTTP], config.upstream.url).handle)

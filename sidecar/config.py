@@ -276,6 +276,8 @@ def _default_routes() -> tuple[RouteConfig, ...]:
         RouteConfig(path="/api/tasks", adapter="tasks"),
         RouteConfig(path="/api/v1/tasks", adapter="tasks"),
         RouteConfig(path="/v1/chat/completions", adapter="openai"),
+        RouteConfig(path="/v1/messages", adapter="anthropic"),
+        RouteConfig(path="/v1/responses", adapter="responses"),
     )
 
 

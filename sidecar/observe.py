@@ -115,8 +115,12 @@ class Observer:
         access_log: bool,
         tracer: Tracer | None = None,
         fallback: str = PASSTHROUGH,
+        aliases: Mapping[str, str] | None = None,
     ) -> None:
         self.metrics = metrics
+        # Paths that belong to a route though they are not under it (Shannon's stream endpoint
+        # beside its tasks route): counted under the route.
+        self.aliases = dict(aliases or {})
         # Longest first: a route's sub-paths (task polls) belong to it.
         self.routes = sorted(routes, key=lambda r: len(r[0]), reverse=True)
         self.access_log = access_log
@@ -130,6 +134,7 @@ class Observer:
         never the path a client chose."""
         resource = request.match_info.route.resource
         template = resource.canonical if resource is not None else ""
+        template = self.aliases.get(template, template)
         for path, adapter in self.routes:
             if template == path or template.startswith(path.rstrip("/") + "/"):
                 return path, adapter

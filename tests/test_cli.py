@@ -172,6 +172,8 @@ def test_example_config_passes_check_config() -> None:
         "/api/tasks",
         "/api/v1/tasks",
         "/v1/chat/completions",
+        "/v1/messages",
+        "/v1/responses",
     ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from typing import Any
@@ -125,6 +126,30 @@ async def test_sdk_streams_with_and_without_usage(
     ]
     assert not any(r["partial"] for r in rows)
     usage = await session_usage(pg_dsn, sid, 2)
+    assert [token_counts(r) for r in usage] == upstream.reported_usage
+
+
+@pytest.mark.parametrize("shape", ["openai", "litellm"])
+async def test_no_usage_field_reaches_a_client_that_did_not_ask(
+    start_sidecar: Any,
+    upstream: FakeUpstream,
+    pg_dsn: str,
+    http: aiohttp.ClientSession,
+    shape: Any,
+) -> None:
+    sidecar = await start_sidecar()
+    upstream.chat_usage_shape = shape
+    sid = f"oa-{uuid.uuid4().hex[:8]}"
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "Hi there"}]}
+    async with http.post(sidecar.url + CHAT, json=body, headers={"X-Session-ID": sid}) as resp:
+        assert resp.status == 200
+        raw = await resp.read()
+    assert upstream.reported[0].usage_sent  # the upstream was asked, and said it
+    assert b'"usage"' not in raw
+    events = [e for e in raw.split(b"\n\n") if e.startswith(b"data: {")]
+    assert all(json.loads(e[6:])["choices"] for e in events), "a chunk that carried only usage"
+    assert raw.endswith(b"data: [DONE]\n\n")
+    usage = await session_usage(pg_dsn, sid, 1)
     assert [token_counts(r) for r in usage] == upstream.reported_usage
 
 
@@ -280,9 +305,9 @@ def test_missing_history_overlap(sent: list[tuple[str, str]], expected: list[str
     assert [m.content for m in missing_history(stored, prior)] == expected
 
 
-@pytest.mark.parametrize("sep", [b"\n\n", b"\r\n\r\n"])
+@pytest.mark.parametrize("sep", [b"\n\n", b"\r\n\r\n", b"\r\r"])
 @pytest.mark.parametrize("piece", [1, 7, 10_000])
-def test_usage_chunk_filter_drops_only_the_usage_chunk(sep: bytes, piece: int) -> None:
+def test_usage_chunk_filter_takes_out_only_the_usage(sep: bytes, piece: int) -> None:
     events = [
         b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}],"usage":null}',
         b": a comment",
@@ -294,4 +319,7 @@ def test_usage_chunk_filter_drops_only_the_usage_chunk(sep: bytes, piece: int) -
     f = UsageChunkFilter()
     out = b"".join(f.feed(stream[i : i + piece]) for i in range(0, len(stream), piece))
     out += f.flush()
-    assert out == b"".join(e + sep for i, e in enumerate(events) if i != 3)
+    # The first chunk loses its usage field (null, but the client did not ask for it); the
+    # usage-only chunk is gone; everything else passes byte for byte.
+    first = b'data: {"choices":[{"index":0,"delta":{"content":"Hi"}}]}'
+    assert out == b"".join(e + sep for e in [first, *events[1:3], events[4]])

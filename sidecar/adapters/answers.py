@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from ..session.model import Usage
@@ -32,7 +34,8 @@ def answer_text(body: Any, paths: Sequence[str]) -> str | None:
 MAX_TOKENS = 2**31 - 1
 
 
-def _int(value: Any) -> int:
+def token_count(value: Any) -> int:
+    """A token count as reported, or 0 when it is not a sane one."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return min(value, MAX_TOKENS)
     return 0
@@ -46,9 +49,27 @@ def read_usage(body: Any) -> Usage:
     model = model if isinstance(model, str) else ""
     usage = body.get("usage")
     if isinstance(usage, dict):
-        prompt = _int(usage.get("prompt_tokens", usage.get("input_tokens")))
-        completion = _int(usage.get("completion_tokens", usage.get("output_tokens")))
-        total = _int(usage.get("total_tokens")) or min(prompt + completion, MAX_TOKENS)
+        prompt = token_count(usage.get("prompt_tokens", usage.get("input_tokens")))
+        completion = token_count(usage.get("completion_tokens", usage.get("output_tokens")))
+        total = token_count(usage.get("total_tokens")) or min(prompt + completion, MAX_TOKENS)
         return Usage(prompt, completion, total, model)
-    total = _int(body.get("tokens_used"))
+    total = token_count(body.get("tokens_used"))
     return Usage(0, 0, total, model)
+
+
+def cost_of(value: Any) -> float | None:
+    """A reported cost (a non-negative finite number), else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value) if math.isfinite(value) else None
+    return None
+
+
+def read_usage_details(body: Any, cost_key: str = "cost", provider_key: str = "provider") -> Usage:
+    """``read_usage`` plus the cost (``usage.<cost_key>``) and the provider (``<provider_key>``)."""
+    usage = read_usage(body)
+    if not isinstance(body, dict):
+        return usage
+    reported = body.get("usage")
+    cost = cost_of(reported.get(cost_key)) if isinstance(reported, dict) else None
+    provider = body.get(provider_key)
+    return replace(usage, cost=cost, provider=provider if isinstance(provider, str) else "")

@@ -18,6 +18,9 @@ class Incoming:
     session_id: str | None  # None: the sidecar names a new session
     request_context: dict[str, Any] = field(default_factory=dict)
     stream: bool = False
+    # The earlier answer this request goes on from without re-sending the question
+    # (Responses' ``previous_response_id``).
+    continues: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,41 @@ class Injection:
     context: dict[str, Any]
     completed_query: str | None
     rewrite: str  # replace | annotate | off
+
+
+class StreamReader(Protocol):
+    """Reads a copy of a streamed answer as it passes (the client gets the bytes unchanged)."""
+
+    # The answer asks the client to call tools: the turn is recorded with the answer that follows.
+    tool_calls: bool
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    def end(self) -> None:
+        """The stream closed: read what is left in the buffer."""
+        ...
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def finished(self) -> bool:
+        """The stream said its answer is whole (recorded as not partial)."""
+        ...
+
+    @property
+    def complete(self) -> bool:
+        """Nothing more of this turn will come: it may be recorded now, before the connection
+        ends (some backends keep it open after the answer)."""
+        ...
+
+    def result_usage(self) -> Usage: ...
+
+    @property
+    def whole(self) -> Any:
+        """The answer as one object, when the stream ends by sending it whole (Responses'
+        ``response.completed``); else None."""
+        ...
 
 
 class Adapter(Protocol):
@@ -41,6 +79,16 @@ class Adapter(Protocol):
     def answer(self, body: Any) -> tuple[str | None, Usage]: ...
 
     def prepare_stream(self, body: dict[str, Any]) -> bool:
-        """Adjust a streaming request (e.g. ask for usage); returns True when a usage-only chunk
-        the client did not ask for must be hidden from it."""
+        """Adjust a streaming request (e.g. ask for usage); returns True when usage the client
+        did not ask for must be taken out of the stream it sees."""
+        ...
+
+    def continuation_id(self, answer: Any) -> str | None:
+        """The id by which a later request goes on from ``answer`` (one that waits for tool
+        results) without re-sending the question: Responses' response id. None where clients
+        re-send the conversation."""
+        ...
+
+    def stream_reader(self) -> StreamReader:
+        """A fresh reader for one streamed answer of this adapter's protocol."""
         ...

@@ -15,7 +15,8 @@ from typing import Any
 from ..errors import BadRequest
 from ..session.model import Message, Usage
 from .answers import answer_text, dig, read_usage
-from .base import Incoming, Injection
+from .base import Incoming, Injection, StreamReader
+from .sse import SSEAccumulator
 from .tasks import parse_json_object, validate_session_id
 
 SYSTEM_ROLES = ("system", "developer")
@@ -23,8 +24,14 @@ SYSTEM_ROLES = ("system", "developer")
 TURN_ENDS = ("user", "tool", "function")
 
 
+# Parts that hold text: chat completions and Anthropic say ``text``, the Responses API
+# ``input_text`` (what the user wrote) and ``output_text`` (what the model answered).
+TEXT_PARTS = ("text", "input_text", "output_text")
+
+
 def content_text(content: Any) -> str:
-    """The text of a message's content: a string, or the text parts of a multi-part list."""
+    """The text of a message's content: a string, or the text parts of a multi-part list
+    (tool calls, tool results, images and the like are not text)."""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -32,7 +39,7 @@ def content_text(content: Any) -> str:
             part.get("text", "")
             for part in content
             if isinstance(part, dict)
-            and part.get("type") == "text"
+            and part.get("type") in TEXT_PARTS
             and isinstance(part.get("text"), str)
         )
     return ""
@@ -136,3 +143,9 @@ class OpenAIAdapter:
             "include_usage": True,
         }
         return not asked
+
+    def continuation_id(self, answer: Any) -> str | None:
+        return None
+
+    def stream_reader(self) -> StreamReader:
+        return SSEAccumulator()

@@ -58,6 +58,25 @@ class Usage:
     completion_tokens: int = 0
     total_tokens: int = 0
     model: str = ""
+    cost: float | None = None  # what the backend says the turn cost (USD), when it says
+    provider: str = ""
+    # One entry per model when the backend reports a per-model breakdown (several models answered
+    # one task); this Usage then holds their totals, and each entry becomes its own usage row.
+    breakdown: tuple[Usage, ...] = ()
+
+    def rows(self) -> tuple[Usage, ...]:
+        """The usage rows to store for a turn: one per model of the breakdown, else this one."""
+        return self.breakdown or (self,)
+
+    def encode_row(self) -> list[Any]:
+        return [
+            self.model,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.total_tokens,
+            self.cost,
+            self.provider,
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +118,15 @@ class Turn:
                     [m.id, m.role, m.content, m.timestamp, m.tokens]
                     for m in (self.user, self.assistant)
                 ],
+                # The turn's totals (the session's counters grow by them) ...
                 "usage": [
                     self.usage.model,
                     self.usage.prompt_tokens,
                     self.usage.completion_tokens,
                     self.usage.total_tokens,
                 ],
+                # ... and its usage rows: [model, prompt, completion, total, cost, provider].
+                "usage_rows": [row.encode_row() for row in self.usage.rows()],
                 "context": self.context_patch,
                 "partial": self.partial,
                 "at": self.assistant.timestamp,

@@ -5,6 +5,8 @@ sessions deleted meanwhile."""
 from __future__ import annotations
 
 import logging
+import math
+import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,12 +57,37 @@ RETURNING tenant, session_id
 
 _INSERT_USAGE = """
 INSERT INTO token_usage (id, tenant, session_id, model, prompt_tokens, completion_tokens,
-                         total_tokens, created_at)
+                         total_tokens, cost, provider, created_at)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[],
-                     $6::integer[], $7::integer[], $8::timestamptz[])
+                     $6::integer[], $7::integer[], $8::float8[], $9::text[], $10::timestamptz[])
 ON CONFLICT (id) DO NOTHING
 RETURNING id
 """
+
+_USAGE_ROW = uuid.UUID("0b7c4e52-93d1-5a8f-b6e2-4c1d9f3a7e60")
+
+
+def usage_row_id(turn_id: str, index: int) -> str:
+    """The id of a turn's ``index``-th usage row. The first is the turn's own id (the row that
+    tells a replay the turn is stored already); the others follow from it, so a replay writes
+    the very same rows."""
+    return turn_id if index == 0 else str(uuid.uuid5(_USAGE_ROW, f"{turn_id}:{index}"))
+
+
+def _usage_rows(d: dict[str, Any]) -> list[list[Any]]:
+    """``[model, prompt, completion, total, cost, provider]`` per row; entries written before
+    rows had cost and provider carry only the turn's totals."""
+    rows = d.get("usage_rows")
+    if isinstance(rows, list) and rows:
+        return rows
+    return [[*d["usage"], None, None]]
+
+
+def _cost(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        return float(value) if math.isfinite(value) else None
+    return None
+
 
 _UPSERT_SESSION = """
 INSERT INTO sessions AS s (tenant, session_id, context, tokens_used, message_count,
@@ -79,7 +106,7 @@ async def write_events(conn: Conn, events: list[OutboxEvent]) -> None:
     their ids, and session counters grow only by what this call actually inserted."""
     events = await _drop_deleted(conn, events)
     msg_cols: list[list[Any]] = [[] for _ in range(10)]
-    use_cols: list[list[Any]] = [[] for _ in range(8)]
+    use_cols: list[list[Any]] = [[] for _ in range(10)]
     turns = [e for e in events if e.kind == "turn"]
     for e in turns:
         d = e.data
@@ -98,19 +125,21 @@ async def write_events(conn: Conn, events: list[OutboxEvent]) -> None:
             )
             for col, value in zip(msg_cols, row, strict=True):
                 col.append(value)
-        model, prompt, completion, total = d["usage"]
-        row2 = (
-            d["turn_id"],
-            d["tenant"],
-            d["session_id"],
-            model,
-            prompt,
-            completion,
-            total,
-            _ts(d["at"]),
-        )
-        for col, value in zip(use_cols, row2, strict=True):
-            col.append(value)
+        for index, (model, prompt, completion, total, cost, provider) in enumerate(_usage_rows(d)):
+            row2 = (
+                usage_row_id(d["turn_id"], index),
+                d["tenant"],
+                d["session_id"],
+                _text(model),
+                prompt,
+                completion,
+                total,
+                _cost(cost),
+                _text(provider) if isinstance(provider, str) and provider else None,
+                _ts(d["at"]),
+            )
+            for col, value in zip(use_cols, row2, strict=True):
+                col.append(value)
 
     inserted_msgs: dict[tuple[str, str], int] = defaultdict(int)
     new_turns: set[str] = set()

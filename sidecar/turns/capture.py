@@ -3,14 +3,15 @@ assistant's text and the token usage."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 import orjson
 
-from ..adapters.base import Adapter
-from ..adapters.sse import SSEAccumulator, UsageChunkFilter
+from ..adapters.base import Adapter, StreamReader
+from ..adapters.sse import UsageChunkFilter
 from ..errors import UpstreamTimeout, UpstreamUnavailable
 from ..proxy import ChunkFilter
 from ..session.model import Usage
@@ -64,15 +65,31 @@ def capture_json(adapter: Adapter, status: int, body: bytes) -> JsonCapture | No
 
 
 class StreamCapture:
-    """Reads a copy of an SSE stream as it is relayed (and hides a usage chunk the client did
-    not ask for)."""
+    """Reads a copy of an SSE stream as it is relayed, with the adapter's reader (and takes out
+    the usage the client did not ask for). ``on_complete`` is called once, as soon as the
+    stream says nothing more of the turn will come: a backend may keep the connection open
+    after that, and the turn must not wait for it to close."""
 
-    def __init__(self, hide_usage: bool) -> None:
-        self.acc = SSEAccumulator()
+    def __init__(self, reader: StreamReader, hide_usage: bool) -> None:
+        self.reader = reader
         self.transform: ChunkFilter | None = UsageChunkFilter() if hide_usage else None
+        self.on_complete: Callable[[], None] | None = None
+        self._completed = False
 
     def feed(self, chunk: bytes) -> None:
-        self.acc.feed(chunk)
+        self.reader.feed(chunk)
+        self._check_complete()
+
+    def end(self) -> None:
+        """The relay is over: read what the stream left unterminated."""
+        self.reader.end()
+        self._check_complete()
+
+    def _check_complete(self) -> None:
+        if not self._completed and self.reader.complete:
+            self._completed = True
+            if self.on_complete is not None:
+                self.on_complete()
 
     def answer(self, status: int, complete: bool) -> Answer | None:
         """The streamed answer, or ``None`` when there is none to remember (an error status, no
@@ -82,9 +99,10 @@ class StreamCapture:
         as it got, marked ``partial``: that text was generated and shown to the user, and the
         next turn ("go on", "that is not what I asked") refers to it. A stream whose events said
         the answer was whole (``[DONE]``, a final event with the full result, a
-        ``finish_reason``) is not partial even if its connection ended early.
+        ``finish_reason``, ``message_stop``, ``response.completed``) is not partial even if its
+        connection ended early.
         """
-        acc = self.acc
-        if not 200 <= status < 300 or not acc.text or acc.tool_calls:
+        reader = self.reader
+        if not 200 <= status < 300 or not reader.text or reader.tool_calls:
             return None
-        return Answer(acc.text, acc.result_usage(), partial=not (complete or acc.finished))
+        return Answer(reader.text, reader.result_usage(), partial=not (complete or reader.finished))

@@ -94,12 +94,21 @@ class TurnRecorder:
             self.metrics.degraded.labels(result.degraded).inc()
         return True
 
-    async def shielded(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` to its end even if the caller is cancelled; ``drain`` waits for it."""
+    def start(self, question: Question, answer: Answer, degraded: list[str]) -> asyncio.Task[bool]:
+        """Begin recording a turn now, from code that cannot wait (a stream's reader); the task
+        is owned here (``drain`` waits for it) and may be awaited later."""
+        return self.own(self.record(question, answer, degraded))
+
+    def own(self, coro: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+        """Run ``coro`` as a task of its own that ``drain`` waits for at shutdown."""
         task = asyncio.get_running_loop().create_task(coro)
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
-        return await asyncio.shield(task)
+        return task
+
+    async def shielded(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` to its end even if the caller is cancelled; ``drain`` waits for it."""
+        return await asyncio.shield(self.own(coro))
 
     async def drain(self, timeout_s: float) -> None:
         """Wait (at most ``timeout_s``) for the work in flight, saying so every second; what is

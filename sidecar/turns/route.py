@@ -8,6 +8,7 @@ Answers come three ways: a JSON body (read whole, then relayed), a Server-Sent E
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -33,7 +34,7 @@ from .capture import StreamCapture, capture_json, read_answer, too_large
 from .prepare import Prepared, Preparer
 from .recorder import TurnRecorder
 from .request import read_body
-from .tasks import TaskPolls, TaskRegistry, task_id_of
+from .tasks import PendingTask, TaskPolls, TaskRegistry, task_id_of
 
 
 class Clock:
@@ -68,6 +69,7 @@ class TurnRoute:
         extractor: Extractor | None,
         recorder: TurnRecorder,
         metrics: Metrics,
+        path: str = "",
     ) -> None:
         self.adapter = adapter
         self.config = config
@@ -75,6 +77,10 @@ class TurnRoute:
         self.recorder = recorder
         self.metrics = metrics
         self.base = URL(config.upstream.url)
+        self.path = path.rstrip("/")
+        # Questions whose answers wait for tool results, for requests that go on from such an
+        # answer by its id without re-sending the question (Responses' previous_response_id).
+        self.continuations = TaskRegistry(sessions.redis)
         self.preparer = Preparer(adapter, config, sessions, extractor)
         self.tasks = (
             TaskPolls(
@@ -85,6 +91,7 @@ class TurnRoute:
                 TaskRegistry(sessions.redis),
                 recorder,
                 metrics,
+                path,
             )
             if adapter.async_tasks
             else None
@@ -95,6 +102,10 @@ class TurnRoute:
         raw = await read_body(request, self.config.session.max_body_bytes)
         incoming = self.adapter.parse(raw, request.headers)
         tenant = resolve_tenant(request, trust_headers=self.config.identity.trust_headers)
+        if incoming.continues is not None and not incoming.query:
+            earlier = await self.continuations.lookup(tenant, self.path, incoming.continues)
+            if earlier is not None:
+                incoming.query = earlier.query
         prepared = await self.preparer.prepare(
             tenant, incoming, request.headers.get("Idempotency-Key") or None
         )
@@ -143,6 +154,8 @@ class TurnRoute:
                 await self.recorder.record(prepared.question, captured.answer, prepared.degraded)
             elif self.tasks is not None and (task_id := task_id_of(captured.parsed)) is not None:
                 await self.tasks.remember(request, task_id, prepared)
+            else:
+                await self._await_tools(prepared, captured.parsed)
         self._finish_headers(headers, prepared, clock)
         return web.Response(status=up.status, reason=up.reason, body=body, headers=headers)
 
@@ -161,17 +174,45 @@ class TurnRoute:
         this is the only place a stream's turn is committed, and a retry with the same
         ``Idempotency-Key`` finds it recorded already.
         """
-        capture = StreamCapture(hide_usage)
+        capture = StreamCapture(self.adapter.stream_reader(), hide_usage)
+        recording: list[asyncio.Task[bool]] = []
+
+        def completed() -> None:
+            # The stream said the answer is whole: record now, while the connection may stay open.
+            answer = capture.answer(up.status, True)
+            if answer is not None:
+                recording.append(self.recorder.start(prepared.question, answer, prepared.degraded))
+
+        capture.on_complete = completed
         headers["X-Accel-Buffering"] = "no"
         self._finish_headers(headers, prepared, clock)
         clock.pause()
         resp, complete = await relay_response(
             request, up, headers, observe=capture.feed, transform=capture.transform
         )
-        answer = capture.answer(up.status, complete)
-        if answer is not None:
+        capture.end()
+        if recording:
+            await asyncio.shield(recording[0])
+        elif (answer := capture.answer(up.status, complete)) is not None:
             await self.recorder.record(prepared.question, answer, prepared.degraded)
+        elif 200 <= up.status < 300 and capture.reader.tool_calls:
+            await self._await_tools(prepared, capture.reader.whole)
         return resp
+
+    async def _await_tools(self, prepared: Prepared, answer: Any) -> None:
+        """An answer that waits for tool results: keep its question for the request that goes
+        on from it by its id, if the protocol has such requests."""
+        answer_id = self.adapter.continuation_id(answer)
+        if answer_id is None or not prepared.incoming.query:
+            return
+        question = PendingTask(
+            tenant=prepared.key.tenant,
+            session_id=prepared.key.session_id,
+            query=prepared.incoming.query,
+            context_patch=prepared.context_patch,
+            idempotency_key=prepared.idempotency_key or f"continued:{answer_id}",
+        )
+        await self.recorder.shielded(self.continuations.remember(self.path, answer_id, question))
 
     def _finish_headers(self, headers: Any, prepared: Prepared, clock: Clock) -> None:
         if prepared.degraded:

@@ -45,8 +45,6 @@ TASK_TTL_S = 24 * 3600
 FAILED_STATUSES = frozenset({"failed", "error", "cancelled", "canceled", "timeout", "timed_out"})
 # A task that is not done yet; a result text next to one of these is a partial preview.
 RUNNING_STATUSES = frozenset({"queued", "pending", "running", "in_progress", "processing"})
-# The path parameter of a task poll route: ``<route>/{task_id}``.
-TASK_ID_PARAM = "/{task_id}"
 
 
 def task_id_of(body: Any) -> str | None:
@@ -166,8 +164,12 @@ class TaskPolls:
         registry: TaskRegistry,
         recorder: TurnRecorder,
         metrics: Metrics,
+        route: str,
     ) -> None:
         self.adapter = adapter
+        # The configured path: a task is remembered under it whichever of the route's paths
+        # (``<route>``, ``<route>/stream``) submitted it and whichever reads it.
+        self.route = route.rstrip("/")
         self.base = base
         self.trust_headers = trust_headers
         self.client = client
@@ -186,7 +188,7 @@ class TaskPolls:
             # one per task: however often the task is read, its turn is recorded once.
             idempotency_key=prepared.idempotency_key or f"task:{task_id}",
         )
-        remembered = self.registry.remember(route_of(request), task_id, task)
+        remembered = self.registry.remember(self.route, task_id, task)
         if not await self.recorder.shielded(remembered):
             prepared.degraded.append("unrecorded")
 
@@ -195,7 +197,7 @@ class TaskPolls:
         is read, and once it shows the result the turn is recorded (once) and the task forgotten.
         """
         task_id = request.match_info["task_id"]
-        route = route_of(request)
+        route = self.route
         tenant = resolve_tenant(request, trust_headers=self.trust_headers)
         pending = await self.registry.lookup(tenant, route, task_id)
         url = upstream_url(self.base, request)
@@ -237,10 +239,3 @@ class TaskPolls:
             return
         if await self.recorder.record(pending.question, Answer(text, usage), degraded):
             await self.recorder.shielded(self.registry.forget(pending.tenant, route, task_id))
-
-
-def route_of(request: web.Request) -> str:
-    """The configured path of the route a request came in by (a task poll's without its id)."""
-    resource = request.match_info.route.resource
-    canonical = resource.canonical if resource is not None else request.path
-    return canonical.removesuffix(TASK_ID_PARAM).rstrip("/")

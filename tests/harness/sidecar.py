@@ -41,6 +41,8 @@ DEFAULT_ROUTES: list[dict[str, Any]] = [
     {"path": "/api/tasks", "adapter": "tasks"},
     {"path": "/api/v1/tasks", "adapter": "tasks"},
     {"path": "/v1/chat/completions", "adapter": "openai"},
+    {"path": "/v1/messages", "adapter": "anthropic"},
+    {"path": "/v1/responses", "adapter": "responses"},
 ]
 
 

@@ -196,6 +196,10 @@ class FakeUpstream:
         self.chat_chunk_interval_s = 0.0
         self.chat_chunks = 3
         self.chat_handler: ChatHandler | None = None
+        # How a stream reports usage: OpenAI's (usage null on every chunk, then a chunk with
+        # choices []), or LiteLLM's proxy (no nulls; the usage on a chunk whose one choice has
+        # an empty delta: litellm_core_utils/streaming_handler.py).
+        self.chat_usage_shape: Literal["openai", "litellm"] = "openai"
 
         self.sse_client_gone = asyncio.Event()
         self.sse_first_sent_at: float | None = None
@@ -544,7 +548,7 @@ class FakeUpstream:
                     {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
                 ],
             }
-            if include_usage:
+            if include_usage and self.chat_usage_shape == "openai":
                 out["usage"] = None  # as OpenAI does: null on every chunk but the last
             return out
 
@@ -564,7 +568,10 @@ class FakeUpstream:
         await response.write(_sse(chunk({}, "stop")))
         if include_usage:
             final = chunk({}, None)
-            final["choices"] = []
+            if self.chat_usage_shape == "openai":
+                final["choices"] = []
+            else:
+                final["choices"] = [{"index": 0, "delta": {}}]
             final["usage"] = usage
             await response.write(_sse(final))
         await response.write(_sse("[DONE]"))
