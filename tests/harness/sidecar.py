@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import errno
 import os
 import shutil
 import signal
@@ -117,8 +118,14 @@ async def running_sidecar(
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, "127.0.0.1", port)
-        await site.start()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+        except OSError as e:
+            # The port was free when the config was written; another process on this machine
+            # may have taken it since. Any free port serves: callers use ``url``.
+            if e.errno != errno.EADDRINUSE or port == 0:
+                raise
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
         bound = int(runner.addresses[0][1])
         yield RunningSidecar(url=f"http://127.0.0.1:{bound}", app=app, runner=runner, config=cfg)
     finally:
