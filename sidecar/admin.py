@@ -1,4 +1,9 @@
-"""The admin session API: read or delete one session (``Authorization: Bearer <admin.token>``)."""
+"""The admin session API: read or delete one session (``Authorization: Bearer <admin.token>``).
+
+A session of a user is addressed by the bare tenant plus ``?user=<user>``: it is stored under the
+identity's scope, ``<tenant>/<user>``. Path and query parameters are validated before any store
+is asked, so a hostile value is a 400, never a store error.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,20 @@ import hmac
 import orjson
 from aiohttp import web
 
-from .errors import NotFound, StoreError, StoreUnavailable, Unauthorized
+from .adapters.tasks import validate_session_id
+from .errors import BadRequest, NotFound, StoreError, StoreUnavailable, Unauthorized
+from .identity import Identity, is_identity_text
 from .session.manager import SessionService
 from .session.model import SessionKey
+
+
+def _identity_param(value: str, name: str) -> str:
+    if not is_identity_text(value):
+        raise BadRequest(
+            f"{name} must be 1-256 characters without control characters",
+            code=f"invalid_{name}",
+        )
+    return value
 
 
 class AdminSessions:
@@ -17,25 +33,33 @@ class AdminSessions:
         self.token = token
         self.sessions = sessions
 
-    def _authorize(self, request: web.Request) -> SessionKey:
+    def _authorize(self, request: web.Request) -> tuple[SessionKey, Identity]:
         if not self.token:
             raise NotFound("the admin API is disabled (no admin.token configured)")
         given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+        if not hmac.compare_digest(
+            given.encode("utf-8", "surrogateescape"), f"Bearer {self.token}".encode()
+        ):
             raise Unauthorized("a valid admin bearer token is required")
-        return SessionKey(request.match_info["tenant"], request.match_info["session_id"])
+        tenant = _identity_param(request.match_info["tenant"], "tenant")
+        user = request.query.get("user")
+        identity = Identity(tenant, _identity_param(user, "user") if user is not None else None)
+        session_id = validate_session_id(request.match_info["session_id"])
+        return SessionKey(identity.scope, session_id), identity
 
     async def get(self, request: web.Request) -> web.Response:
-        key = self._authorize(request)
+        key, identity = self._authorize(request)
         try:
             snapshot = await self.sessions.inspect(key)
         except StoreError as e:
             raise StoreUnavailable("PostgreSQL is unavailable; try again") from e
         if snapshot is None:
-            raise NotFound(f"no session {key.session_id} for tenant {key.tenant}")
+            whose = f"user {identity.user} of tenant" if identity.user else "tenant"
+            raise NotFound(f"no session {key.session_id} for {whose} {identity.tenant}")
         body = {
             "session_id": key.session_id,
-            "tenant": key.tenant,
+            "tenant": identity.tenant,
+            "user_id": identity.user,
             "history": [m.as_history() for m in snapshot.window],
             "context": snapshot.context,
             "tokens_used": snapshot.tokens_used,
@@ -46,7 +70,7 @@ class AdminSessions:
         return web.Response(body=orjson.dumps(body), content_type="application/json")
 
     async def delete(self, request: web.Request) -> web.Response:
-        key = self._authorize(request)
+        key, _ = self._authorize(request)
         try:
             await self.sessions.delete(key)
         except StoreError as e:

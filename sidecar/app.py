@@ -23,6 +23,7 @@ from .config import Config, RouteConfig
 from .context import Extractor, HttpExtractor, RulesExtractor, load_gazetteer
 from .errors import NotFound, StoreError
 from .health import Health
+from .identity import IdentityResolver
 from .journal import Journal
 from .lifecycle import Lifecycle
 from .metrics import Metrics
@@ -35,6 +36,7 @@ from .store.redis import CircuitBreaker, RedisSessionStore, make_client
 from .tracing import Tracer
 from .turns import TurnRecorder, TurnRoute
 from .turns.shannon import ShannonStreams
+from .wire import ServerLog
 from .writer import OutboxWriter
 
 log = logging.getLogger(__name__)
@@ -54,6 +56,7 @@ RECORDER = web.AppKey("recorder", TurnRecorder)
 OBSERVER = web.AppKey("observer", Observer)
 TRACER = web.AppKey("tracer", Tracer)  # present only with tracing.enabled
 HEALTH = web.AppKey("health", Health)
+IDENTITY = web.AppKey("identity", IdentityResolver)
 
 
 def _adapter(route: RouteConfig) -> Adapter:
@@ -82,7 +85,8 @@ def create_app(config: Config, *, span_exporter: Any = None) -> web.Application:
         middlewares=[errors_middleware, observer.middleware],
         client_max_size=config.session.max_body_bytes,
         # Pass-through bodies must stay byte-identical; intercepted routes decode explicitly.
-        handler_args={"auto_decompress": False},
+        # The server's own faults (malformed HTTP, disconnects) are one WARNING line each.
+        handler_args={"auto_decompress": False, "logger": ServerLog()},
     )
     app[CONFIG] = config
     app[METRICS] = metrics
@@ -95,7 +99,9 @@ def create_app(config: Config, *, span_exporter: Any = None) -> web.Application:
     app.middlewares.append(lifecycle.track)
     # Torn down in reverse: commits in flight finish first, then the writer flushes, then the
     # stores close, and last the spans of all that are exported.
-    app.cleanup_ctx.extend([_tracing, _http_client, _redis, _postgres, _services, _recorder])
+    app.cleanup_ctx.extend(
+        [_tracing, _identity, _http_client, _redis, _postgres, _services, _recorder]
+    )
     app.on_startup.append(_routes)
     return app
 
@@ -105,6 +111,13 @@ async def _tracing(app: web.Application) -> AsyncIterator[None]:
     if TRACER in app:
         # Flushes buffered spans to the exporter: network I/O, kept off the event loop.
         await asyncio.to_thread(app[TRACER].shutdown)
+
+
+async def _identity(app: web.Application) -> AsyncIterator[None]:
+    # First: a JWT key file that cannot be read stops the start before anything else opens.
+    app[IDENTITY] = IdentityResolver(app[CONFIG].identity)
+    yield
+    await app[IDENTITY].close()
 
 
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
@@ -250,8 +263,13 @@ async def _routes(app: web.Application) -> None:
                 streams = ShannonStreams(handler.tasks)
                 router.add_get(sse_path(route.path), streams.stream, allow_head=False)
     router.add_route("*", "/_sidecar", _sidecar_not_found)
-    router.add_route("*", "/_sidecar/{tail:.*}", _sidecar_not_found)
-    router.add_route("*", "/{tail:.*}", Forwarder(app[HTTP], config.upstream.url).handle)
+    # ``[\s\S]``, not ``.``: a path may hold a decoded newline (``/foo%0Abar``) and is still
+    # the upstream's to answer.
+    router.add_route("*", "/_sidecar/{tail:[\\s\\S]*}", _sidecar_not_found)
+    forwarder = Forwarder(
+        app[HTTP], config.upstream.url, keep_identity=config.identity.effective_mode == "headers"
+    )
+    router.add_route("*", "/{tail:[\\s\\S]*}", forwarder.handle)
 
 
 def _sidecar_endpoints(app: web.Application, router: web.UrlDispatcher, *, admin: bool) -> None:
@@ -278,10 +296,13 @@ def create_admin_app(app: web.Application) -> web.Application:
         tracer=app.get(TRACER),
         fallback=SIDECAR_PREFIX,
     )
-    admin_app = web.Application(middlewares=[errors_middleware, observer.middleware])
+    admin_app = web.Application(
+        middlewares=[errors_middleware, observer.middleware],
+        handler_args={"logger": ServerLog()},
+    )
     admin_app.on_response_prepare.append(observer.on_response_prepare)
     _sidecar_endpoints(app, admin_app.router, admin=True)
-    admin_app.router.add_route("*", "/{tail:.*}", _sidecar_not_found)
+    admin_app.router.add_route("*", "/{tail:[\\s\\S]*}", _sidecar_not_found)
     return admin_app
 
 

@@ -19,6 +19,7 @@ from .errors import ConfigError, StoreError
 from .lifecycle import drain
 from .logs import setup_logging
 from .store.postgres import run_migrations
+from .store.rekey import OLD_SCHEMES, rekey_plain_hash_tenants
 
 log = logging.getLogger("sidecar")
 
@@ -94,10 +95,43 @@ async def _serve_admin(app: web.Application, listen: ListenConfig) -> web.AppRun
     return runner
 
 
+def config_warnings(config: Config) -> list[str]:
+    """Settings that work but deserve a second look; printed by check-config and at start."""
+    warnings = []
+    if not config.identity.secret:
+        warnings.append(
+            "identity.secret is not set: credential tenants are keyed with the fixed, published"
+            " default key, so anyone holding a database dump can confirm a guessed API key"
+            " (set SIDECAR_IDENTITY_SECRET)"
+        )
+    return warnings
+
+
+def _read_credentials(path: str) -> list[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.strip() for line in f if line.strip()]
+
+
+def _rekey(config: Config, credentials_path: str) -> None:
+    """Move the rows of the old plain-hash tenants of these credentials; one line each."""
+    results = asyncio.run(
+        rekey_plain_hash_tenants(
+            config.postgres.dsn,
+            config.postgres.connect_timeout_s,
+            _read_credentials(credentials_path),
+            config.identity.secret,
+        )
+    )
+    for r in results:
+        left = f", {len(r.left_behind)} left (ids taken)" if r.left_behind else ""
+        print(f"re-keyed {r.old} -> {r.new}: {r.sessions} session(s){left}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sidecar", description=__doc__)
     parser.add_argument("--version", action="version", version=f"sidecar {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    commands = {}
     for name, text in (
         ("serve", "run the proxy until SIGTERM/SIGINT"),
         ("migrate", "apply the PostgreSQL schema (idempotent)"),
@@ -105,6 +139,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("-c", "--config", help="YAML config file (default: $SIDECAR_CONFIG)")
+        commands[name] = p
+    commands["migrate"].add_argument(
+        "--rekey-from",
+        choices=OLD_SCHEMES,
+        help="move rows stored under an older credential scheme to identity.secret's tenants",
+    )
+    commands["migrate"].add_argument(
+        "--credentials",
+        metavar="FILE",
+        help="with --rekey-from: the credentials to re-key, one per line, as clients send them",
+    )
     sub.add_parser("demo", help="play the weather conversation through a throw-away setup")
     args = parser.parse_args(argv)
 
@@ -121,18 +166,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if args.command == "check-config":
         print(yaml.safe_dump(config.redacted(), sort_keys=False, allow_unicode=True), end="")
+        for warning in config_warnings(config):
+            print(f"warning: {warning}", file=sys.stderr)
         return 0
     setup_logging(config.logging.level, config.logging.format)
     if args.command == "migrate":
+        if bool(args.rekey_from) != bool(args.credentials):
+            print("migrate: --rekey-from and --credentials go together", file=sys.stderr)
+            return 1
         try:
             applied = asyncio.run(
                 run_migrations(config.postgres.dsn, config.postgres.connect_timeout_s)
             )
-        except StoreError as e:
+            print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+            if args.credentials:
+                _rekey(config, args.credentials)
+        except (StoreError, OSError) as e:
             print(f"migrate failed: {e}", file=sys.stderr)
             return 1
-        print("applied: " + ", ".join(applied) if applied else "schema is up to date")
         return 0
+    for warning in config_warnings(config):
+        log.warning("%s", warning)
     try:
         asyncio.run(serve(config))
     except ConfigError as e:  # found only when parts are built (tracing without its extra)

@@ -8,8 +8,10 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from .errors import SidecarError
+from .wire import log_bad_http, log_client_gone
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,14 @@ async def errors_middleware(
             code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
             return error_response(e.status, code.get(e.status, "http_error"), e.reason)
         raise
+    except HttpProcessingError as e:
+        # The body broke the framing (cut short, say): the client's fault.
+        log_bad_http(e, f"{request.remote} on {request.method} {request.path!r}")
+        return error_response(400, "bad_http", f"malformed HTTP request: {e.message}")
     except ConnectionResetError:
-        raise  # the client went away; there is nobody to answer
+        # The client went away mid-request: nobody will read an answer; one line, no traceback.
+        log_client_gone(f"{request.remote} on {request.method} {request.path!r}")
+        return error_response(400, "client_disconnected", "the client went away")
     except Exception:
         # A bug, not a condition we know: answered as JSON like every error, and logged whole.
         log.exception("unexpected error on %s %s", request.method, request.path)

@@ -40,6 +40,13 @@ HOP_BY_HOP = frozenset(
 
 # The sidecar's own endpoints live under this prefix; nothing under it is ever forwarded.
 SIDECAR_PREFIX = "/_sidecar"
+# Headers the sidecar speaks: a client's are never forwarded nor trusted (the upstream might
+# believe a client-made ``X-Sidecar-Degraded``), and the upstream's never reach a client of an
+# intercepted route, where the sidecar sets its own.
+SIDECAR_HEADER_PREFIX = "x-sidecar-"
+# Identity headers mean something only in ``identity.mode: headers``; otherwise a client could
+# use them to speak for another tenant to an upstream that trusts them.
+IDENTITY_HEADERS = frozenset({"x-tenant-id", "x-user-id"})
 
 
 def _connection_listed(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
@@ -51,20 +58,32 @@ def _connection_listed(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set
 
 
 def _end_to_end(
-    headers: CIMultiDictProxy[str] | CIMultiDict[str], extra_drop: Iterable[str] = ()
+    headers: CIMultiDictProxy[str] | CIMultiDict[str],
+    extra_drop: Iterable[str] = (),
+    *,
+    drop_sidecar: bool = False,
 ) -> CIMultiDict[str]:
     drop = HOP_BY_HOP | _connection_listed(headers) | {h.lower() for h in extra_drop}
-    return CIMultiDict((k, v) for k, v in headers.items() if k.lower() not in drop)
+    return CIMultiDict(
+        (k, v)
+        for k, v in headers.items()
+        if (name := k.lower()) not in drop
+        and not (drop_sidecar and name.startswith(SIDECAR_HEADER_PREFIX))
+    )
 
 
 def upstream_request_headers(
-    request: web.Request, *, body_changed: bool = False
+    request: web.Request, *, body_changed: bool = False, keep_identity: bool = False
 ) -> CIMultiDict[str]:
-    """Headers to send upstream: end-to-end ones, ``Host`` for the upstream, ``X-Forwarded-*`` added."""
+    """Headers to send upstream: end-to-end ones, ``Host`` for the upstream, ``X-Forwarded-*``
+    added; the client's ``X-Sidecar-*`` dropped, and ``X-Tenant-ID``/``X-User-ID`` too unless
+    ``keep_identity`` (headers mode, where a trusted gateway set them)."""
     drop = ["Host"]
     if body_changed:
         drop += ["Content-Length", "Content-Encoding"]
-    headers = _end_to_end(request.headers, drop)
+    if not keep_identity:
+        drop += IDENTITY_HEADERS
+    headers = _end_to_end(request.headers, drop, drop_sidecar=True)
     peer = request.remote or ""
     prior = request.headers.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
@@ -75,10 +94,12 @@ def upstream_request_headers(
 
 
 def client_response_headers(
-    upstream: aiohttp.ClientResponse, *, body_changed: bool = False
+    upstream: aiohttp.ClientResponse, *, body_changed: bool = False, ours: bool = False
 ) -> CIMultiDict[str]:
+    """The upstream's end-to-end headers for the client. ``ours``: an intercepted route, where
+    ``X-Sidecar-*`` are the sidecar's to set, so the upstream's are dropped."""
     drop = ["Content-Length"] if body_changed else []
-    return _end_to_end(upstream.headers, drop)
+    return _end_to_end(upstream.headers, drop, drop_sidecar=ours)
 
 
 def upstream_url(base: URL, request: web.Request) -> URL:
@@ -208,9 +229,12 @@ async def relay_response(
 class Forwarder:
     """The catch-all handler: passes a request through untouched."""
 
-    def __init__(self, client: aiohttp.ClientSession, base_url: str) -> None:
+    def __init__(
+        self, client: aiohttp.ClientSession, base_url: str, *, keep_identity: bool = False
+    ) -> None:
         self.client = client
         self.base = URL(base_url)
+        self.keep_identity = keep_identity
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
@@ -220,7 +244,7 @@ class Forwarder:
         # The server does not decode request bodies (see create_app), so a compressed upload
         # goes upstream as the very bytes the client sent, under its own headers.
         data = request.content if request.body_exists else None
-        headers = upstream_request_headers(request)
+        headers = upstream_request_headers(request, keep_identity=self.keep_identity)
         async with open_upstream(self.client, request.method, url, headers, data) as up:
             resp, _ = await relay_response(request, up, client_response_headers(up))
             return resp
