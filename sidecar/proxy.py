@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -245,6 +246,18 @@ class Forwarder:
         # goes upstream as the very bytes the client sent, under its own headers.
         data = request.content if request.body_exists else None
         headers = upstream_request_headers(request, keep_identity=self.keep_identity)
-        async with open_upstream(self.client, request.method, url, headers, data) as up:
-            resp, _ = await relay_response(request, up, client_response_headers(up))
-            return resp
+        try:
+            async with open_upstream(self.client, request.method, url, headers, data) as up:
+                resp, _ = await relay_response(request, up, client_response_headers(up))
+                return resp
+        except (UpstreamUnavailable, UpstreamTimeout) as e:
+            raise_client_fault(request, e)
+            raise
+
+
+def raise_client_fault(request: web.Request, error: Exception) -> None:
+    """When forwarding failed because the client's own body broke (malformed framing, or the
+    client went away mid-body), raise that instead: it is the client's doing, not a 502."""
+    fault = request.content.exception()
+    if isinstance(fault, (HttpProcessingError, ConnectionResetError)):
+        raise fault from error

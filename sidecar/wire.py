@@ -34,6 +34,10 @@ class RateLimitedLog:
         self.burst = burst
         self._windows: dict[str, tuple[float, int, int]] = {}  # kind -> (start, logged, dropped)
 
+    def reset(self) -> None:
+        """Start every kind's window afresh (tests that count lines)."""
+        self._windows.clear()
+
     def warning(self, kind: str, message: str, *args: Any) -> None:
         now = time.monotonic()
         start, logged, dropped = self._windows.get(kind, (now, 0, 0))

@@ -161,7 +161,9 @@ def test_version() -> None:
 
 
 def test_example_config_passes_check_config() -> None:
-    result = run_cli("check-config", "-c", "config.example.yaml")
+    result = run_cli(
+        "check-config", "-c", "config.example.yaml", env={"SIDECAR_IDENTITY_SECRET": "s3cret"}
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     shown: dict[str, Any] = yaml.safe_load(result.stdout)
@@ -175,6 +177,13 @@ def test_example_config_passes_check_config() -> None:
         "/v1/messages",
         "/v1/responses",
     ]
+
+
+def test_check_config_warns_when_the_credential_hash_has_no_secret() -> None:
+    result = run_cli("check-config", "-c", "config.example.yaml")
+    assert result.returncode == 0
+    assert result.stderr.startswith("warning: identity.secret is not set")
+    assert yaml.safe_load(result.stdout)["identity"]["secret"] == ""
 
 
 def test_serve_with_a_bad_config_exits_1(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import orjson
 
 from ..errors import BadRequest
+from ..inputs import check_json_depth
 from ..session.model import Usage
 from .answers import answer_text
 from .base import Incoming, Injection, StreamReader
@@ -35,6 +36,7 @@ def validate_session_id(value: Any) -> str:
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
+    check_json_depth(raw)  # before parsing: see sidecar.inputs for the limit and why
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
