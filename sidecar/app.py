@@ -248,6 +248,7 @@ async def _routes(app: web.Application) -> None:
             extractor,
             app[RECORDER],
             app[METRICS],
+            app[IDENTITY],
             route.path,
         )
         router.add_post(route.path, handler.handle)

@@ -36,6 +36,12 @@ class Unauthorized(SidecarError):
     code = "unauthorized"
 
 
+class InvalidToken(Unauthorized):
+    """A bearer token failed verification and ``identity.jwt.reject_invalid`` is set."""
+
+    code = "invalid_token"
+
+
 class NotFound(SidecarError):
     status = 404
     code = "not_found"

@@ -19,17 +19,11 @@ import re
 import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from .config import IdentityConfig, IdentityMode
+from .config import IdentityConfig
 from .errors import BadRequest
 from .jwtkeys import JwtKeys
-
-
-class HasHeaders(Protocol):
-    @property
-    def headers(self) -> Mapping[str, str]: ...
-
 
 ANONYMOUS = "anonymous"
 TENANT_HEADER = "X-Tenant-ID"
@@ -175,6 +169,11 @@ class IdentityResolver:
         self.keys = JwtKeys(config.jwt) if config.effective_mode == "jwt" else None
 
     @property
+    def rejects_invalid(self) -> bool:
+        """Whether a token that fails verification is a 401 rather than a request without memory."""
+        return self.config.jwt.reject_invalid
+
+    @property
     def trusts_headers(self) -> bool:
         """Whether ``X-Tenant-ID``/``X-User-ID`` mean something (and may reach the upstream)."""
         return self.config.effective_mode == "headers"
@@ -187,9 +186,3 @@ class IdentityResolver:
     async def close(self) -> None:
         if self.keys is not None:
             await self.keys.close()
-
-
-def resolve_tenant(request: HasHeaders, *, trust_headers: bool) -> str:
-    """The storage scope of a request (kept for callers that know only ``trust_headers``)."""
-    mode: IdentityMode = "headers" if trust_headers else "credential"
-    return resolve_identity(request.headers, IdentityConfig(mode=mode)).scope

@@ -22,9 +22,7 @@ class KeyPair:
         if kind == "RSA":
             self.private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
             self.alg = "RS256"
-            self.jwk: dict[str, Any] = orjson.loads(
-                RSAAlgorithm.to_jwk(self.private.public_key())
-            )
+            self.jwk: dict[str, Any] = orjson.loads(RSAAlgorithm.to_jwk(self.private.public_key()))
         else:
             self.private = ec.generate_private_key(ec.SECP256R1())
             self.alg = "ES256"
@@ -46,7 +44,9 @@ def jwks(*pairs: KeyPair) -> bytes:
     return orjson.dumps({"keys": [p.jwk for p in pairs]})
 
 
-def claims(sub: str | None, tenant: str | None = "acme", ttl_s: int = 600, **more: Any) -> dict[str, Any]:
+def claims(
+    sub: str | None, tenant: str | None = "acme", ttl_s: int = 600, **more: Any
+) -> dict[str, Any]:
     now = int(time.time())
     out: dict[str, Any] = {"iat": now, "exp": now + ttl_s, **more}
     if sub is not None:

@@ -47,10 +47,14 @@ def tracebacks(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def warnings_of(caplog: pytest.LogCaptureFixture, logger: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == logger and r.levelno == logging.WARNING]
+    return [
+        r.getMessage() for r in caplog.records if r.name == logger and r.levelno == logging.WARNING
+    ]
 
 
-async def raw(base_url: str, request: bytes, *, close_after: bool = False) -> tuple[int, dict[str, str], bytes]:
+async def raw(
+    base_url: str, request: bytes, *, close_after: bool = False
+) -> tuple[int, dict[str, str], bytes]:
     """Send raw bytes and read one response (status, headers, body); ``(0, {}, b"")`` when the
     server closed without answering."""
     url = URL(base_url)
@@ -68,7 +72,9 @@ async def raw(base_url: str, request: bytes, *, close_after: bool = False) -> tu
             return 0, {}, b""
         lines = head.decode("latin-1").split("\r\n")
         status = int(lines[0].split(" ")[1])
-        headers = {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)}
+        headers = {
+            k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:] if x)
+        }
         if "content-length" in headers:
             body = await reader.readexactly(int(headers["content-length"]))
         else:
@@ -81,7 +87,9 @@ async def raw(base_url: str, request: bytes, *, close_after: bool = False) -> tu
 def assert_json_error(
     status: int, body: bytes, expected_status: int | set[int], code: str | None = None
 ) -> None:
-    assert status in (expected_status if isinstance(expected_status, set) else {expected_status}), body
+    assert status in (expected_status if isinstance(expected_status, set) else {expected_status}), (
+        body
+    )
     parsed = orjson.loads(body)
     assert set(parsed) == {"error"}
     if code is not None:
@@ -121,7 +129,9 @@ async def test_a_body_nested_too_deep_is_a_400_before_parsing(
     # Written out, not encoded: the encoder itself stops near 254 levels.
     deep = b"[" * (depth - 2) + b"]" * (depth - 2)
     body = b'{"query": "hi", "context": {"deep": ' + deep + b"}}"
-    async with http.post(f"{sc.url}/api/tasks", data=body, headers={"Content-Type": "application/json"}) as r:
+    async with http.post(
+        f"{sc.url}/api/tasks", data=body, headers={"Content-Type": "application/json"}
+    ) as r:
         assert_json_error(r.status, await r.read(), 400, "json_too_deep")
     assert upstream.requests_to("/api/tasks") == []
 
@@ -266,12 +276,16 @@ async def test_a_client_gone_mid_body_is_one_warning_line(
 # --- paths and headers --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/foo%0Abar", "/echo/a%0Db", "/echo/%00", "/echo/%FF%FE", "/echo/%2F%2F"])
+@pytest.mark.parametrize(
+    "path", ["/foo%0Abar", "/echo/a%0Db", "/echo/%00", "/echo/%FF%FE", "/echo/%2F%2F"]
+)
 async def test_any_path_the_upstream_may_serve_passes_through(
     start_sidecar: Any, upstream: FakeUpstream, path: str
 ) -> None:
     sc = await start_sidecar()
-    status, _, _ = await raw(sc.url, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    status, _, _ = await raw(
+        sc.url, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode()
+    )
     # The fake upstream knows no /foo...: its own 404 came back, the path reached it.
     assert status in (200, 404)
     assert any(r.path.encode("utf-8", "surrogateescape") != b"" for r in upstream.requests)
@@ -282,7 +296,12 @@ async def test_client_sidecar_headers_never_reach_the_upstream(
     start_sidecar: Any, http: aiohttp.ClientSession, upstream: FakeUpstream
 ) -> None:
     sc = await start_sidecar()
-    spoofed = {"X-Sidecar-Degraded": "redis", "X-Sidecar-Anything": "1", "X-Tenant-ID": "acme", "X-User-ID": "sam"}
+    spoofed = {
+        "X-Sidecar-Degraded": "redis",
+        "X-Sidecar-Anything": "1",
+        "X-Tenant-ID": "acme",
+        "X-User-ID": "sam",
+    }
     async with http.get(f"{sc.url}/echo/x", headers=spoofed) as r:
         assert r.status == 200
         echoed = {k.lower() for k, _ in (await r.json())["headers"]}
@@ -290,7 +309,8 @@ async def test_client_sidecar_headers_never_reach_the_upstream(
     assert not echoed & {k.lower() for k in spoofed}
     async with http.post(f"{sc.url}/api/tasks", json={"query": "hi"}, headers=spoofed) as r:
         assert r.status == 200
-        assert "X-Tenant-ID" not in r.headers and "X-User-ID" not in r.headers
+        assert "X-Tenant-ID" not in r.headers
+        assert "X-User-ID" not in r.headers
     seen = upstream.requests_to("/api/tasks")[0].headers
     assert not any(name in seen for name in spoofed)
 
@@ -302,7 +322,8 @@ async def test_identity_headers_reach_the_upstream_only_in_headers_mode(
     sent = {"X-Tenant-ID": "acme", "X-User-ID": "sam", "X-Sidecar-Degraded": "redis"}
     async with http.get(f"{sc.url}/echo/x", headers=sent) as r:
         echoed = dict((k.lower(), v) for k, v in (await r.json())["headers"])
-    assert echoed["x-tenant-id"] == "acme" and echoed["x-user-id"] == "sam"
+    assert echoed["x-tenant-id"] == "acme"
+    assert echoed["x-user-id"] == "sam"
     assert "x-sidecar-degraded" not in echoed
     async with http.post(f"{sc.url}/api/tasks", json={"query": "hi"}, headers=sent) as r:
         assert r.status == 200
@@ -319,11 +340,15 @@ async def test_malformed_identity_headers_are_a_400_in_headers_mode(
     for name in ("X-Tenant-ID", "X-User-ID"):
         if value == "":
             continue  # an empty header is no header
-        async with http.post(f"{sc.url}/api/tasks", json={"query": "hi"}, headers={name: value}) as r:
+        async with http.post(
+            f"{sc.url}/api/tasks", json={"query": "hi"}, headers={name: value}
+        ) as r:
             assert_json_error(r.status, await r.read(), 400, "invalid_identity_header")
     assert upstream.requests_to("/api/tasks") == []
 
 
 def test_storable_replaces_what_postgresql_refuses() -> None:
-    assert storable({"a\x00": ["\ud800x", "ok", 1, None]}) == {"a\ufffd": ["\ufffdx", "ok", 1, None]}
+    assert storable({"a\x00": ["\ud800x", "ok", 1, None]}) == {
+        "a\ufffd": ["\ufffdx", "ok", 1, None]
+    }
     assert storable("plain") == "plain"

@@ -106,6 +106,8 @@ class Turn:
     turn_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     idempotency_key: str | None = None
     partial: bool = False
+    # The identity's user (the key's tenant is then ``<tenant>/<user>``); ``sessions.user_id``.
+    user_id: str | None = None
 
     def outbox_payload(self) -> bytes:
         """What the writer needs to persist the turn; the commit script adds the sequence number."""
@@ -113,6 +115,7 @@ class Turn:
             {
                 "tenant": self.key.tenant,
                 "session_id": self.key.session_id,
+                "user_id": self.user_id,
                 "turn_id": self.turn_id,
                 "messages": [
                     [m.id, m.role, m.content, m.timestamp, m.tokens]

@@ -91,10 +91,11 @@ def _cost(value: Any) -> float | None:
 
 _UPSERT_SESSION = """
 INSERT INTO sessions AS s (tenant, session_id, context, tokens_used, message_count,
-                           created_at, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $6)
+                           created_at, updated_at, user_id)
+VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
 ON CONFLICT (tenant, session_id) DO UPDATE SET
     context = s.context || EXCLUDED.context,
+    user_id = coalesce(s.user_id, EXCLUDED.user_id),
     tokens_used = s.tokens_used + EXCLUDED.tokens_used,
     message_count = s.message_count + EXCLUDED.message_count,
     updated_at = GREATEST(s.updated_at, EXCLUDED.updated_at)
@@ -153,7 +154,9 @@ async def write_events(conn: Conn, events: list[OutboxEvent]) -> None:
     for e in events:
         d = e.data
         key = (d["tenant"], d["session_id"])
-        entry = sessions.setdefault(key, [{}, 0, _ts(d["at"])])
+        entry = sessions.setdefault(key, [{}, 0, _ts(d["at"]), None])
+        if d.get("user_id"):
+            entry[3] = _text(str(d["user_id"]))
         if e.kind == "session":
             entry[0] = {**_clean(d.get("context") or {}), **entry[0]}
             entry[2] = min(entry[2], _ts(d["at"]))
@@ -163,8 +166,8 @@ async def write_events(conn: Conn, events: list[OutboxEvent]) -> None:
             entry[2] = max(entry[2], _ts(d["at"]))
     # A stable order, so two writers never lock the same rows in opposite orders.
     rows = [
-        (tenant, sid, ctx, tokens, inserted_msgs.get((tenant, sid), 0), at)
-        for (tenant, sid), (ctx, tokens, at) in sorted(sessions.items())
+        (tenant, sid, ctx, tokens, inserted_msgs.get((tenant, sid), 0), at, user_id)
+        for (tenant, sid), (ctx, tokens, at, user_id) in sorted(sessions.items())
     ]
     if rows:
         await conn.executemany(_UPSERT_SESSION, rows)

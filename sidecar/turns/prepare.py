@@ -1,7 +1,7 @@
 """Preparing one turn before it is forwarded: load the session, resolve the context (entities,
 follow-up completion), cut the history window and inject it into the request body.
 
-Knows nothing of HTTP: it is handed the tenant, the parsed request and its idempotency key.
+Knows nothing of HTTP: it is handed the identity, the parsed request and its idempotency key.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from .. import tracing
 from ..adapters.base import Adapter, Incoming, Injection
 from ..config import Config
 from ..context import Extractor
+from ..identity import Identity
 from ..session.manager import SessionService
 from ..session.model import SessionKey, SessionSnapshot, utc_now_iso
 from ..session.window import history_window
@@ -35,6 +36,8 @@ class Question:
     # The user's message is stamped with it, and a session deleted after this moment does not
     # get this turn back.
     asked_at: str | None
+    # The identity's user, when it has one (the key's tenant is then its scope).
+    user_id: str | None = None
 
 
 @dataclass(slots=True)
@@ -48,6 +51,7 @@ class Prepared:
     idempotency_key: str | None
     # When the request arrived (see ``Question.asked_at``).
     received_at: str = field(default_factory=utc_now_iso)
+    user_id: str | None = None
 
     @property
     def question(self) -> Question:
@@ -57,6 +61,7 @@ class Prepared:
             self.context_patch,
             self.idempotency_key,
             self.received_at,
+            self.user_id,
         )
 
 
@@ -76,10 +81,11 @@ class Preparer:
         self.extractor = extractor
 
     async def prepare(
-        self, tenant: str, incoming: Incoming, idempotency_key: str | None
+        self, identity: Identity, incoming: Incoming, idempotency_key: str | None
     ) -> Prepared:
         session_id = incoming.session_id or str(uuid.uuid4())
-        key = SessionKey(tenant, session_id)
+        # A user's sessions are theirs alone: stored under the identity's scope.
+        key = SessionKey(identity.scope, session_id)
         # An id the sidecar just made cannot exist anywhere: no need to ask PostgreSQL.
         with tracing.span("load"):
             loaded = await self.sessions.load(key, new=incoming.session_id is None)
@@ -114,7 +120,9 @@ class Preparer:
             incoming,
             Injection(session_id, window, context, completed, self.config.context.rewrite),
         )
-        return Prepared(key, incoming, snapshot, degraded, body, patch, idempotency_key)
+        return Prepared(
+            key, incoming, snapshot, degraded, body, patch, idempotency_key, user_id=identity.user
+        )
 
     def _timezone(self, request_context: dict[str, Any]) -> str:
         tz = request_context.get("timezone")

@@ -5,6 +5,7 @@ so a shutdown can wait for them before the stores close."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 from .. import tracing
 from ..context import estimate_tokens
 from ..errors import StoreUnavailable
+from ..inputs import storable, storable_text
 from ..metrics import Metrics
 from ..session.manager import SessionService
 from ..session.model import Turn, new_message, turn_ids
@@ -32,31 +34,41 @@ def usage_or_estimate(reported: int | None, text: str) -> int:
 
 def build_turn(question: Question, answer: Answer) -> Turn:
     """The turn to commit: both messages with ids derived from the idempotency key (a retry
-    makes the same ids, so it is recorded once)."""
+    makes the same ids, so it is recorded once).
+
+    Every stored text is made ``storable`` here, before the commit that acknowledges the turn:
+    a NUL in a query, an answer, a model name or a context key would otherwise be taken by
+    Redis and refused later by PostgreSQL.
+    """
     key = question.key
-    turn_id, user_id, assistant_id = turn_ids(key, question.idempotency_key)
+    turn_id, user_msg_id, assistant_msg_id = turn_ids(key, question.idempotency_key)
+    query, text = storable_text(question.query), storable_text(answer.text)
     user = new_message(
         "user",
-        question.query,
-        usage_or_estimate(None, question.query),
+        query,
+        usage_or_estimate(None, query),
         question.asked_at,
-        user_id,
+        user_msg_id,
     )
     assistant = new_message(
         "assistant",
-        answer.text,
-        usage_or_estimate(answer.usage.completion_tokens or None, answer.text),
-        message_id=assistant_id,
+        text,
+        usage_or_estimate(answer.usage.completion_tokens or None, text),
+        message_id=assistant_msg_id,
     )
+    usage = answer.usage
+    if (model := storable_text(usage.model)) != usage.model:
+        usage = dataclasses.replace(usage, model=model)
     return Turn(
         turn_id=turn_id,
         key=key,
         user=user,
         assistant=assistant,
-        usage=answer.usage,
-        context_patch=question.context_patch,
+        usage=usage,
+        context_patch=storable(question.context_patch),
         idempotency_key=question.idempotency_key,
         partial=answer.partial,
+        user_id=question.user_id,
     )
 
 

@@ -20,11 +20,14 @@ from yarl import URL
 from ..adapters.base import Adapter
 from ..config import Config
 from ..context import Extractor
-from ..identity import resolve_tenant
+from ..errors import BadRequest, InvalidToken, UpstreamTimeout, UpstreamUnavailable
+from ..identity import IdentityResolver
+from ..inputs import is_visible_ascii
 from ..metrics import Metrics
 from ..proxy import (
     client_response_headers,
     open_upstream,
+    raise_client_fault,
     relay_response,
     upstream_request_headers,
     upstream_url,
@@ -69,6 +72,7 @@ class TurnRoute:
         extractor: Extractor | None,
         recorder: TurnRecorder,
         metrics: Metrics,
+        identity: IdentityResolver,
         path: str = "",
     ) -> None:
         self.adapter = adapter
@@ -76,6 +80,7 @@ class TurnRoute:
         self.client = client
         self.recorder = recorder
         self.metrics = metrics
+        self.identity = identity
         self.base = URL(config.upstream.url)
         self.path = path.rstrip("/")
         # Questions whose answers wait for tool results, for requests that go on from such an
@@ -86,7 +91,7 @@ class TurnRoute:
             TaskPolls(
                 adapter,
                 self.base,
-                config.identity.trust_headers,
+                identity,
                 client,
                 TaskRegistry(sessions.redis),
                 recorder,
@@ -99,21 +104,26 @@ class TurnRoute:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         clock = Clock()
+        identity = await self.identity.resolve(request.headers)
+        if identity.invalid:
+            if self.identity.rejects_invalid:
+                raise InvalidToken("the bearer token failed verification")
+            return await self._without_memory(request)
+        idempotency_key = idempotency_key_of(request)
         raw = await read_body(request, self.config.session.max_body_bytes)
         incoming = self.adapter.parse(raw, request.headers)
-        tenant = resolve_tenant(request, trust_headers=self.config.identity.trust_headers)
         if incoming.continues is not None and not incoming.query:
-            earlier = await self.continuations.lookup(tenant, self.path, incoming.continues)
+            earlier = await self.continuations.lookup(identity.scope, self.path, incoming.continues)
             if earlier is not None:
                 incoming.query = earlier.query
-        prepared = await self.preparer.prepare(
-            tenant, incoming, request.headers.get("Idempotency-Key") or None
-        )
+        prepared = await self.preparer.prepare(identity, incoming, idempotency_key)
         hide_usage = (
             self.adapter.prepare_stream(prepared.forward_body) if incoming.stream else False
         )
 
-        headers = upstream_request_headers(request, body_changed=True)
+        headers = upstream_request_headers(
+            request, body_changed=True, keep_identity=self.identity.trusts_headers
+        )
         headers["Content-Type"] = "application/json"
         headers["X-Session-ID"] = prepared.key.session_id
         # The answer is read for memory; an encoding the sidecar does not decode would hide it.
@@ -123,7 +133,7 @@ class TurnRoute:
         clock.pause()
         async with open_upstream(self.client, request.method, url, headers, data) as up:
             clock.resume()
-            out_headers = client_response_headers(up, body_changed=True)
+            out_headers = client_response_headers(up, body_changed=True, ours=True)
             out_headers["X-Session-ID"] = prepared.key.session_id
             if up.content_type == "text/event-stream":
                 return await self._relay_stream(
@@ -131,11 +141,27 @@ class TurnRoute:
                 )
             if too_large(up):
                 # Too large to hold for reading: relayed as it comes, not remembered.
-                passthrough = client_response_headers(up)
+                passthrough = client_response_headers(up, ours=True)
                 passthrough["X-Session-ID"] = prepared.key.session_id
                 resp, _ = await relay_response(request, up, passthrough)
                 return resp
             return await self._relay_json(request, up, out_headers, prepared, clock)
+
+    async def _without_memory(self, request: web.Request) -> web.StreamResponse:
+        """A request whose token failed verification: forwarded untouched (its body streamed as
+        the client sent it), nothing injected, nothing recorded, and the client told so."""
+        headers = upstream_request_headers(request, keep_identity=self.identity.trusts_headers)
+        data = request.content if request.body_exists else None
+        url = upstream_url(self.base, request)
+        try:
+            async with open_upstream(self.client, request.method, url, headers, data) as up:
+                out = client_response_headers(up, ours=True)
+                out["X-Sidecar-Degraded"] = "identity"
+                resp, _ = await relay_response(request, up, out)
+        except (UpstreamUnavailable, UpstreamTimeout) as e:
+            raise_client_fault(request, e)
+            raise
+        return resp
 
     async def _relay_json(
         self,
@@ -211,6 +237,7 @@ class TurnRoute:
             query=prepared.incoming.query,
             context_patch=prepared.context_patch,
             idempotency_key=prepared.idempotency_key or f"continued:{answer_id}",
+            user_id=prepared.user_id,
         )
         await self.recorder.shielded(self.continuations.remember(self.path, answer_id, question))
 
@@ -220,3 +247,19 @@ class TurnRoute:
                 sorted(set(",".join(prepared.degraded).split(",")))
             )
         headers["Server-Timing"] = clock.header()  # also what the metrics take as overhead
+
+
+# Bound of an ``Idempotency-Key``: it becomes part of a Redis key and of the turn's ids.
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def idempotency_key_of(request: web.Request) -> str | None:
+    value = request.headers.get("Idempotency-Key")
+    if not value:
+        return None
+    if not is_visible_ascii(value, MAX_IDEMPOTENCY_KEY):
+        raise BadRequest(
+            f"Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters",
+            code="invalid_idempotency_key",
+        )
+    return value

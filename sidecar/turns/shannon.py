@@ -16,7 +16,7 @@ import asyncio
 from aiohttp import web
 
 from ..adapters.shannon import ShannonStream
-from ..identity import resolve_tenant
+from ..errors import InvalidToken
 from ..proxy import (
     client_response_headers,
     open_upstream,
@@ -37,23 +37,28 @@ class ShannonStreams:
     async def stream(self, request: web.Request) -> web.StreamResponse:
         polls = self.polls
         workflow_id = request.query.get("workflow_id", "")
-        tenant = resolve_tenant(request, trust_headers=polls.trust_headers)
+        identity = await polls.identity.resolve(request.headers)
+        if identity.invalid and polls.identity.rejects_invalid:
+            raise InvalidToken("the bearer token failed verification")
         pending = (
-            await polls.registry.lookup(tenant, polls.route, workflow_id)
-            if 0 < len(workflow_id) <= 256
+            await polls.registry.lookup(identity.scope, polls.route, workflow_id)
+            if 0 < len(workflow_id) <= 256 and not identity.invalid
             else None
         )
         url = upstream_url(polls.base, request)
-        headers = upstream_request_headers(request)
+        headers = upstream_request_headers(request, keep_identity=polls.identity.trusts_headers)
         if pending is None:
             async with open_upstream(polls.client, request.method, url, headers, None) as up:
-                resp, _ = await relay_response(request, up, client_response_headers(up))
+                out = client_response_headers(up, ours=True)
+                if identity.invalid:
+                    out["X-Sidecar-Degraded"] = "identity"
+                resp, _ = await relay_response(request, up, out)
                 return resp
 
         # The stream is read for memory; an encoding the sidecar does not decode would hide it.
         headers.popall("Accept-Encoding", None)
         async with open_upstream(polls.client, request.method, url, headers, None) as up:
-            out_headers = client_response_headers(up)
+            out_headers = client_response_headers(up, ours=True)
             if up.content_type != "text/event-stream" or not 200 <= up.status < 300:
                 resp, _ = await relay_response(request, up, out_headers)
                 return resp

@@ -20,8 +20,8 @@ from aiohttp import web
 from yarl import URL
 
 from ..adapters.base import Adapter
-from ..errors import StoreUnavailable
-from ..identity import resolve_tenant
+from ..errors import InvalidToken, StoreUnavailable
+from ..identity import IdentityResolver
 from ..metrics import Metrics
 from ..proxy import (
     client_response_headers,
@@ -77,6 +77,7 @@ class PendingTask:
     context_patch: dict[str, Any]
     idempotency_key: str
     submitted_at: str = field(default_factory=utc_now_iso)
+    user_id: str | None = None
 
     @property
     def key(self) -> SessionKey:
@@ -85,7 +86,12 @@ class PendingTask:
     @property
     def question(self) -> Question:
         return Question(
-            self.key, self.query, self.context_patch, self.idempotency_key, self.submitted_at
+            self.key,
+            self.query,
+            self.context_patch,
+            self.idempotency_key,
+            self.submitted_at,
+            self.user_id,
         )
 
     def encode(self) -> bytes:
@@ -97,6 +103,7 @@ class PendingTask:
                 "context": self.context_patch,
                 "idempotency_key": self.idempotency_key,
                 "submitted_at": self.submitted_at,
+                "user_id": self.user_id,
             }
         )
 
@@ -110,6 +117,7 @@ class PendingTask:
             context_patch=d.get("context") or {},
             idempotency_key=d["idempotency_key"],
             submitted_at=d.get("submitted_at") or utc_now_iso(),
+            user_id=d.get("user_id"),
         )
 
 
@@ -159,7 +167,7 @@ class TaskPolls:
         self,
         adapter: Adapter,
         base: URL,
-        trust_headers: bool,
+        identity: IdentityResolver,
         client: aiohttp.ClientSession,
         registry: TaskRegistry,
         recorder: TurnRecorder,
@@ -171,7 +179,7 @@ class TaskPolls:
         # (``<route>``, ``<route>/stream``) submitted it and whichever reads it.
         self.route = route.rstrip("/")
         self.base = base
-        self.trust_headers = trust_headers
+        self.identity = identity
         self.client = client
         self.registry = registry
         self.recorder = recorder
@@ -187,6 +195,7 @@ class TaskPolls:
             # The client's key when it gave one (a resubmission is then one turn too), else
             # one per task: however often the task is read, its turn is recorded once.
             idempotency_key=prepared.idempotency_key or f"task:{task_id}",
+            user_id=prepared.user_id,
         )
         remembered = self.registry.remember(self.route, task_id, task)
         if not await self.recorder.shielded(remembered):
@@ -198,23 +207,31 @@ class TaskPolls:
         """
         task_id = request.match_info["task_id"]
         route = self.route
-        tenant = resolve_tenant(request, trust_headers=self.trust_headers)
-        pending = await self.registry.lookup(tenant, route, task_id)
+        identity = await self.identity.resolve(request.headers)
+        if identity.invalid and self.identity.rejects_invalid:
+            raise InvalidToken("the bearer token failed verification")
+        # A token that failed verification has no tasks here: its poll just passes through.
+        pending = (
+            None if identity.invalid else await self.registry.lookup(identity.scope, route, task_id)
+        )
         url = upstream_url(self.base, request)
-        headers = upstream_request_headers(request)
+        headers = upstream_request_headers(request, keep_identity=self.identity.trusts_headers)
         data = request.content if request.body_exists else None
         if pending is None:
             async with open_upstream(self.client, request.method, url, headers, data) as up:
-                resp, _ = await relay_response(request, up, client_response_headers(up))
+                out = client_response_headers(up, ours=True)
+                if identity.invalid:
+                    out["X-Sidecar-Degraded"] = "identity"
+                resp, _ = await relay_response(request, up, out)
                 return resp
 
         headers.popall("Accept-Encoding", None)
         async with open_upstream(self.client, request.method, url, headers, data) as up:
             if up.content_type == "text/event-stream" or too_large(up):
-                resp, _ = await relay_response(request, up, client_response_headers(up))
+                resp, _ = await relay_response(request, up, client_response_headers(up, ours=True))
                 return resp
             body = await read_answer(up)
-            out_headers = client_response_headers(up, body_changed=True)
+            out_headers = client_response_headers(up, body_changed=True, ours=True)
             out_headers["X-Session-ID"] = pending.session_id
             degraded: list[str] = []
             if 200 <= up.status < 300:
