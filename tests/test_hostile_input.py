@@ -12,11 +12,14 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+import redis.asyncio as aioredis
+from aiohttp import web
 from yarl import URL
 
 from sidecar.inputs import MAX_JSON_DEPTH, json_depth_exceeds, storable
 from sidecar.wire import WIRE_LOG
 from tests.harness import ADMIN_TOKEN, FakeUpstream
+from tests.harness.waiting import pg_fetch, pg_value, wait_for_rows
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -352,3 +355,76 @@ def test_storable_replaces_what_postgresql_refuses() -> None:
         "a\ufffd": ["\ufffdx", "ok", 1, None]
     }
     assert storable("plain") == "plain"
+
+
+# --- stored fields ------------------------------------------------------------------------------
+
+
+async def test_text_postgresql_refuses_is_cleaned_before_the_turn_is_acknowledged(
+    start_sidecar: Any,
+    http: aiohttp.ClientSession,
+    upstream: FakeUpstream,
+    pg_dsn: str,
+    redis_url: str,
+    sidecar_config: dict[str, Any],
+) -> None:
+    async def answer_with_nul(request: web.Request, body: Any) -> web.StreamResponse:
+        return web.json_response(
+            {
+                "result": "an answer\x00with a NUL",
+                "model": "fake\x00model",
+                "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+            }
+        )
+
+    upstream.tasks_handler = answer_with_nul
+    sc = await start_sidecar()
+    body = b'{"query": "q\\u0000uery", "session_id": "nul", "context": {"k\\u0000ey": ["v\\u0000", {"n\\u0000": 1}]}}'
+    async with http.post(f"{sc.url}/api/tasks", data=body) as r:
+        assert r.status == 200
+        assert "X-Sidecar-Degraded" not in r.headers
+    await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages WHERE session_id = 'nul'", 2)
+    contents = [
+        r["content"] for r in await pg_fetch(pg_dsn, "SELECT content FROM messages ORDER BY seq")
+    ]
+    assert contents == ["q\ufffduery", "an answer\ufffdwith a NUL"]
+    assert await pg_value(pg_dsn, "SELECT model FROM token_usage") == "fake\ufffdmodel"
+    context = await pg_value(pg_dsn, "SELECT context FROM sessions")
+    assert orjson.loads(context)["k\ufffdey"] == ["v\ufffd", {"n\ufffd": 1}]
+    await assert_no_dead_letters(redis_url, sidecar_config["redis"]["key_prefix"])
+
+
+async def assert_no_dead_letters(redis_url: str, prefix: str) -> None:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        assert await client.xlen(f"{prefix}:dead-letters") == 0
+    finally:
+        await client.aclose()
+
+
+async def test_header_values_that_are_not_utf8_are_hashed_or_refused_never_a_5xx(
+    start_sidecar: Any, upstream: FakeUpstream, server_log: pytest.LogCaptureFixture
+) -> None:
+    sc = await start_sidecar()
+    body = b'{"query": "hi", "session_id": "bytes"}'
+
+    def post(extra: bytes) -> bytes:
+        return (
+            b"POST /api/tasks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + extra
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+
+    status, _, _ = await raw(sc.url, post(b"Authorization: Bearer \xff\xfe-key\r\n"))
+    assert status == 200
+    status, _, answer = await raw(sc.url, post(b"Idempotency-Key: \xff\xfe\r\n"))
+    assert_json_error(status, answer, 400, "invalid_idempotency_key")
+    status, _, _ = await raw(sc.url, post(b"X-Custom: \xff\xfe\r\n"))
+    assert status < 500
+    status, _, _ = await raw(
+        sc.url,
+        b"GET /echo/x HTTP/1.1\r\nHost: x\r\nX-Custom: \xff\xfe\r\nConnection: close\r\n\r\n",
+    )
+    assert status < 500
+    assert tracebacks(server_log) == []
