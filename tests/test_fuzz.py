@@ -59,9 +59,8 @@ EDGE_TEXT = [
     "x" * 129,
     "ok",
 ]
-LONE_SURROGATES = {"\ud800", "x\udfffy", "\ud83d"}
-# Texts a JSON parser accepts (lone surrogates make the whole body a 400, so they are rare).
-PARSABLE_TEXT = [t for t in EDGE_TEXT if t not in LONE_SURROGATES]
+# Texts a JSON parser accepts: a lone surrogate makes the whole body a 400, so those are rare.
+PARSABLE_TEXT = [t for t in EDGE_TEXT if not any(0xD800 <= ord(c) <= 0xDFFF for c in t)]
 
 
 def some_text(rng: random.Random) -> str:
