@@ -150,6 +150,7 @@ class TurnRoute:
     async def _without_memory(self, request: web.Request) -> web.StreamResponse:
         """A request whose token failed verification: forwarded untouched (its body streamed as
         the client sent it), nothing injected, nothing recorded, and the client told so."""
+        self.metrics.degraded.labels("identity").inc()
         headers = upstream_request_headers(request, keep_identity=self.identity.trusts_headers)
         data = request.content if request.body_exists else None
         url = upstream_url(self.base, request)
