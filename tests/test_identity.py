@@ -7,7 +7,10 @@ or another credential secret never reaches it.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import hmac
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -104,6 +107,32 @@ def test_jwt_claims_that_cannot_name_a_tenant_or_user_are_not_used() -> None:
     # "none" is never an algorithm, whatever the config says.
     unsigned = resolve_identity(bearer(jwt.encode(claims("eve"), None, algorithm="none")), cfg)
     assert unsigned.invalid
+
+
+def hs256_with_key(body: dict[str, Any], key: bytes) -> str:
+    """An HS256 token made by hand (PyJWT refuses to use a PEM key as an HMAC secret)."""
+
+    def b64(data: bytes) -> bytes:
+        return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+    signing = b64(b'{"alg":"HS256","typ":"JWT"}') + b"." + b64(json.dumps(body).encode())
+    signature = hmac.new(key, signing, hashlib.sha256).digest()
+    return (signing + b"." + b64(signature)).decode()
+
+
+def test_a_pem_public_key_verifies_its_own_tokens_and_is_never_an_hmac_secret(
+    tmp_path: Path,
+) -> None:
+    pair = KeyPair("pem", "EC")
+    path = tmp_path / "public.pem"
+    path.write_bytes(pair.public_pem)
+    cfg = IdentityConfig(mode="jwt", jwt=JwtConfig(public_key_file=str(path)))
+    assert resolve_identity(bearer(pair.token(claims("ann"))), cfg) == Identity("acme", "ann")
+    # The classic confusion: a token signed with HS256 keyed by the public key's own text.
+    forged = hs256_with_key(claims("ann"), pair.public_pem)
+    assert resolve_identity(bearer(forged), cfg).invalid
+    other = KeyPair("pem", "EC").token(claims("ann"))
+    assert resolve_identity(bearer(other), cfg).invalid
 
 
 # --- jwt end to end -----------------------------------------------------------------------------
