@@ -426,6 +426,7 @@ async def test_4000_seeded_hostile_requests(live: Live) -> None:
     connector = aiohttp.TCPConnector(limit=CONCURRENCY)
     async with aiohttp.ClientSession(connector=connector) as http:
         await asyncio.gather(*(one(r, http) for r in fuzz_requests(FUZZ_SEED, FUZZ_REQUESTS)))
+    print(f"fuzz: statuses {sorted(live.statuses.items())}, turns {live.acknowledged}")
     assert sum(live.statuses.values()) >= FUZZ_REQUESTS
     # The mix reached every kind of answer it was meant to: turns, refusals, pass-through.
     assert live.acknowledged - before // 2 > 1000
