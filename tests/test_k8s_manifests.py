@@ -202,7 +202,7 @@ def test_configmap_holds_a_valid_config_for_this_pod(config: Config) -> None:
 
 def test_secrets_reach_the_sidecar_from_the_secret(sidecar: Doc, example_secret: Doc) -> None:
     env = {var["name"]: var for var in sidecar["env"]}
-    for name in ("SIDECAR_POSTGRES_DSN", "SIDECAR_ADMIN_TOKEN"):
+    for name in ("SIDECAR_POSTGRES_DSN", "SIDECAR_ADMIN_TOKEN", "SIDECAR_IDENTITY_SECRET"):
         assert name in env, f"{name} is not set"
         assert "value" not in env[name], f"{name} is written in clear in the Deployment"
         ref = env[name]["valueFrom"]["secretKeyRef"]
