@@ -16,10 +16,11 @@ from . import __version__
 from .app import LIFECYCLE, create_admin_app, create_app
 from .config import Config, ListenConfig, load_config, redact_url
 from .errors import ConfigError, StoreError
+from .identity import OLD_SCHEMES, credential_tenant, plain_sha256_tenant
 from .lifecycle import drain
 from .logs import setup_logging
 from .store.postgres import run_migrations
-from .store.rekey import OLD_SCHEMES, rekey_plain_hash_tenants
+from .store.rekey import move_tenants
 
 log = logging.getLogger("sidecar")
 
@@ -113,14 +114,15 @@ def _read_credentials(path: str) -> list[str]:
 
 
 def _rekey(config: Config, credentials_path: str) -> None:
-    """Move the rows of the old plain-hash tenants of these credentials; one line each."""
+    """Move the rows of these credentials' plain-hash tenants to their keyed ones (a hash cannot
+    be reversed, so the credentials themselves are needed); one line each."""
+    secret = config.identity.secret
+    pairs = [
+        (plain_sha256_tenant(c), credential_tenant(c, secret))
+        for c in _read_credentials(credentials_path)
+    ]
     results = asyncio.run(
-        rekey_plain_hash_tenants(
-            config.postgres.dsn,
-            config.postgres.connect_timeout_s,
-            _read_credentials(credentials_path),
-            config.identity.secret,
-        )
+        move_tenants(config.postgres.dsn, config.postgres.connect_timeout_s, pairs)
     )
     for r in results:
         left = f", {len(r.left_behind)} left (ids taken)" if r.left_behind else ""

@@ -81,6 +81,15 @@ def credential_tenant(credential: str, secret: str) -> str:
     return "key-" + hmac.new(key, raw, hashlib.sha256).hexdigest()[:32]
 
 
+# Tenant schemes of earlier versions, by the name ``sidecar migrate --rekey-from`` takes.
+OLD_SCHEMES = ("plain-sha256",)
+
+
+def plain_sha256_tenant(credential: str) -> str:
+    """The tenant earlier versions gave a credential: a plain, unkeyed SHA-256 of it."""
+    return "key-" + hashlib.sha256(credential.strip().encode()).hexdigest()[:32]
+
+
 def _credential_identity(headers: Mapping[str, str], config: IdentityConfig) -> Identity:
     credential = headers.get("Authorization") or headers.get("X-API-Key")
     if credential and credential.strip():

@@ -1,38 +1,23 @@
-"""Moving data stored under the old plain-hash tenants to the keyed (HMAC) ones.
+"""Moving a tenant's rows to another tenant name (``sidecar migrate --rekey-from``).
 
-Before ``identity.secret``, a credential's tenant was ``key-`` + the first 32 hex digits of the
-plain SHA-256 of the ``Authorization`` (or ``X-API-Key``) value. A hash cannot be turned back
-into its credential, so the old tenant of a credential can be found only from the credential
-itself: ``sidecar migrate --rekey-from plain-sha256 --credentials FILE`` reads the credentials
-(one per line, exactly as clients send them, e.g. ``Bearer sk-...``), computes both tenants of
-each and moves that tenant's rows. Tenants of rotating bearer tokens (JWTs, which made a new
-tenant at every refresh) have no credential left to name them and stay where they are.
-
-Each credential is moved in one transaction, and running it again moves only what is left (a
-turn of the old scheme that reached PostgreSQL late). A session whose id already exists under the
-new tenant (a client that used the new scheme first) is left under the old tenant and reported.
+The caller names the pairs (``identity`` knows how a credential's old and new tenants are
+computed; a store does not). Each pair is moved in one transaction, and running it again moves
+only what is left (a turn of the old scheme that reached PostgreSQL late). A session whose id
+already exists under the new tenant (a client that used the new scheme first) stays under the old
+tenant and is reported.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 
 import asyncpg
 
-from ..identity import credential_tenant
 from .postgres import guarded
 from .schema import Conn
 
 log = logging.getLogger(__name__)
-
-OLD_SCHEMES = ("plain-sha256",)
-
-
-def plain_sha256_tenant(credential: str) -> str:
-    """The tenant the old scheme gave a credential."""
-    return "key-" + hashlib.sha256(credential.strip().encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +57,8 @@ WHERE p.tenant = $1 AND NOT EXISTS (
 """
 
 
-async def rekey_credential(conn: Conn, credential: str, secret: str) -> Rekeyed:
-    """Move one credential's rows from its plain-hash tenant to its keyed one."""
-    old, new = plain_sha256_tenant(credential), credential_tenant(credential, secret)
+async def move_tenant(conn: Conn, old: str, new: str) -> Rekeyed:
+    """Move the rows of tenant ``old`` to tenant ``new``."""
     async with conn.transaction():
         moved = [r["session_id"] for r in await conn.fetch(_MOVE_SESSIONS, old, new)]
         for table in ("messages", "token_usage"):
@@ -86,29 +70,25 @@ async def rekey_credential(conn: Conn, credential: str, secret: str) -> Rekeyed:
     return Rekeyed(old, new, len(moved), tuple(r["session_id"] for r in left))
 
 
-async def rekey_plain_hash_tenants(
-    dsn: str, connect_timeout_s: float, credentials: list[str], secret: str
+async def move_tenants(
+    dsn: str, connect_timeout_s: float, pairs: list[tuple[str, str]]
 ) -> list[Rekeyed]:
-    """``rekey_credentials`` over a connection of its own (``sidecar migrate --rekey-from``);
-    PostgreSQL's failures leave it as ``StoreError``."""
+    """Move each ``(old, new)`` tenant over a connection of its own; PostgreSQL's failures leave
+    it as ``StoreError``."""
+    results = []
     with guarded("re-keying"):
         conn = await asyncpg.connect(dsn, timeout=connect_timeout_s)
         try:
-            return await rekey_credentials(conn, credentials, secret)
+            for old, new in pairs:
+                result = await move_tenant(conn, old, new)
+                if result.left_behind:
+                    log.warning(
+                        "%d session(s) of %s stay under it: their ids exist under %s already",
+                        len(result.left_behind),
+                        old,
+                        new,
+                    )
+                results.append(result)
         finally:
             await conn.close()
-
-
-async def rekey_credentials(conn: Conn, credentials: list[str], secret: str) -> list[Rekeyed]:
-    results = []
-    for credential in credentials:
-        result = await rekey_credential(conn, credential, secret)
-        if result.left_behind:
-            log.warning(
-                "%d session(s) of %s stay under it: their ids exist under %s already",
-                len(result.left_behind),
-                result.old,
-                result.new,
-            )
-        results.append(result)
     return results
