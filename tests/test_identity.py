@@ -383,3 +383,29 @@ async def test_headers_mode_users_of_one_tenant_never_share_a_session(
     assert (await ask(http, sc.url, "again", "shared", sam)).status == 200
     assert last_history(upstream)[:1] == ["sam's note"]
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM sessions WHERE user_id IS NOT NULL", 2)
+
+
+async def test_an_async_task_is_recorded_for_its_user_whichever_token_reads_it(
+    start_sidecar: Any, http: aiohttp.ClientSession, upstream: FakeUpstream, pg_dsn: str
+) -> None:
+    upstream.tasks_mode = "async"
+    upstream.tasks_async_polls = 1
+    sc = await start_sidecar(identity=hs_config())
+    async with http.post(
+        f"{sc.url}/api/tasks",
+        json={"query": "long job", "session_id": "jobs"},
+        headers=bearer(hs_token(claims("alice"))),
+    ) as r:
+        assert r.status == 202
+        task_id = (await r.json())["task_id"]
+    poll = f"{sc.url}/api/tasks/{task_id}"
+    # A forged token reads the result through, and records nothing.
+    async with http.get(poll, headers=bearer(hs_token(claims("alice"), secret="x" * 40))) as r:
+        assert (r.status, r.headers["X-Sidecar-Degraded"]) == (200, "identity")
+    # Alice, with a refreshed token: her turn is recorded in her session.
+    async with http.get(poll, headers=bearer(hs_token(claims("alice", jti="new")))) as r:
+        assert r.status == 200
+        assert "X-Sidecar-Degraded" not in r.headers
+    await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
+    rows = await pg_fetch(pg_dsn, "SELECT tenant, user_id FROM sessions")
+    assert [(r["tenant"], r["user_id"]) for r in rows] == [("acme/alice", "alice")]
