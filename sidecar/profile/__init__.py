@@ -1,0 +1,1 @@
+"""User memory across sessions: the facts users state about themselves, kept and injected."""
