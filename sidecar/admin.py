@@ -1,4 +1,5 @@
-"""The admin session API: read or delete one session (``Authorization: Bearer <admin.token>``).
+"""The admin API (``Authorization: Bearer <admin.token>``): read or delete one session, or one
+user (the profile and every session of the user).
 
 A session of a user is addressed by the bare tenant plus ``?user=<user>``: it is stored under the
 identity's scope, ``<tenant>/<user>``. Path and query parameters are validated before any store
@@ -34,6 +35,20 @@ class AdminSessions:
         self.sessions = sessions
 
     def _authorize(self, request: web.Request) -> tuple[SessionKey, Identity]:
+        self._check_token(request)
+        tenant = _identity_param(request.match_info["tenant"], "tenant")
+        user = request.query.get("user")
+        identity = Identity(tenant, _identity_param(user, "user") if user is not None else None)
+        session_id = validate_session_id(request.match_info["session_id"])
+        return SessionKey(identity.scope, session_id), identity
+
+    def _owner(self, request: web.Request) -> tuple[str, str]:
+        """The bare tenant and the user of ``/_sidecar/users/{tenant}/{user_id}``."""
+        self._check_token(request)
+        tenant = _identity_param(request.match_info["tenant"], "tenant")
+        return tenant, _identity_param(request.match_info["user_id"], "user")
+
+    def _check_token(self, request: web.Request) -> None:
         if not self.token:
             raise NotFound("the admin API is disabled (no admin.token configured)")
         given = request.headers.get("Authorization", "")
@@ -41,11 +56,6 @@ class AdminSessions:
             given.encode("utf-8", "surrogateescape"), f"Bearer {self.token}".encode()
         ):
             raise Unauthorized("a valid admin bearer token is required")
-        tenant = _identity_param(request.match_info["tenant"], "tenant")
-        user = request.query.get("user")
-        identity = Identity(tenant, _identity_param(user, "user") if user is not None else None)
-        session_id = validate_session_id(request.match_info["session_id"])
-        return SessionKey(identity.scope, session_id), identity
 
     async def get(self, request: web.Request) -> web.Response:
         key, identity = self._authorize(request)
@@ -75,4 +85,28 @@ class AdminSessions:
             await self.sessions.delete(key)
         except StoreError as e:
             raise StoreUnavailable("PostgreSQL is unavailable; nothing was deleted") from e
+        return web.Response(status=204)
+
+    async def get_user(self, request: web.Request) -> web.Response:
+        owner = self._owner(request)
+        try:
+            record = await self.sessions.users.inspect(owner)
+        except StoreError as e:
+            raise StoreUnavailable("PostgreSQL is unavailable; try again") from e
+        if record is None:
+            raise NotFound(f"nothing is kept of user {owner[1]} of tenant {owner[0]}")
+        body = {
+            "tenant": record.tenant,
+            "user_id": record.user_id,
+            "facts": record.facts,
+            "updated_at": record.updated_at,
+            "sessions": record.sessions,
+        }
+        return web.Response(body=orjson.dumps(body), content_type="application/json")
+
+    async def delete_user(self, request: web.Request) -> web.Response:
+        owner = self._owner(request)
+        # A store failing answers 503 with what was done (``ProfileMemory.erase``); the call
+        # is safe to repeat.
+        await self.sessions.delete_user(owner)
         return web.Response(status=204)

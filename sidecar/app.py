@@ -284,6 +284,8 @@ def _sidecar_endpoints(app: web.Application, router: web.UrlDispatcher, *, admin
     sessions = AdminSessions(app[CONFIG].admin.token, app[SESSIONS])
     router.add_get("/_sidecar/sessions/{tenant}/{session_id}", sessions.get)
     router.add_delete("/_sidecar/sessions/{tenant}/{session_id}", sessions.delete)
+    router.add_get("/_sidecar/users/{tenant}/{user_id}", sessions.get_user)
+    router.add_delete("/_sidecar/users/{tenant}/{user_id}", sessions.delete_user)
 
 
 def create_admin_app(app: web.Application) -> web.Application:

@@ -22,6 +22,8 @@ from ..config import SessionConfig
 from ..errors import SessionAbsent, StoreError, StoreRejected, StoreUnavailable
 from ..journal import Journal
 from ..metrics import Metrics
+from ..profile.cache import Owner
+from ..profile.memory import ProfileMemory
 from ..store.postgres import PostgresSessionStore
 from ..store.redis import Committed, RedisSessionStore
 from .cache import SessionCache
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 class Loaded:
     snapshot: SessionSnapshot
     degraded: str | None = None  # "redis", "postgres" or "redis,postgres"
+    profile: dict[str, str] | None = None  # the user's facts, when an owner was asked for
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,7 @@ class SessionService:
         self.cfg = cfg
         self.metrics = metrics
         self.cache = SessionCache(cfg.local_cache_size, cfg.local_cache_max_bytes)
+        self.users = ProfileMemory(redis, pg, cfg)
         # Sessions written to PostgreSQL while Redis was away: their Redis copy is stale.
         self.stale_in_redis: set[SessionKey] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -65,26 +69,36 @@ class SessionService:
 
     # --- load ----------------------------------------------------------------------------------
 
-    async def load(self, key: SessionKey, *, new: bool = False) -> Loaded:
-        """The session's snapshot. ``new``: the id was just made, so it exists nowhere yet."""
+    async def load(
+        self, key: SessionKey, *, new: bool = False, owner: Owner | None = None
+    ) -> Loaded:
+        """The session's snapshot. ``new``: the id was just made, so it exists nowhere yet.
+        ``owner`` (tenant, user): the user's profile comes with it, in the same round trip."""
         cached = self.cache.get(key)
         try:
             if key in self.stale_in_redis:
                 await self._drop_one_stale(key)
+            if owner is not None:
+                await self.users.drop_if_stale(owner)
             if new:
-                return await self._create(key)
+                return await self._create(key, owner)
             res = await self.redis.load(
-                key, cached.version if cached else "", self.cfg.history_limit
+                key,
+                cached.version if cached else "",
+                self.cfg.history_limit,
+                owner=owner,
+                known_profile=self.users.version(owner),
             )
             if res.state == "current" and cached is not None:
-                return Loaded(cached)
+                return Loaded(cached, profile=await self.users.resolve(owner, res.profile))
             if res.state == "fresh" and res.snapshot is not None:
                 self.cache.put(res.snapshot)
-                return Loaded(res.snapshot)
-            return await self._restore_or_create(key)
+                return Loaded(res.snapshot, profile=await self.users.resolve(owner, res.profile))
+            return await self._restore_or_create(key, owner)
         except StoreUnavailable:
             self.cache.discard(key)
-            return await self._load_degraded(key)
+            self.users.forget(owner)
+            return await self._load_degraded(key, owner)
 
     async def _fetch(self, key: SessionKey, limit: int) -> SessionSnapshot | None:
         """Read a session from PostgreSQL within the request path's bound.
@@ -109,7 +123,7 @@ class SessionService:
         if not task.cancelled():
             task.exception()  # retrieved, so asyncio does not report it as never retrieved
 
-    async def _create(self, key: SessionKey) -> Loaded:
+    async def _create(self, key: SessionKey, owner: Owner | None = None) -> Loaded:
         now = utc_now_iso()
         await self.redis.seed(
             key,
@@ -122,9 +136,9 @@ class SessionService:
             messages=[],
             announce=True,
         )
-        return await self._read_seeded(key, None)
+        return await self._read_seeded(key, None, owner)
 
-    async def _restore_or_create(self, key: SessionKey) -> Loaded:
+    async def _restore_or_create(self, key: SessionKey, owner: Owner | None = None) -> Loaded:
         degraded = None
         try:
             stored = await self._fetch(key, self.cfg.max_stored_messages)
@@ -139,8 +153,8 @@ class SessionService:
             )
             stored, degraded = None, "postgres"
         if stored is None:
-            created = await self._create(key)
-            return Loaded(created.snapshot, degraded)
+            created = await self._create(key, owner)
+            return Loaded(created.snapshot, degraded, created.profile)
         else:
             await self.redis.seed(
                 key,
@@ -153,17 +167,25 @@ class SessionService:
                 messages=list(stored.window),
                 announce=False,
             )
-        return await self._read_seeded(key, degraded)
+        return await self._read_seeded(key, degraded, owner)
 
-    async def _read_seeded(self, key: SessionKey, degraded: str | None) -> Loaded:
+    async def _read_seeded(
+        self, key: SessionKey, degraded: str | None, owner: Owner | None = None
+    ) -> Loaded:
         # Whoever won the race to seed, read what is there now.
-        res = await self.redis.load(key, "", self.cfg.history_limit)
+        res = await self.redis.load(
+            key,
+            "",
+            self.cfg.history_limit,
+            owner=owner,
+            known_profile=self.users.version(owner),
+        )
         if res.snapshot is None:
             raise StoreUnavailable(f"session {key.session_id} vanished while being restored")
         self.cache.put(res.snapshot)
-        return Loaded(res.snapshot, degraded)
+        return Loaded(res.snapshot, degraded, await self.users.resolve(owner, res.profile))
 
-    async def _load_degraded(self, key: SessionKey) -> Loaded:
+    async def _load_degraded(self, key: SessionKey, owner: Owner | None = None) -> Loaded:
         self.metrics.degraded.labels("redis").inc()
         try:
             stored = await self._fetch(key, self.cfg.history_limit)
@@ -175,7 +197,8 @@ class SessionService:
                 e,
             )
             return Loaded(SessionSnapshot(key=key, version=""), "redis,postgres")
-        return Loaded(stored or SessionSnapshot(key=key, version=""), "redis")
+        profile = await self.users.stored(owner)
+        return Loaded(stored or SessionSnapshot(key=key, version=""), "redis", profile)
 
     # --- commit --------------------------------------------------------------------------------
 
@@ -189,6 +212,9 @@ class SessionService:
                 committed = await self.redis.commit(turn, self.cfg.max_stored_messages)
         except StoreUnavailable:
             return await self._commit_degraded(turn)
+        if turn.profile_patch:
+            # The next load reads the new facts (and their version) with the session.
+            self.users.forget(turn.profile_owner)
         self._update_cache(turn, committed)
         if committed.recorded:
             self.metrics.turns_recorded.labels("redis").inc()
@@ -226,6 +252,8 @@ class SessionService:
     async def _commit_degraded(self, turn: Turn) -> Recorded:
         self.cache.discard(turn.key)
         self.stale_in_redis.add(turn.key)
+        if turn.profile_patch:
+            self.users.mark_stale(turn.profile_owner)
         payload = orjson.loads(turn.outbox_payload())
         try:
             await self.pg.record_turn(turn.key.tenant, turn.key.session_id, payload)
@@ -313,6 +341,12 @@ class SessionService:
             await self.redis.erase(key, int(deleted_at.timestamp() * 1000))
         except StoreUnavailable:
             self.stale_in_redis.add(key)
+
+    async def delete_user(self, owner: Owner) -> None:
+        """Remove a user's profile and every session of the user, as ``delete`` does one."""
+        for key in await self.users.erase(owner, datetime.now(UTC)):
+            self.cache.discard(key)
+            self.stale_in_redis.discard(key)
 
     # --- Redis coming back -----------------------------------------------------------------------
 

@@ -108,33 +108,39 @@ class Turn:
     partial: bool = False
     # The identity's user (the key's tenant is then ``<tenant>/<user>``); ``sessions.user_id``.
     user_id: str | None = None
+    # The user the session belongs to, as (bare tenant, user), when the user's profile is kept;
+    # and the facts the user's message stated (recorded with the turn, atomically).
+    profile_owner: tuple[str, str] | None = None
+    profile_patch: dict[str, str] = field(default_factory=dict)
 
     def outbox_payload(self) -> bytes:
         """What the writer needs to persist the turn; the commit script adds the sequence number."""
-        return orjson.dumps(
-            {
-                "tenant": self.key.tenant,
-                "session_id": self.key.session_id,
-                "user_id": self.user_id,
-                "turn_id": self.turn_id,
-                "messages": [
-                    [m.id, m.role, m.content, m.timestamp, m.tokens]
-                    for m in (self.user, self.assistant)
-                ],
-                # The turn's totals (the session's counters grow by them) ...
-                "usage": [
-                    self.usage.model,
-                    self.usage.prompt_tokens,
-                    self.usage.completion_tokens,
-                    self.usage.total_tokens,
-                ],
-                # ... and its usage rows: [model, prompt, completion, total, cost, provider].
-                "usage_rows": [row.encode_row() for row in self.usage.rows()],
-                "context": self.context_patch,
-                "partial": self.partial,
-                "at": self.assistant.timestamp,
-            }
-        )
+        payload: dict[str, Any] = {
+            "tenant": self.key.tenant,
+            "session_id": self.key.session_id,
+            "user_id": self.user_id,
+            "turn_id": self.turn_id,
+            "messages": [
+                [m.id, m.role, m.content, m.timestamp, m.tokens]
+                for m in (self.user, self.assistant)
+            ],
+            # The turn's totals (the session's counters grow by them) ...
+            "usage": [
+                self.usage.model,
+                self.usage.prompt_tokens,
+                self.usage.completion_tokens,
+                self.usage.total_tokens,
+            ],
+            # ... and its usage rows: [model, prompt, completion, total, cost, provider].
+            "usage_rows": [row.encode_row() for row in self.usage.rows()],
+            "context": self.context_patch,
+            "partial": self.partial,
+            "at": self.assistant.timestamp,
+        }
+        if self.profile_owner is not None and self.profile_patch:
+            tenant, user = self.profile_owner
+            payload["profile"] = {"tenant": tenant, "user_id": user, "facts": self.profile_patch}
+        return orjson.dumps(payload)
 
 
 _IDEMPOTENT = uuid.UUID("8d5e2c1a-4f0b-5c7e-9a3d-6b1f0e2d4c8a")

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
+from . import profiles
+from .keys import user_scope
 from .schema import Conn
 
 log = logging.getLogger(__name__)
@@ -171,13 +173,42 @@ async def write_events(conn: Conn, events: list[OutboxEvent]) -> None:
     ]
     if rows:
         await conn.executemany(_UPSERT_SESSION, rows)
+    stated = [
+        (p["tenant"], p["user_id"], _ts(e.data["messages"][0][3]), p["facts"])
+        for e in turns
+        if isinstance(p := e.data.get("profile"), dict)
+    ]
+    if stated:
+        await profiles.merge_facts(conn, stated)
+
+
+def _scopes(event: OutboxEvent) -> list[str]:
+    """The session scope of an event and, when it states facts, its user's scope."""
+    found = [event.data["tenant"]]
+    profile = event.data.get("profile")
+    if isinstance(profile, dict):
+        found.append(user_scope(profile["tenant"], profile["user_id"]))
+    return found
+
+
+def _asked_before(event: OutboxEvent, gone: dict[str, datetime]) -> bool:
+    asked = _ts(event.data["messages"][0][3] if event.kind == "turn" else event.data["at"])
+    for scope in _scopes(event):
+        when = gone.get(scope)
+        if when is not None and asked <= when:
+            log.info("dropping a write for deleted user scope %s", scope)
+            return True
+    return False
 
 
 async def _drop_deleted(conn: Conn, events: list[OutboxEvent]) -> list[OutboxEvent]:
-    """Leave out events of sessions deleted after the event happened."""
+    """Leave out events of sessions (or users) deleted after the event happened."""
     keys = {(e.data["tenant"], e.data["session_id"]) for e in events}
     if not keys:
         return events
+    gone_users = await profiles.deleted_scopes(conn, {s for e in events for s in _scopes(e)})
+    if gone_users:
+        events = [e for e in events if not _asked_before(e, gone_users)]
     tenants, sids = zip(*keys, strict=True)
     rows = await conn.fetch(
         "SELECT d.tenant, d.session_id, d.deleted_at FROM deleted_sessions d"

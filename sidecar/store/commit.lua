@@ -1,15 +1,24 @@
 -- Record one turn atomically: both messages or neither.
 -- KEYS: meta, msgs, ctx, outbox, idempotency key, deletion tombstone
+--       [, the user's profile, the user's deletion tombstone] (a user's session: same slot)
 -- ARGV: 1 ttl (ms), 2 max stored messages, 3 now (ISO 8601), 4 user message, 5 assistant message
 --       (JSON arrays without their leading seq: '[...' + rest), 6 total tokens, 7 model,
 --       8 use idempotency ("1"/"0"), 9 idempotency ttl (ms), 10 outbox payload (JSON),
---       11 when the turn was asked (ms since the epoch), 12.. context patch as field, value pairs
+--       11 when the turn was asked (ms since the epoch), 12 number of profile facts P,
+--       then P fact, value (JSON) pairs, then the context patch as field, value pairs
 -- Returns {1, version, first seq}, {0, earlier result} for a repeated idempotency key,
--- {-2} when the session was deleted after the turn was asked (nothing is recorded),
--- or {-1} when the session is absent (the caller restores it and tries again).
+-- {-2} when the session (or its user) was deleted after the turn was asked (nothing is
+-- recorded), or {-1} when the session is absent (the caller restores it and tries again).
+local asked = tonumber(ARGV[11])
 local deleted = redis.call('GET', KEYS[6])
-if deleted and tonumber(ARGV[11]) <= tonumber(deleted) then
+if deleted and asked <= tonumber(deleted) then
   return {-2}
+end
+if #KEYS >= 8 then
+  local user_deleted = redis.call('GET', KEYS[8])
+  if user_deleted and asked <= tonumber(user_deleted) then
+    return {-2}
+  end
 end
 if ARGV[8] == '1' then
   local seen = redis.call('GET', KEYS[5])
@@ -33,8 +42,18 @@ end
 redis.call('HINCRBY', KEYS[1], 'message_count', 2)
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
 local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
-if #ARGV >= 13 then
-  redis.call('HSET', KEYS[3], unpack(ARGV, 12, #ARGV))
+local facts_end = 12 + 2 * tonumber(ARGV[12])
+-- A profile absent here was dropped since the load (a flush): the facts still reach PostgreSQL
+-- with the turn, and the next load restores the profile from there.
+if facts_end > 12 and #KEYS >= 7 and redis.call('EXISTS', KEYS[7]) == 1 then
+  for i = 13, facts_end, 2 do
+    redis.call('HSET', KEYS[7], 'f:' .. ARGV[i], ARGV[i + 1])
+  end
+  redis.call('HINCRBY', KEYS[7], 'version', 1)
+  redis.call('PEXPIRE', KEYS[7], ARGV[1])
+end
+if #ARGV > facts_end + 1 then
+  redis.call('HSET', KEYS[3], unpack(ARGV, facts_end + 1, #ARGV))
 end
 redis.call('XADD', KEYS[4], '*', 'kind', 'turn', 'seq', seq, 'data', ARGV[10])
 local full = redis.call('HGET', KEYS[1], 'epoch') .. ':' .. version

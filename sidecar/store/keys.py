@@ -4,6 +4,11 @@ All keys of one session share a hash tag with the outbox partition its turns go 
 script touches a single slot and the same code runs on one Redis or on a Redis Cluster:
 ``<prefix>:{<prefix>:<partition>}:s:<len(tenant)>:<tenant>:<session_id>:meta``.
 The tenant is length-prefixed because both it and the session id may contain ``:``.
+
+A session that belongs to a user (its tenant is the user's scope ``<tenant>/<user>``) takes its
+user's hash tag instead, shared with the user's profile
+(``<prefix>:{<prefix>:<partition>}:u:<len(tenant)>:<tenant>:<user>:profile``): the load and commit
+scripts then read and write the profile in the same round trip as the session.
 """
 
 from __future__ import annotations
@@ -27,13 +32,30 @@ class SessionKeys:
         return self.idempotency_prefix + (key or "")
 
 
+@dataclass(frozen=True, slots=True)
+class UserKeys:
+    profile: str
+    tombstone: str  # set when the user is deleted: turns asked before then are dropped
+
+
+def user_scope(tenant: str, user: str) -> str:
+    """What a user's sessions are stored under (section 9's ``<tenant>/<user>``)."""
+    return f"{tenant}/{user}"
+
+
 class KeySpace:
     def __init__(self, prefix: str, partitions: int) -> None:
         self.prefix = prefix
         self.partitions = partitions
 
     def partition(self, key: SessionKey) -> int:
+        if "/" in key.tenant:
+            # A user's sessions share the user's slot (see the module's docstring).
+            return self._scope_partition(key.tenant)
         return zlib.crc32(f"{key.tenant}\x00{key.session_id}".encode()) % self.partitions
+
+    def _scope_partition(self, scope: str) -> int:
+        return zlib.crc32(scope.encode()) % self.partitions
 
     def tag(self, partition: int) -> str:
         return f"{self.prefix}:{{{self.prefix}:{partition}}}"
@@ -50,6 +72,16 @@ class KeySpace:
     def task(self, tenant: str, route: str, task_id: str) -> str:
         return f"{self.prefix}:task:{len(tenant)}:{tenant}:{route}:{task_id}"
 
+    def user(self, tenant: str, user: str) -> UserKeys:
+        scope = user_scope(tenant, user)
+        base = f"{self.tag(self._scope_partition(scope))}:u:{len(tenant)}:{tenant}:{user}"
+        return UserKeys(profile=f"{base}:profile", tombstone=f"{base}:deleted")
+
+    def user_sessions_prefix(self, tenant: str, user: str) -> str:
+        """What the keys of every session of a user begin with (then ``<session_id>:meta``...)."""
+        scope = user_scope(tenant, user)
+        return f"{self.tag(self._scope_partition(scope))}:s:{len(scope)}:{scope}:"
+
     def session(self, key: SessionKey) -> SessionKeys:
         tag = self.tag(self.partition(key))
         base = f"{tag}:s:{len(key.tenant)}:{key.tenant}:{key.session_id}"
@@ -61,3 +93,8 @@ class KeySpace:
             idempotency_prefix=f"{base}:idem:",
             tombstone=f"{base}:deleted",
         )
+
+
+def glob_escape(text: str) -> str:
+    """``text`` as a literal in a SCAN MATCH pattern."""
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)

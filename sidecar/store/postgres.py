@@ -15,6 +15,7 @@ import orjson
 from ..config import PostgresConfig
 from ..errors import StoreError, StoreRejected, StoreUnavailable
 from ..session.model import Message, SessionKey, SessionSnapshot
+from . import profiles
 from .batch import OutboxEvent, write_events
 from .schema import migrate
 
@@ -204,6 +205,22 @@ class PostgresSessionStore:
                     key.session_id,
                 )
         return bool(existed)
+
+    async def fetch_profile(self, tenant: str, user: str) -> profiles.StoredProfile | None:
+        with guarded(f"read of the profile of {user}"):
+            async with self.pool.acquire() as conn:
+                return await profiles.fetch_profile(conn, tenant, user)
+
+    async def user_sessions(self, tenant: str, user: str) -> list[str]:
+        with guarded(f"read of the sessions of {user}"):
+            async with self.pool.acquire() as conn:
+                return await profiles.user_sessions(conn, tenant, user)
+
+    async def delete_user(self, tenant: str, user: str, deleted_at: datetime) -> list[str]:
+        """Delete a user's profile and sessions; a tombstone keeps late writes out."""
+        with guarded(f"deletion of user {user}"):
+            async with self.pool.acquire() as conn, conn.transaction():
+                return await profiles.delete_user(conn, tenant, user, deleted_at)
 
     async def record_turn(self, tenant: str, session_id: str, payload: dict[str, Any]) -> int:
         """Write one turn straight to PostgreSQL (Redis is down): sequence numbers continue from

@@ -22,7 +22,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..config import RedisConfig
 from ..errors import SessionAbsent, StoreUnavailable
 from ..session.model import Message, SessionKey, SessionSnapshot, Turn
-from .keys import KeySpace
+from .keys import KeySpace, UserKeys
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +111,36 @@ class CircuitBreaker:
 
 
 @dataclass(frozen=True, slots=True)
+class ProfileLoaded:
+    """A user's profile as the load script saw it; ``facts`` only when ``fresh``."""
+
+    state: Literal["absent", "current", "fresh"]
+    version: str = ""
+    facts: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Lookup:
-    """What one load round trip found: nothing, the caller's version still current, or a copy."""
+    """What one load round trip found: nothing, the caller's version still current, or a copy
+    (and, when asked, what it found of the user's profile)."""
 
     state: Literal["absent", "current", "fresh"]
     snapshot: SessionSnapshot | None = None
     version: str = ""
+    profile: ProfileLoaded | None = None
+
+
+def _profile_reply(reply: list[Any]) -> ProfileLoaded | None:
+    if not reply:
+        return None
+    kind = int(reply[0])
+    if kind == 0:
+        return ProfileLoaded("absent")
+    if kind == 1:
+        return ProfileLoaded("current", as_str(reply[1]))
+    flat = _pairs(reply[2])
+    facts = {k[2:]: orjson.loads(v) for k, v in flat.items() if k.startswith("f:")}
+    return ProfileLoaded("fresh", as_str(reply[1]), facts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,10 +171,11 @@ class RedisSessionStore:
         self._load = client.register_script(_script("load.lua"))
         self._commit = client.register_script(_script("commit.lua"))
         self._seed = client.register_script(_script("seed.lua"))
+        self.seed_profile_script = client.register_script(_script("profile_seed.lua"))
 
     async def prepare(self) -> None:
         """Load the scripts so the first requests do not pay for it (NOSCRIPT is still handled)."""
-        for script in (self._load, self._commit, self._seed):
+        for script in (self._load, self._commit, self._seed, self.seed_profile_script):
             script.sha = as_str(
                 await self._call(self.client.script_load(script.script), probe=True)
             )
@@ -181,19 +206,30 @@ class RedisSessionStore:
                 callback()
         return result
 
-    async def load(self, key: SessionKey, known_version: str, window: int) -> Lookup:
+    async def load(
+        self,
+        key: SessionKey,
+        known_version: str,
+        window: int,
+        *,
+        owner: tuple[str, str] | None = None,
+        known_profile: str = "",
+    ) -> Lookup:
+        """The session (only its version when ``known_version`` is current) and, with an
+        ``owner`` (tenant, user), that user's profile, in the same round trip."""
         k = self.keys.session(key)
-        res = await self._call(
-            self._load(
-                keys=[k.meta, k.messages, k.context], args=[known_version, window, self.ttl_ms]
-            )
-        )
+        keys = [k.meta, k.messages, k.context]
+        args: list[Any] = [known_version, window, self.ttl_ms]
+        if owner is not None:
+            keys.append(self.keys.user(*owner).profile)
+            args.append(known_profile)
+        res = await self._call(self._load(keys=keys, args=args))
         kind = int(res[0])
         if kind == 0:
             return Lookup("absent")
         version = as_str(res[1])
         if kind == 1:
-            return Lookup("current", version=version)
+            return Lookup("current", version=version, profile=_profile_reply(res[2]))
         meta = _pairs(res[2])
         snapshot = SessionSnapshot(
             key=key,
@@ -206,7 +242,7 @@ class RedisSessionStore:
             created_at=as_str(meta.get("created_at", b"")),
             updated_at=as_str(meta.get("updated_at", b"")),
         )
-        return Lookup("fresh", snapshot, version)
+        return Lookup("fresh", snapshot, version, _profile_reply(res[5]))
 
     async def seed(
         self,
@@ -265,22 +301,24 @@ class RedisSessionStore:
             IDEMPOTENCY_TTL_MS,
             turn.outbox_payload(),
             _epoch_ms(turn.user.timestamp),
+            len(turn.profile_patch) if turn.profile_owner else 0,
         ]
+        keys = [
+            k.meta,
+            k.messages,
+            k.context,
+            k.outbox,
+            k.idempotency(turn.idempotency_key),
+            k.tombstone,
+        ]
+        if turn.profile_owner is not None:
+            u: UserKeys = self.keys.user(*turn.profile_owner)
+            keys += [u.profile, u.tombstone]
+            for fact, value in turn.profile_patch.items():
+                args += [fact, orjson.dumps(value)]
         for field_, value in turn.context_patch.items():
             args += [field_, orjson.dumps(value)]
-        res = await self._call(
-            self._commit(
-                keys=[
-                    k.meta,
-                    k.messages,
-                    k.context,
-                    k.outbox,
-                    k.idempotency(turn.idempotency_key),
-                    k.tombstone,
-                ],
-                args=args,
-            )
-        )
+        res = await self._call(self._commit(keys=keys, args=args))
         kind = int(res[0])
         if kind == -1:
             raise SessionAbsent(turn.key.session_id)
@@ -326,6 +364,11 @@ class RedisSessionStore:
     async def delete_task(self, tenant: str, route: str, task_id: str) -> None:
         await self._call(self.client.delete(self.keys.task(tenant, route, task_id)))
 
+    async def guarded(self, coro: Any) -> Any:
+        """One Redis call through the breaker, failures as ``StoreUnavailable`` (for the other
+        stores sharing this client)."""
+        return await self._call(coro)
+
     async def ping(self) -> None:
         """Ask Redis directly, even with the breaker open: readiness must see it come back."""
         await self._call(self.client.ping(), probe=True)
@@ -335,6 +378,7 @@ __all__ = [
     "CircuitBreaker",
     "Committed",
     "Lookup",
+    "ProfileLoaded",
     "RedisError",
     "RedisSessionStore",
     "as_str",

@@ -1,0 +1,14 @@
+"""What the admin API shows of a user."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    tenant: str
+    user_id: str
+    facts: dict[str, str]
+    updated_at: str | None
+    sessions: list[str]
