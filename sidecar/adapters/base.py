@@ -30,6 +30,9 @@ class Injection:
     context: dict[str, Any]
     completed_query: str | None
     rewrite: str  # replace | annotate | off
+    # Chat APIs: one system message stating the user's remembered facts (``memory.profile_note``),
+    # placed after the client's own system messages.
+    system_note: str | None = None
 
 
 class StreamReader(Protocol):

@@ -118,8 +118,12 @@ class OpenAIAdapter:
             n_system += 1
         own = messages[n_system:]
         history = missing_history(injection.history, own[:-1])
+        note = (
+            [{"role": "system", "content": injection.system_note}] if injection.system_note else []
+        )
         body["messages"] = [
             *messages[:n_system],
+            *note,
             *({"role": m.role, "content": m.content} for m in history),
             *own,
         ]

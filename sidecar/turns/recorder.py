@@ -69,6 +69,8 @@ def build_turn(question: Question, answer: Answer) -> Turn:
         idempotency_key=question.idempotency_key,
         partial=answer.partial,
         user_id=question.user_id,
+        profile_owner=question.profile_owner,
+        profile_patch=question.profile_patch,
     )
 
 

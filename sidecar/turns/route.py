@@ -24,6 +24,8 @@ from ..errors import BadRequest, InvalidToken, UpstreamTimeout, UpstreamUnavaila
 from ..identity import IdentityResolver
 from ..inputs import is_visible_ascii
 from ..metrics import Metrics
+from ..profile.extract import ProfileExtractor
+from ..profile.owner import with_profile_user
 from ..proxy import (
     client_response_headers,
     open_upstream,
@@ -86,7 +88,7 @@ class TurnRoute:
         # Questions whose answers wait for tool results, for requests that go on from such an
         # answer by its id without re-sending the question (Responses' previous_response_id).
         self.continuations = TaskRegistry(sessions.redis)
-        self.preparer = Preparer(adapter, config, sessions, extractor)
+        self.preparer = Preparer(adapter, config, sessions, extractor, ProfileExtractor())
         self.tasks = (
             TaskPolls(
                 adapter,
@@ -116,7 +118,15 @@ class TurnRoute:
             earlier = await self.continuations.lookup(identity.scope, self.path, incoming.continues)
             if earlier is not None:
                 incoming.query = earlier.query
-        prepared = await self.preparer.prepare(identity, incoming, idempotency_key)
+        session_identity = identity
+        if self.config.memory.profile:
+            session_identity = with_profile_user(
+                identity, self.config.identity, self.adapter.name, incoming.body
+            )
+        prepared = await self.preparer.prepare(session_identity, incoming, idempotency_key)
+        if session_identity is not identity:
+            # A task's poll carries no body: it finds the task under the request's own scope.
+            prepared.poll_tenant = identity.scope
         hide_usage = (
             self.adapter.prepare_stream(prepared.forward_body) if incoming.stream else False
         )
@@ -239,6 +249,9 @@ class TurnRoute:
             context_patch=prepared.context_patch,
             idempotency_key=prepared.idempotency_key or f"continued:{answer_id}",
             user_id=prepared.user_id,
+            poll_tenant=prepared.poll_tenant,
+            profile_owner=prepared.profile_owner,
+            profile_patch=prepared.profile_patch,
         )
         await self.recorder.shielded(self.continuations.remember(self.path, answer_id, question))
 

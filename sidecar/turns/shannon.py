@@ -85,7 +85,7 @@ class ShannonStreams:
             elif reader.failed:
                 # The task will never show a result: nothing to wait for.
                 await polls.recorder.shielded(
-                    polls.registry.forget(task.tenant, polls.route, workflow_id)
+                    polls.registry.forget(task.registry_tenant, polls.route, workflow_id)
                 )
             # A stream that ended before the task completed leaves it remembered: a poll or
             # another stream may still read its result.
@@ -94,4 +94,4 @@ class ShannonStreams:
     async def _record(self, task_id: str, pending: PendingTask, answer: Answer) -> None:
         polls = self.polls
         if await polls.recorder.record(pending.question, answer, []):
-            await polls.registry.forget(pending.tenant, polls.route, task_id)
+            await polls.registry.forget(pending.registry_tenant, polls.route, task_id)

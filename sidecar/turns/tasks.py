@@ -79,9 +79,19 @@ class PendingTask:
     submitted_at: str = field(default_factory=utc_now_iso)
     user_id: str | None = None
 
+    # The scope a poll of the task resolves to, when the session's differs from it (a user
+    # named by the submission's body, which a poll does not carry).
+    poll_tenant: str | None = None
+    profile_owner: tuple[str, str] | None = None
+    profile_patch: dict[str, str] = field(default_factory=dict)
+
     @property
     def key(self) -> SessionKey:
         return SessionKey(self.tenant, self.session_id)
+
+    @property
+    def registry_tenant(self) -> str:
+        return self.poll_tenant or self.tenant
 
     @property
     def question(self) -> Question:
@@ -92,6 +102,8 @@ class PendingTask:
             self.idempotency_key,
             self.submitted_at,
             self.user_id,
+            self.profile_owner,
+            self.profile_patch,
         )
 
     def encode(self) -> bytes:
@@ -104,6 +116,9 @@ class PendingTask:
                 "idempotency_key": self.idempotency_key,
                 "submitted_at": self.submitted_at,
                 "user_id": self.user_id,
+                "poll_tenant": self.poll_tenant,
+                "profile_owner": self.profile_owner,
+                "profile": self.profile_patch,
             }
         )
 
@@ -118,6 +133,9 @@ class PendingTask:
             idempotency_key=d["idempotency_key"],
             submitted_at=d.get("submitted_at") or utc_now_iso(),
             user_id=d.get("user_id"),
+            poll_tenant=d.get("poll_tenant"),
+            profile_owner=(owner[0], owner[1]) if (owner := d.get("profile_owner")) else None,
+            profile_patch=d.get("profile") or {},
         )
 
 
@@ -131,7 +149,9 @@ class TaskRegistry:
 
     async def remember(self, route: str, task_id: str, task: PendingTask) -> bool:
         try:
-            await self.store.put_task(task.tenant, route, task_id, task.encode(), self.ttl_s)
+            await self.store.put_task(
+                task.registry_tenant, route, task_id, task.encode(), self.ttl_s
+            )
         except StoreUnavailable as e:
             log.warning("task %s of session %s not remembered: %s", task_id, task.session_id, e)
             return False
@@ -196,6 +216,9 @@ class TaskPolls:
             # one per task: however often the task is read, its turn is recorded once.
             idempotency_key=prepared.idempotency_key or f"task:{task_id}",
             user_id=prepared.user_id,
+            poll_tenant=prepared.poll_tenant,
+            profile_owner=prepared.profile_owner,
+            profile_patch=prepared.profile_patch,
         )
         remembered = self.registry.remember(self.route, task_id, task)
         if not await self.recorder.shielded(remembered):
@@ -249,10 +272,12 @@ class TaskPolls:
             return
         status = task_status(parsed)
         if status in FAILED_STATUSES:
-            await self.registry.forget(pending.tenant, route, task_id)
+            await self.registry.forget(pending.registry_tenant, route, task_id)
             return
         text, usage = self.adapter.answer(parsed)
         if text is None or status in RUNNING_STATUSES:
             return
         if await self.recorder.record(pending.question, Answer(text, usage), degraded):
-            await self.recorder.shielded(self.registry.forget(pending.tenant, route, task_id))
+            await self.recorder.shielded(
+                self.registry.forget(pending.registry_tenant, route, task_id)
+            )
