@@ -76,6 +76,18 @@ def answer_text(message: Any) -> str:
     )
 
 
+def with_note(system: Any, note: str) -> Any:
+    """The request's ``system`` with a note after the client's own: appended to its text, or as
+    one more text block (a ``system`` of another shape is left as sent)."""
+    if system is None or system == "":
+        return note
+    if isinstance(system, str):
+        return f"{system}\n\n{note}"
+    if isinstance(system, list):
+        return [*system, {"type": "text", "text": note}]
+    return system
+
+
 class AnthropicAdapter:
     name = "anthropic"
     async_tasks = False
@@ -119,6 +131,8 @@ class AnthropicAdapter:
         # The conversation opens with the user: a window cut inside a turn loses its answer half.
         while stored and stored[0]["role"] != "user":
             stored.pop(0)
+        if injection.system_note:
+            body["system"] = with_note(body.get("system"), injection.system_note)
         if not stored:
             return body
         body["messages"] = [*alternate([*stored, own[0]]), *own[1:]]

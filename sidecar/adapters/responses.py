@@ -85,6 +85,9 @@ def read_answer(response: Any) -> tuple[str | None, Usage]:
     return text, read_usage(response)
 
 
+SYSTEM = ("system", "developer")
+
+
 class ResponsesAdapter:
     name = "responses"
     async_tasks = False
@@ -122,12 +125,21 @@ class ResponsesAdapter:
         items = body["input"]
         own: list[Any] = [{"role": "user", "content": items}] if isinstance(items, str) else items
         history = missing_history(injection.history, own[:-1])
-        if not history:
+        stored = [{"type": "message", "role": m.role, "content": m.content} for m in history]
+        if injection.system_note:
+            # After the client's own instructions: its leading system (or developer) items in
+            # ``input`` when it has some, else ``instructions``, which come before all input.
+            n = 0
+            while n < len(own) and isinstance(own[n], dict) and own[n].get("role") in SYSTEM:
+                n += 1
+            note = {"type": "message", "role": "system", "content": injection.system_note}
+            if n:
+                own = [*own[:n], note, *own[n:]]
+            else:
+                stored = [note, *stored]
+        elif not history:
             return body
-        body["input"] = [
-            *({"type": "message", "role": m.role, "content": m.content} for m in history),
-            *own,
-        ]
+        body["input"] = [*stored, *own]
         return body
 
     def answer(self, body: Any) -> tuple[str | None, Usage]:
