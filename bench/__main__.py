@@ -1,7 +1,8 @@
 """``python -m bench``: every benchmark in sequence, one report on stdout and in
 ``bench/results/latest.md``.
 
-Order: context engine speed, context evaluation (through the sidecar), history load, overhead.
+Order: context engine speed, user memory speed, context evaluation (through the sidecar),
+history load, overhead.
 One throw-away Redis and PostgreSQL serve all of them. ``--quick`` runs tiny sizes (a smoke run;
 its figures mean little).
 """
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from bench import context_eval, context_speed, history_load, overhead
+from bench import context_eval, context_speed, history_load, overhead, profile_speed
 from bench.stack import Stores, stores_or_temporary
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
@@ -29,6 +30,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
 @dataclass(frozen=True, slots=True)
 class Sizes:
     speed_rounds: int = 20
+    profile_loads: int = 2000
     load_sizes: tuple[int, ...] = history_load.SIZES
     loads: int = 300
     load_http: int = 100
@@ -39,6 +41,7 @@ class Sizes:
 
 QUICK = Sizes(
     speed_rounds=1,
+    profile_loads=50,
     load_sizes=(50, 500),
     loads=10,
     load_http=5,
@@ -85,6 +88,10 @@ def run_all(
         return result
 
     speed = timed("context engine speed", lambda: context_speed.measure(sizes.speed_rounds))
+    profile = timed(
+        "user memory speed",
+        lambda: profile_speed.measure(stores, sizes.speed_rounds, sizes.profile_loads),
+    )
     evaluation = timed(
         "context evaluation (through the sidecar)",
         lambda: asyncio.run(context_eval.run_eval_through_sidecar(stores)),
@@ -114,6 +121,8 @@ def run_all(
     headline = {
         "context engine median per query (ms)": speed.median_ms,
         "context engine / baseline (x)": speed.ratio,
+        "user memory: extraction + lookup median per turn (ms)": profile.turn_median_ms,
+        "user memory: load with profile / without (x)": profile.load_ratio,
         "CQR follow-ups: location kept (%)": 100 * evaluation.cqr_followup_location.accuracy,
         "own dialogues: slots (%)": 100 * evaluation.own_slots.accuracy,
         "own dialogues: completion (%)": 100 * evaluation.own_completion.accuracy,
