@@ -2,8 +2,9 @@
 ``bench/results/latest.md``.
 
 Order: context engine speed, user memory speed, context evaluation (through the sidecar),
-history load, overhead.
-One throw-away Redis and PostgreSQL serve all of them. ``--quick`` runs tiny sizes (a smoke run;
+history load, overhead, side by side. One throw-away Redis and PostgreSQL serve all of them but
+the last, which starts its own (it freezes PostgreSQL and reads redis-server's CPU time).
+``--quick`` runs tiny sizes (a smoke run;
 its figures mean little).
 """
 
@@ -16,12 +17,12 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from bench import context_eval, context_speed, history_load, overhead, profile_speed
+from bench import context_eval, context_speed, history_load, overhead, profile_speed, sidebyside
 from bench.stack import Stores, stores_or_temporary
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.md"
@@ -37,6 +38,7 @@ class Sizes:
     requests: int = 2000
     concurrency: int = 16
     warmup: int = 200
+    sidebyside: sidebyside.Sizes = field(default_factory=sidebyside.Sizes)
 
 
 QUICK = Sizes(
@@ -48,6 +50,7 @@ QUICK = Sizes(
     requests=60,
     concurrency=4,
     warmup=10,
+    sidebyside=sidebyside.QUICK,
 )
 
 
@@ -115,6 +118,7 @@ def run_all(
             )
         ),
     )
+    side = timed("side by side", lambda: asyncio.run(sidebyside.measure(sizes.sidebyside)))
 
     ratios = loads.ratios()
     costs = cost.fields()
@@ -138,6 +142,7 @@ def run_all(
         "memory path p50 / direct p50 (x)": costs["memory_to_direct_p50"],
         "memory path req/s / direct req/s (x)": costs["memory_to_direct_rps"],
         "memory path Server-Timing median (ms)": costs["memory_sidecar_dur_median_ms"],
+        **side.headline(),
     }
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import bench.__main__ as bench_all
-from bench import context_eval, context_speed, history_load, overhead
+from bench import context_eval, context_speed, history_load, overhead, sidebyside
 from bench.stack import Stores
 
 
@@ -95,6 +95,25 @@ def test_overhead(stores: Stores, capsys: pytest.CaptureFixture[str]) -> None:
     assert "c/a" in capsys.readouterr().out
 
 
+def test_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
+    report = sidebyside.main(["--quick"])
+    for name in sidebyside.MODES:
+        mode = report.modes[name]
+        assert mode.errors == 0, name
+        assert _finite_positive(mode.cpu_us), name
+        assert _finite_positive(mode.seq_p50_ms), name
+    for name, value in report.fields().items():
+        if name != "turn_seq_p50_minus_forwarder_ms":
+            assert _finite_positive(value), name
+    # A warm turn is one script call to load and one to commit; nothing else on its way.
+    assert report.script_calls_per_turn == 2
+    assert report.other_request_path_per_turn == 0
+    # The turns made while PostgreSQL was frozen all waited in the outbox and were written.
+    assert report.drain_messages > 0
+    assert report.rss_sessions >= sidebyside.QUICK.rss_sessions
+    assert "x fwd" in capsys.readouterr().out
+
+
 def test_all_in_sequence_writes_the_report(stores: Stores, tmp_path: Path) -> None:
     output = tmp_path / "latest.md"
     headline = bench_all.main(["--quick"], stores=stores, output=output)
@@ -104,6 +123,7 @@ def test_all_in_sequence_writes_the_report(stores: Stores, tmp_path: Path) -> No
         "context evaluation (through the sidecar)",
         "history load against session length",
         "sidecar overhead",
+        "side by side",
     ):
         assert f"## {title}" in text
     assert "CPU cores" in text

@@ -1,0 +1,506 @@
+"""What a request costs in the sidecar, side by side with the least an aiohttp forwarder costs.
+
+Three servers, each its own process, in front of one scripted upstream (a process too), the load
+coming from a fourth (wrk when installed, else ``python -m bench.loadgen client``):
+
+- ``forwarder``: the minimal aiohttp forwarder of ``bench.loadgen`` (uvloop when installed), the
+  baseline;
+- ``passthrough``: the sidecar on a path no route intercepts (``POST /bench/tasks``);
+- ``turn``: the sidecar on ``POST /api/tasks`` with warm sessions (each already holds 50+
+  messages, the in-process cache is current): load, extract entities, inject the 50-message
+  window, forward, commit; the writer copies each turn to PostgreSQL meanwhile, and its work
+  until the outbox is empty again counts towards the turn.
+
+The modes take turns over several rounds at 16 connections, then one connection at a time. For
+each run the CPU time of the server process and of redis-server is read from ``/proc/<pid>/stat``
+before and after: CPU µs per request and the ratio to the forwarder's are the headline figures,
+being far steadier on a shared machine than latencies. Also: Redis commands per warm turn
+(``INFO commandstats``, and a ``MONITOR`` sample telling the request path's own commands from the
+scripts' and the writer's), how fast the writer drains its outbox after PostgreSQL was frozen
+(SIGSTOP) while turns kept coming, and the sidecar's resident memory after serving many new
+sessions. With ``litellm`` on PATH its proxy gets a pass-through column too.
+
+The benchmark starts its own Redis and PostgreSQL: it freezes PostgreSQL and reads redis-server's
+CPU time. ``python -m bench.sidebyside`` prints the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+
+from bench.loadgen import (
+    LoadResult,
+    cpu_seconds,
+    rss_bytes,
+    run_load,
+    run_requests,
+    wrk_available,
+)
+from bench.overhead import QUERIES
+from bench.processes import forwarder_process, litellm_process, sidecar_with_pid
+from bench.stack import Stores, sidecar_config, upstream_process
+from sidecar.devservices import TemporaryPostgres, TemporaryRedis
+from sidecar.store.keys import KeySpace
+
+MODES = ("forwarder", "passthrough", "turn")
+# Commands only the outbox writer sends; everything else outside a script is the request path's.
+WRITER_COMMANDS = frozenset(
+    {"xreadgroup", "xack", "xdel", "xlen", "xautoclaim", "xinfo", "xgroup", "multi", "exec"}
+)
+SCRIPT_COMMANDS = frozenset({"evalsha", "eval", "fcall"})
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    rounds: int = 3
+    seconds: float = 3.0
+    sequential_seconds: float = 2.0
+    connections: int = 16
+    sessions: int = 64  # warm sessions the turn mode rotates over
+    monitor_turns: int = 50
+    drain_seconds: float = 5.0
+    rss_sessions: int = 50_000
+
+
+QUICK = Sizes(
+    rounds=1,
+    seconds=1.0,
+    sequential_seconds=1.0,
+    connections=4,
+    sessions=8,
+    monitor_turns=5,
+    drain_seconds=1.0,
+    rss_sessions=200,
+)
+
+
+@dataclass(slots=True)
+class Run:
+    """One mode's load run: the client's figures and the CPU its server and Redis spent."""
+
+    load: LoadResult
+    server_cpu_s: float
+    redis_cpu_s: float
+
+    @property
+    def cpu_us(self) -> float:
+        return 1e6 * self.server_cpu_s / max(1, self.load.requests)
+
+    @property
+    def redis_us(self) -> float:
+        return 1e6 * self.redis_cpu_s / max(1, self.load.requests)
+
+
+@dataclass(slots=True)
+class Mode:
+    name: str
+    loaded: list[Run] = field(default_factory=list)
+    sequential: list[Run] = field(default_factory=list)
+
+    @staticmethod
+    def _median(values: list[float]) -> float:
+        return statistics.median(values) if values else float("nan")
+
+    @property
+    def cpu_us(self) -> float:
+        return self._median([r.cpu_us for r in self.loaded])
+
+    @property
+    def redis_us(self) -> float:
+        return self._median([r.redis_us for r in self.loaded])
+
+    @property
+    def rps(self) -> float:
+        return self._median([r.load.rps for r in self.loaded])
+
+    @property
+    def p99_ms(self) -> float:
+        return self._median([r.load.p99_ms for r in self.loaded])
+
+    @property
+    def seq_p50_ms(self) -> float:
+        return self._median([r.load.p50_ms for r in self.sequential])
+
+    @property
+    def seq_p99_ms(self) -> float:
+        return self._median([r.load.p99_ms for r in self.sequential])
+
+    @property
+    def errors(self) -> int:
+        return sum(r.load.errors for r in (*self.loaded, *self.sequential))
+
+
+@dataclass(slots=True)
+class SideBySide:
+    modes: dict[str, Mode]
+    client: str
+    connections: int
+    commands_per_turn: dict[str, float]
+    request_path_per_turn: dict[str, float]
+    writer_per_turn: dict[str, float]
+    drain_messages: int
+    drain_seconds: float
+    rss_start_mb: float
+    rss_mb: float
+    rss_sessions: int
+    litellm: Mode | None = None
+
+    def ratio(self, name: str, figure: str = "cpu_us") -> float:
+        base = getattr(self.modes["forwarder"], figure)
+        return float(getattr(self.modes[name], figure)) / base if base > 0 else float("nan")
+
+    @property
+    def drain_rate(self) -> float:
+        return self.drain_messages / self.drain_seconds if self.drain_seconds > 0 else 0.0
+
+    @property
+    def script_calls_per_turn(self) -> float:
+        return sum(v for k, v in self.request_path_per_turn.items() if k in SCRIPT_COMMANDS)
+
+    @property
+    def other_request_path_per_turn(self) -> float:
+        return sum(v for k, v in self.request_path_per_turn.items() if k not in SCRIPT_COMMANDS)
+
+    def fields(self) -> dict[str, float]:
+        fwd = self.modes["forwarder"]
+        out = {
+            "passthrough_cpu_x": self.ratio("passthrough"),
+            "turn_cpu_x": self.ratio("turn"),
+            "forwarder_cpu_us": fwd.cpu_us,
+            "passthrough_cpu_us": self.modes["passthrough"].cpu_us,
+            "turn_cpu_us": self.modes["turn"].cpu_us,
+            "turn_redis_cpu_us": self.modes["turn"].redis_us,
+            "turn_seq_p50_minus_forwarder_ms": self.modes["turn"].seq_p50_ms - fwd.seq_p50_ms,
+            "passthrough_p99_x": self.ratio("passthrough", "p99_ms"),
+            "script_calls_per_turn": self.script_calls_per_turn,
+            "writer_drain_messages_per_s": self.drain_rate,
+            "rss_mb": self.rss_mb,
+        }
+        if self.litellm is not None:
+            out["litellm_cpu_x"] = self.litellm.cpu_us / fwd.cpu_us
+        return out
+
+    def headline(self) -> dict[str, float]:
+        """The figures the issue's targets are about, for the combined report."""
+        fwd, turn = self.modes["forwarder"], self.modes["turn"]
+        out = {
+            "pass-through CPU / forwarder CPU (x)": self.ratio("passthrough"),
+            "warm turn CPU / forwarder CPU (x)": self.ratio("turn"),
+            "sequential turn p50 - forwarder p50 (ms)": turn.seq_p50_ms - fwd.seq_p50_ms,
+            "pass-through p99 / forwarder p99, loaded (x)": self.ratio("passthrough", "p99_ms"),
+            "Redis script calls per warm turn": self.script_calls_per_turn,
+            "writer drain after a PostgreSQL freeze (messages/s)": self.drain_rate,
+            f"sidecar RSS after {self.rss_sessions:,} sessions (MB)": self.rss_mb,
+        }
+        if self.litellm is not None:
+            out["LiteLLM pass-through CPU / forwarder CPU (x)"] = self.ratio("litellm")
+        return out
+
+    def render(self) -> str:
+        n = self.connections
+        cols = [*(self.modes[m] for m in MODES), *([self.litellm] if self.litellm else [])]
+        out = [
+            f"side by side ({self.client}; {n} connections, modes taking turns; "
+            "medians over rounds)",
+            "",
+            f"  {'mode':<12} {'CPU µs/req':>10} {'x fwd':>6} {'redis µs':>8} {'req/s':>7}"
+            f" {'p99@' + str(n):>8} {'x fwd':>6} {'seq p50':>8} {'seq p99':>8} {'errors':>6}",
+        ]
+        for mode in cols:
+            base = self.modes["forwarder"]
+            out.append(
+                f"  {mode.name:<12} {mode.cpu_us:10.0f} {mode.cpu_us / base.cpu_us:6.2f}"
+                f" {mode.redis_us:8.1f} {mode.rps:7.0f} {mode.p99_ms:8.2f}"
+                f" {mode.p99_ms / base.p99_ms:6.2f} {mode.seq_p50_ms:8.2f}"
+                f" {mode.seq_p99_ms:8.2f} {mode.errors:6d}"
+            )
+        if self.litellm is None:
+            out.append("  (litellm not installed: no LiteLLM column)")
+        turn, fwd = self.modes["turn"], self.modes["forwarder"]
+
+        def per_turn(counts: dict[str, float]) -> str:
+            return ", ".join(f"{k} {v:.2f}" for k, v in sorted(counts.items())) or "none"
+
+        out += [
+            "",
+            "  latencies in ms; CPU µs per request of the server process (and of redis-server)",
+            f"  sequential turn p50 - forwarder p50 = {turn.seq_p50_ms - fwd.seq_p50_ms:.2f} ms",
+            "",
+            f"  Redis commands per warm turn (INFO commandstats, scripts' own calls included): "
+            f"{sum(self.commands_per_turn.values()):.1f}",
+            f"    {per_turn(self.commands_per_turn)}",
+            f"  request path, outside scripts (MONITOR sample): {per_turn(self.request_path_per_turn)}",
+            f"  writer: {per_turn(self.writer_per_turn)}",
+            "",
+            f"  writer drain after a PostgreSQL freeze: {self.drain_messages} messages in "
+            f"{self.drain_seconds:.2f} s = {self.drain_rate:,.0f} messages/s",
+            f"  sidecar RSS: {self.rss_start_mb:.0f} MB warm, {self.rss_mb:.0f} MB after "
+            f"{self.rss_sessions:,} new sessions",
+        ]
+        return "\n".join(out)
+
+
+# --- pieces ----------------------------------------------------------------------------------------
+
+
+def _bodies(sessions: int) -> list[bytes]:
+    """Round robin over the warm sessions (no two connections on one session at once)."""
+    return [
+        orjson.dumps({"query": QUERIES[j // sessions % len(QUERIES)], "session_id": f"warm-{s}"})
+        for j in range(sessions * len(QUERIES))
+        for s in (j % sessions,)
+    ]
+
+
+async def _commandstats(client: aioredis.Redis) -> Counter[str]:
+    info = await client.info("commandstats")
+    return Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()})
+
+
+async def _outbox_length(client: aioredis.Redis, keys: KeySpace) -> int:
+    return sum([int(await client.xlen(s)) for s in keys.outboxes()])
+
+
+async def _until_drained(client: aioredis.Redis, keys: KeySpace, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while await _outbox_length(client, keys) > 0:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the writer did not empty the outbox")
+        await asyncio.sleep(0.005)
+
+
+async def _measured(
+    pid: int,
+    redis_pid: int,
+    load: Awaitable[LoadResult],
+    settle: Callable[[], Awaitable[None]] | None = None,
+) -> Run:
+    cpu0, rcpu0 = cpu_seconds(pid), cpu_seconds(redis_pid)
+    result = await load
+    if settle is not None:
+        await settle()
+    return Run(result, cpu_seconds(pid) - cpu0, cpu_seconds(redis_pid) - rcpu0)
+
+
+async def _monitor_sample(
+    client: aioredis.Redis,
+    monitoring: aioredis.Redis,
+    turn: Callable[[], Awaitable[LoadResult]],
+    settle: Callable[[], Any],
+) -> tuple[int, Counter[str], Counter[str]]:
+    """Top-level commands (not those scripts run) while ``turn`` runs, split into the writer's
+    and the request path's, as ``monitoring`` sees them. ``client`` is the benchmark's own (used
+    one call at a time, so on one connection): its commands are left out."""
+    request_path: Counter[str] = Counter()
+    writer: Counter[str] = Counter()
+    own_port = str((await client.client_info())["addr"]).rpartition(":")[2]
+
+    async def listen(ready: asyncio.Event) -> None:
+        async with monitoring.monitor() as monitor:
+            ready.set()
+            async for cmd in monitor.listen():
+                if cmd.get("client_type") == "lua":
+                    continue
+                name = str(cmd.get("command", "")).split(" ", 1)[0].lower()
+                if str(cmd.get("client_port")) == own_port:
+                    continue
+                (writer if name in WRITER_COMMANDS else request_path)[name] += 1
+
+    ready = asyncio.Event()
+    task = asyncio.create_task(listen(ready))
+    await ready.wait()
+    result = await turn()
+    await settle()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return result.requests, request_path, writer
+
+
+@contextlib.asynccontextmanager
+async def _stores() -> AsyncIterator[tuple[TemporaryRedis, TemporaryPostgres, Stores]]:
+    async with TemporaryRedis(persistent=False) as redis, TemporaryPostgres() as postgres:
+        yield redis, postgres, Stores(redis.url, await postgres.create_database("sidebyside"))
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+async def measure(sizes: Sizes = Sizes(), *, prefer_wrk: bool = True) -> SideBySide:
+    async with _stores() as (redis, postgres, stores), upstream_process() as upstream_url:
+        redis_pid = redis.pid
+        assert redis_pid is not None
+        # A freeze must not outlast the writer's query timeout: the drain is measured, not a retry.
+        config = sidecar_config(upstream_url, stores, postgres={"command_timeout_s": 120})
+        async with (
+            forwarder_process(upstream_url) as (fwd_url, fwd_pid),
+            sidecar_with_pid(config) as (sc_url, sc_pid),
+            contextlib.AsyncExitStack() as extra,
+        ):
+            keys = KeySpace(config["redis"]["key_prefix"], _partitions(config))
+            client = redis.client()
+            extra.push_async_callback(client.aclose)
+            litellm = await extra.enter_async_context(litellm_process(upstream_url))
+            bodies = _bodies(sizes.sessions)
+            c = sizes.connections
+            # Every warm session gets 25 turns (50 messages): its window is full from now on.
+            await run_requests(
+                sc_url + "/api/tasks",
+                bodies[: sizes.sessions] * 25,
+                connections=c,
+                requests=sizes.sessions * 25,
+            )
+            await _until_drained(client, keys)
+            servers = {
+                "forwarder": (fwd_url + "/bench/tasks", fwd_pid),
+                "passthrough": (sc_url + "/bench/tasks", sc_pid),
+                "turn": (sc_url + "/api/tasks", sc_pid),
+            }
+            if litellm is not None:
+                servers["litellm"] = (litellm[0] + "/bench/tasks", litellm[1])
+
+            async def settle(name: str) -> None:
+                if name == "turn":
+                    await _until_drained(client, keys)
+
+            def load(name: str, connections: int, seconds: float) -> Awaitable[LoadResult]:
+                url = servers[name][0]
+                return run_load(
+                    url, bodies, connections=connections, seconds=seconds, prefer_wrk=prefer_wrk
+                )
+
+            for name in servers:  # warm-up: connections, code paths
+                await load(name, c, 1.0)
+                await settle(name)
+            modes = {name: Mode(name) for name in servers}
+            stats = Counter[str]()
+            turns = 0
+            for _ in range(sizes.rounds):
+                for name, (_, pid) in servers.items():
+                    before = await _commandstats(client)
+                    run = await _measured(
+                        pid, redis_pid, load(name, c, sizes.seconds), lambda n=name: settle(n)
+                    )
+                    modes[name].loaded.append(run)
+                    if name == "turn":
+                        stats += await _commandstats(client) - before
+                        turns += run.load.requests
+            for _ in range(sizes.rounds):
+                for name, (_, pid) in servers.items():
+                    run = await _measured(
+                        pid,
+                        redis_pid,
+                        load(name, 1, sizes.sequential_seconds),
+                        lambda n=name: settle(n),
+                    )
+                    modes[name].sequential.append(run)
+            stats -= Counter({"info": stats["info"], "xlen": stats["xlen"]})  # the bench's own
+            monitoring = redis.client()
+            extra.push_async_callback(monitoring.aclose)
+            sampled, request_path, writer = await _monitor_sample(
+                client,
+                monitoring,
+                lambda: run_requests(
+                    servers["turn"][0], bodies, connections=1, requests=sizes.monitor_turns
+                ),
+                lambda: settle("turn"),
+            )
+            drained, drain_s = await _drain(
+                postgres, client, keys, lambda: load("turn", c, sizes.drain_seconds)
+            )
+            rss_start = rss_bytes(sc_pid)
+            new_sessions = await _new_sessions(
+                sc_url + "/api/tasks", sizes.rss_sessions, c, prefer_wrk
+            )
+            rss = rss_bytes(sc_pid)
+
+    def per(counter: Counter[str], n: int) -> dict[str, float]:
+        return {k: v / max(1, n) for k, v in counter.items() if v}
+
+    return SideBySide(
+        modes={m: modes[m] for m in MODES},
+        client="wrk" if prefer_wrk and wrk_available() else "python -m bench.loadgen client",
+        connections=sizes.connections,
+        commands_per_turn=per(stats, turns),
+        request_path_per_turn=per(request_path, sampled),
+        writer_per_turn=per(writer, sampled),
+        drain_messages=drained,
+        drain_seconds=drain_s,
+        rss_start_mb=rss_start / 2**20,
+        rss_mb=rss / 2**20,
+        rss_sessions=new_sessions,
+        litellm=modes.get("litellm"),
+    )
+
+
+def _partitions(config: dict[str, Any]) -> int:
+    from sidecar.config import Config
+
+    return Config.from_mapping(config, env={}).redis.partitions
+
+
+async def _drain(
+    postgres: TemporaryPostgres,
+    client: aioredis.Redis,
+    keys: KeySpace,
+    turns: Callable[[], Awaitable[LoadResult]],
+) -> tuple[int, float]:
+    """Freeze PostgreSQL, let turns pile up in the outbox, thaw it: messages and seconds until
+    the outbox is empty."""
+    await postgres.pause()
+    try:
+        await turns()
+        entries = await _outbox_length(client, keys)
+    finally:
+        await postgres.resume()
+    t0 = time.perf_counter()
+    await _until_drained(client, keys, timeout_s=300)
+    return 2 * entries, time.perf_counter() - t0
+
+
+async def _new_sessions(url: str, wanted: int, connections: int, prefer_wrk: bool) -> int:
+    """Send turns without a session id (each makes a new session) until ``wanted`` were made."""
+    bodies = [orjson.dumps({"query": q}) for q in QUERIES]
+    if not (prefer_wrk and wrk_available()):
+        done = await run_requests(url, bodies, connections=connections, requests=wanted)
+        return done.requests - done.errors
+    made = 0
+    while made < wanted:
+        done = await run_load(url, bodies, connections=connections, seconds=2.0)
+        made += done.requests - done.errors
+    return made
+
+
+def main(argv: list[str] | None = None) -> SideBySide:
+    parser = argparse.ArgumentParser(prog="python -m bench.sidebyside", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    parser.add_argument("--python-client", action="store_true", help="do not use wrk")
+    parser.add_argument("--rss-sessions", type=int, help="new sessions before RSS is read")
+    args = parser.parse_args(argv)
+    sizes = QUICK if args.quick else Sizes()
+    if args.rss_sessions is not None:
+        sizes = Sizes(**{**_asdict(sizes), "rss_sessions": args.rss_sessions})
+    report = asyncio.run(measure(sizes, prefer_wrk=not args.python_client))
+    print(report.render())
+    sys.stdout.flush()
+    return report
+
+
+def _asdict(sizes: Sizes) -> dict[str, Any]:
+    return {f: getattr(sizes, f) for f in Sizes.__dataclass_fields__}
+
+
+if __name__ == "__main__":
+    main()
