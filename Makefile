@@ -11,7 +11,7 @@ install: $(STAMP) system-deps
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test,lint]'
+	$(BIN)/pip install --quiet -e '.[test,lint,fast]'
 	touch $(STAMP)
 
 # redis-server comes from Debian's packages; PostgreSQL's server binaries are expected
