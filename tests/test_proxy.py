@@ -485,6 +485,19 @@ async def test_unreachable_upstream_is_502_json(
         assert_error_body(await resp.json(), "upstream_unavailable")
 
 
+async def test_small_answer_cut_short_by_the_upstream_is_502_json(
+    start_sidecar: StartSidecar, http: aiohttp.ClientSession
+) -> None:
+    # A small answer is read whole before anything is sent, so a cut is still a clean error.
+    cut = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+    async with RawUpstream(cut) as upstream:
+        sidecar = await start_sidecar(upstream={"url": upstream.url})
+        async with http.post(sidecar.url + "/small", data=b'{"q": 1}') as resp:
+            assert resp.status == 502
+            assert_error_body(await resp.json(), "upstream_unavailable")
+        assert upstream.received[0][2] == b'{"q": 1}'
+
+
 async def test_slow_upstream_is_504_json(
     start_sidecar: StartSidecar, http: aiohttp.ClientSession
 ) -> None:
