@@ -113,17 +113,21 @@ class Turn:
     profile_owner: tuple[str, str] | None = None
     profile_patch: dict[str, str] = field(default_factory=dict)
 
-    def outbox_payload(self) -> bytes:
-        """What the writer needs to persist the turn; the commit script adds the sequence number."""
+    def outbox_payload(self, encoded: tuple[bytes, bytes] | None = None) -> bytes:
+        """What the writer needs to persist the turn; the commit script adds the sequence number.
+
+        ``encoded``: both messages' ``encode_without_seq()`` when the caller has them already
+        (they are the payload's message entries too), so no message is encoded twice."""
+        user_json, assistant_json = encoded or (
+            self.user.encode_without_seq(),
+            self.assistant.encode_without_seq(),
+        )
         payload: dict[str, Any] = {
             "tenant": self.key.tenant,
             "session_id": self.key.session_id,
             "user_id": self.user_id,
             "turn_id": self.turn_id,
-            "messages": [
-                [m.id, m.role, m.content, m.timestamp, m.tokens]
-                for m in (self.user, self.assistant)
-            ],
+            "messages": orjson.Fragment(b"[" + user_json + b"," + assistant_json + b"]"),
             # The turn's totals (the session's counters grow by them) ...
             "usage": [
                 self.usage.model,

@@ -289,17 +289,18 @@ class RedisSessionStore:
 
     async def commit(self, turn: Turn, max_stored: int) -> Committed:
         k = self.keys.session(turn.key)
+        user, assistant = turn.user.encode_without_seq(), turn.assistant.encode_without_seq()
         args: list[Any] = [
             self.ttl_ms,
             max_stored,
             turn.assistant.timestamp,
-            turn.user.encode_without_seq(),
-            turn.assistant.encode_without_seq(),
+            user,
+            assistant,
             turn.usage.total_tokens,
             turn.usage.model,
             "1" if turn.idempotency_key else "0",
             IDEMPOTENCY_TTL_MS,
-            turn.outbox_payload(),
+            turn.outbox_payload((user, assistant)),
             _epoch_ms(turn.user.timestamp),
             len(turn.profile_patch) if turn.profile_owner else 0,
         ]
