@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sidecar.session.cache import MESSAGE_OVERHEAD_BYTES, SessionCache
+from sidecar.session.cache import SessionCache, snapshot_bytes
 from sidecar.session.model import Message, SessionKey, SessionSnapshot
 
 
@@ -26,7 +26,7 @@ def test_evicts_the_least_recently_used_beyond_max_entries() -> None:
 
 
 def test_bounded_by_bytes_and_keeps_its_count_right() -> None:
-    size = 1000 + MESSAGE_OVERHEAD_BYTES
+    size = snapshot_bytes(snapshot("a", "y" * 1000))
     cache = SessionCache(max_entries=100, max_bytes=3 * size)
     for sid in "abcd":
         cache.put(snapshot(sid, "y" * 1000))

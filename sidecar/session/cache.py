@@ -15,7 +15,10 @@ MESSAGE_OVERHEAD_BYTES = 200
 
 
 def snapshot_bytes(snapshot: SessionSnapshot) -> int:
-    return sum(len(m.content) + MESSAGE_OVERHEAD_BYTES for m in snapshot.window)
+    """About what the window holds: each message's text, its encoded history entry, overhead."""
+    return sum(
+        len(m.content) + len(m.history_json) + MESSAGE_OVERHEAD_BYTES for m in snapshot.window
+    )
 
 
 class SessionCache:

@@ -32,6 +32,12 @@ class Message:
     content: str
     timestamp: str
     tokens: int | None = None
+    # ``as_history()`` encoded once, when the message is made: a cached window is spliced into
+    # every body it is forwarded in as these bytes, never rebuilt message by message.
+    history_json: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "history_json", orjson.dumps(self.as_history()))
 
     def as_history(self) -> dict[str, Any]:
         return {"role": self.role, "content": self.content, "timestamp": self.timestamp}
