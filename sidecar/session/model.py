@@ -37,7 +37,10 @@ class Message:
     history_json: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "history_json", orjson.dumps(self.as_history()))
+        # Copied: orjson's result keeps the 4 KiB buffer it was written into, which a cache of
+        # many short messages cannot afford.
+        encoded = bytes(memoryview(orjson.dumps(self.as_history())))
+        object.__setattr__(self, "history_json", encoded)
 
     def as_history(self) -> dict[str, Any]:
         return {"role": self.role, "content": self.content, "timestamp": self.timestamp}
