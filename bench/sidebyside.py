@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import orjson
 import redis.asyncio as aioredis
 
@@ -155,6 +156,7 @@ class SideBySide:
     rss_start_mb: float
     rss_mb: float
     rss_sessions: int
+    entries_per_batch: float = 0.0
     litellm: Mode | None = None
 
     def ratio(self, name: str, figure: str = "cpu_us") -> float:
@@ -242,7 +244,8 @@ class SideBySide:
             f"{sum(self.commands_per_turn.values()):.1f}",
             f"    {per_turn(self.commands_per_turn)}",
             f"  request path, outside scripts (MONITOR sample): {per_turn(self.request_path_per_turn)}",
-            f"  writer: {per_turn(self.writer_per_turn)}",
+            f"  writer: {per_turn(self.writer_per_turn)}; "
+            f"{self.entries_per_batch:.1f} entries per batch under load",
             "",
             f"  writer drain after a PostgreSQL freeze: {self.drain_messages} messages in "
             f"{self.drain_seconds:.2f} s = {self.drain_rate:,.0f} messages/s",
@@ -267,6 +270,21 @@ def _bodies(sessions: int) -> list[bytes]:
 async def _commandstats(client: aioredis.Redis) -> Counter[str]:
     info = await client.info("commandstats")
     return Counter({k.removeprefix("cmdstat_"): int(v["calls"]) for k, v in info.items()})
+
+
+async def _writer_counts(sidecar_url: str) -> tuple[float, float]:
+    """Entries written and batches so far, from the sidecar's metrics."""
+    async with aiohttp.ClientSession() as http, http.get(sidecar_url + "/_sidecar/metrics") as r:
+        text = await r.text()
+    found = {
+        name: float(value)
+        for name, _, value in (line.partition(" ") for line in text.splitlines())
+        if name in ("sidecar_writer_events_written_total", "sidecar_writer_batches_total")
+    }
+    return (
+        found.get("sidecar_writer_events_written_total", 0.0),
+        found.get("sidecar_writer_batches_total", 0.0),
+    )
 
 
 async def _outbox_length(client: aioredis.Redis, keys: KeySpace) -> int:
@@ -387,6 +405,7 @@ async def measure(sizes: Sizes = Sizes(), *, prefer_wrk: bool = True) -> SideByS
             modes = {name: Mode(name) for name in servers}
             stats = Counter[str]()
             turns = 0
+            written = await _writer_counts(sc_url)
             for _ in range(sizes.rounds):
                 for name, (_, pid) in servers.items():
                     before = await _commandstats(client)
@@ -397,6 +416,9 @@ async def measure(sizes: Sizes = Sizes(), *, prefer_wrk: bool = True) -> SideByS
                     if name == "turn":
                         stats += await _commandstats(client) - before
                         turns += run.load.requests
+            written = tuple(
+                a - b for a, b in zip(await _writer_counts(sc_url), written, strict=False)
+            )
             for _ in range(sizes.rounds):
                 for name, (_, pid) in servers.items():
                     run = await _measured(
@@ -436,6 +458,7 @@ async def measure(sizes: Sizes = Sizes(), *, prefer_wrk: bool = True) -> SideByS
         commands_per_turn=per(stats, turns),
         request_path_per_turn=per(request_path, sampled),
         writer_per_turn=per(writer, sampled),
+        entries_per_batch=written[0] / max(1, written[1]),
         drain_messages=drained,
         drain_seconds=drain_s,
         rss_start_mb=rss_start / 2**20,
