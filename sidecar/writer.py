@@ -43,7 +43,13 @@ log = logging.getLogger(__name__)
 
 # Failures of either store: the writer backs off and tries again.
 STORE_ERRORS: tuple[type[BaseException], ...] = (RedisError, StoreError)
-LINGER_S = 0.02  # how long a small batch waits for company
+# How long a batch that is not full waits for company: as long as the recent rate of entries
+# takes to fill it, within these bounds. Under load the batches grow with the throughput
+# (each costs a PostgreSQL transaction and a few Redis calls, whatever its size); a lone
+# entry waits at most MAX_LINGER_S.
+MIN_LINGER_S = 0.02
+MAX_LINGER_S = 0.1
+BACKLOG_BATCHES = 8
 LAG_EVERY_S = 1.0  # how often a busy writer measures the outbox length
 
 
@@ -68,6 +74,9 @@ class OutboxWriter:
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lag_measured = 0.0
+        self._rate = 0.0  # entries per second lately (see ``_linger_s``)
+        self._batch = cfg.batch_size  # the next read's size (see ``step``)
+        self._stepped_at = time.monotonic()
         self.schema_ready = asyncio.Event()
         self.lag = 0
 
@@ -150,18 +159,38 @@ class OutboxWriter:
         """Read one batch (claimed entries of dead consumers first) and write it. Returns its size."""
         events = await self.outbox.claim_stale()
         if not events:
-            events = await self.outbox.read(block=block, count=self.cfg.batch_size)
-            if events and block and len(events) < self.cfg.batch_size:
-                # Under a steady trickle of turns, wait a moment so that one transaction
-                # carries many of them instead of one each.
-                await self._sleep(LINGER_S)
-                more = self.cfg.batch_size - len(events)
-                events += await self.outbox.read(block=False, count=more)
+            # A backlog (PostgreSQL was away, or a burst) is read in ever larger batches, up to
+            # BACKLOG_BATCHES times the configured size: fewer transactions to catch up.
+            size = self._batch
+            events = await self.outbox.read(block=block, count=size)
+            self._batch = (
+                min(size * 2, self.cfg.batch_size * BACKLOG_BATCHES)
+                if len(events) >= size
+                else self.cfg.batch_size
+            )
+            if events and block and len(events) < size:
+                # Wait a moment so that one transaction carries many turns instead of one each.
+                await self._sleep(self._linger_s(len(events)))
+                events += await self.outbox.read(block=False, count=size - len(events))
         if events:
             await self.write(events)
+        self._observe_rate(len(events))
         if not events or time.monotonic() - self._lag_measured >= LAG_EVERY_S:
             await self.measure_lag()
         return len(events)
+
+    def _linger_s(self, have: int) -> float:
+        """How long a batch of ``have`` entries waits: the time the recent rate takes to fill it."""
+        if self._rate <= 0:
+            return MIN_LINGER_S
+        return min(MAX_LINGER_S, max(MIN_LINGER_S, (self.cfg.batch_size - have) / self._rate))
+
+    def _observe_rate(self, written: int) -> None:
+        """Entries per second over the last step, smoothed over a few steps."""
+        now = time.monotonic()
+        elapsed, self._stepped_at = now - self._stepped_at, now
+        if elapsed > 0:
+            self._rate += 0.3 * (written / elapsed - self._rate)
 
     async def measure_lag(self) -> None:
         """Turns waiting for PostgreSQL (readiness and the outbox lag gauge)."""
