@@ -356,12 +356,19 @@ async def _stores() -> AsyncIterator[tuple[TemporaryRedis, TemporaryPostgres, St
 # --- the run -------------------------------------------------------------------------------------
 
 
-async def measure(sizes: Sizes = Sizes(), *, prefer_wrk: bool = True) -> SideBySide:
+async def measure(
+    sizes: Sizes = Sizes(), *, prefer_wrk: bool = True, access_log: bool = True
+) -> SideBySide:
     async with _stores() as (redis, postgres, stores), upstream_process() as upstream_url:
         redis_pid = redis.pid
         assert redis_pid is not None
         # A freeze must not outlast the writer's query timeout: the drain is measured, not a retry.
-        config = sidecar_config(upstream_url, stores, postgres={"command_timeout_s": 120})
+        config = sidecar_config(
+            upstream_url,
+            stores,
+            postgres={"command_timeout_s": 120},
+            logging={"level": "WARNING", "access_log": access_log},
+        )
         async with (
             forwarder_process(upstream_url) as (fwd_url, fwd_pid),
             sidecar_with_pid(config) as (sc_url, sc_pid),
@@ -511,11 +518,16 @@ def main(argv: list[str] | None = None) -> SideBySide:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--python-client", action="store_true", help="do not use wrk")
     parser.add_argument("--rss-sessions", type=int, help="new sessions before RSS is read")
+    parser.add_argument(
+        "--no-access-log", action="store_true", help="the sidecar without its access log"
+    )
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes()
     if args.rss_sessions is not None:
         sizes = Sizes(**{**_asdict(sizes), "rss_sessions": args.rss_sessions})
-    report = asyncio.run(measure(sizes, prefer_wrk=not args.python_client))
+    report = asyncio.run(
+        measure(sizes, prefer_wrk=not args.python_client, access_log=not args.no_access_log)
+    )
     print(report.render())
     sys.stdout.flush()
     return report
