@@ -36,11 +36,12 @@ test: install lint
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The image installs exactly what requirements.lock pins, by hash (the package itself with --no-deps):
-# the runtime dependencies, the otel extra (so tracing.enabled works in the image), the build backend.
+# the runtime dependencies, the otel extra (so tracing.enabled works in the image), the fast extra
+# (uvloop, used by `sidecar serve` when installed), the build backend.
 # Regenerate it after changing dependencies in pyproject.toml; tests/test_image.py checks they agree.
 lock: $(STAMP)
 	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
-		--extra otel --build-deps-for wheel --no-emit-index-url --no-emit-find-links \
+		--extra otel --extra fast --build-deps-for wheel --no-emit-index-url --no-emit-find-links \
 		--output-file requirements.lock pyproject.toml
 
 # Builds with whichever of docker or buildah (daemonless) is installed.

@@ -60,7 +60,8 @@ def test_lock_pins_every_runtime_otel_and_build_dependency_with_hashes() -> None
     project = _pyproject()
     pins = _pins()
     wanted = [Requirement(r) for r in project["project"]["dependencies"]]
-    wanted += [Requirement(r) for r in project["project"]["optional-dependencies"]["otel"]]
+    for extra in ("otel", "fast"):
+        wanted += [Requirement(r) for r in project["project"]["optional-dependencies"][extra]]
     wanted += [Requirement(r) for r in project["build-system"]["requires"]]
     for req in wanted:
         name = canonicalize_name(req.name)
