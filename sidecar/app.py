@@ -228,12 +228,18 @@ async def _routes(app: web.Application) -> None:
         app[PG_STORE],
         app[WRITER],
         app[METRICS],
-        config.writer.ready_max_lag,
+        require=config.readiness.require,
+        lag_warning=config.writer.ready_max_lag,
     )
     app[METRICS].gauge_callback(
         "sidecar_redis_circuit_open",
         "1 while Redis is being skipped after failures.",
         lambda: 1.0 if app[REDIS_STORE].breaker.is_open else 0.0,
+    )
+    app[METRICS].gauge_callback(
+        "sidecar_writer_failing",
+        "1 while the outbox writer's last attempt failed (it keeps retrying).",
+        lambda: 1.0 if app[WRITER].health().failing else 0.0,
     )
     router = app.router
     # With admin.listen, metrics and the admin API are served by the admin app only.
@@ -271,6 +277,7 @@ async def _routes(app: web.Application) -> None:
         app[HTTP], config.upstream.url, keep_identity=config.identity.effective_mode == "headers"
     )
     router.add_route("*", "/{tail:[\\s\\S]*}", forwarder.handle)
+    app[LIFECYCLE].started = True
 
 
 def _sidecar_endpoints(app: web.Application, router: web.UrlDispatcher, *, admin: bool) -> None:

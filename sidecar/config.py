@@ -247,7 +247,8 @@ class WriterConfig:
     claim_idle_ms: int = _check(_positive, 30_000)
     # Attempts for an entry that fails for a data reason before it goes to the dead-letter stream.
     max_data_attempts: int = _check(_positive, 3)
-    # Readiness turns 503 when this many turns wait for PostgreSQL (0: never).
+    # Above this many turns waiting for PostgreSQL, readyz lists a problem (0: never). It is
+    # reported, never a reason for 503: PostgreSQL stays off the request path.
     ready_max_lag: int = _check(_non_negative, 100_000)
     # Where turns go when neither Redis nor PostgreSQL takes them; replayed later.
     journal_path: str = "sidecar-journal.jsonl"

@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import time
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
@@ -53,6 +54,17 @@ BACKLOG_BATCHES = 8
 LAG_EVERY_S = 1.0  # how often a busy writer measures the outbox length
 
 
+@dataclass(frozen=True, slots=True)
+class WriterHealth:
+    """What readiness and metrics show of the writer."""
+
+    lag: int | None  # turns waiting for PostgreSQL; None when it could not be measured
+    lag_error: str | None
+    failing: bool  # the last attempt to move turns failed (and is being retried)
+    error: str | None
+    failing_for_s: float | None
+
+
 class OutboxWriter:
     def __init__(
         self,
@@ -78,7 +90,31 @@ class OutboxWriter:
         self._batch = cfg.batch_size  # the next read's size (see ``step``)
         self._stepped_at = time.monotonic()
         self.schema_ready = asyncio.Event()
-        self.lag = 0
+        self.lag: int | None = 0
+        self.lag_error: str | None = None
+        self.error: str | None = None
+        self._failing_since: float | None = None
+
+    # --- what it shows ----------------------------------------------------------------------
+
+    def health(self) -> WriterHealth:
+        since = self._failing_since
+        return WriterHealth(
+            lag=self.lag,
+            lag_error=self.lag_error,
+            failing=since is not None,
+            error=self.error,
+            failing_for_s=None if since is None else round(time.monotonic() - since, 3),
+        )
+
+    def _failed(self, e: BaseException) -> None:
+        self.error = f"{type(e).__name__}: {e}"
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+
+    def _succeeded(self) -> None:
+        self.error = None
+        self._failing_since = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -120,6 +156,7 @@ class OutboxWriter:
                     if not self.schema_ready.is_set():
                         await self._prepare()
                     await self.step(block=True)
+                    self._succeeded()
         # On shutdown: what this consumer holds, then one more batch of what just arrived.
         # Bounded on purpose: other replicas keep committing, and whatever is left stays safe
         # in the outbox for them.
@@ -136,6 +173,8 @@ class OutboxWriter:
     def _log_cycle_failure(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.upcoming_sleep
+        if exc is not None:
+            self._failed(exc)
         if isinstance(exc, STORE_ERRORS):
             log.warning("writer: %s: %s; retrying in %.1fs", type(exc).__name__, exc, wait)
         else:
@@ -193,10 +232,18 @@ class OutboxWriter:
             self._rate += 0.3 * (written / elapsed - self._rate)
 
     async def measure_lag(self) -> None:
-        """Turns waiting for PostgreSQL (readiness and the outbox lag gauge)."""
-        self.lag = await self.outbox.length()
+        """Turns waiting for PostgreSQL (readiness and the outbox lag gauge). A failed
+        measurement leaves the lag unknown (None), never the last figure seen."""
         self._lag_measured = time.monotonic()
-        self.metrics.outbox_lag.set(self.lag)
+        try:
+            lag = await self.outbox.length()
+        except (RedisError, OSError, TimeoutError) as e:
+            self.lag, self.lag_error = None, f"{type(e).__name__}: {e}"
+            self.metrics.outbox_lag_unknown.set(1)
+            raise
+        self.lag, self.lag_error = lag, None
+        self.metrics.outbox_lag.set(lag)
+        self.metrics.outbox_lag_unknown.set(0)
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -212,6 +259,8 @@ class OutboxWriter:
     def _log_retry(self, state: RetryCallState) -> None:
         self.metrics.writer_retries.labels("postgres").inc()
         exc = state.outcome.exception() if state.outcome else None
+        if exc is not None:
+            self._failed(exc)
         log.warning(
             "writer: PostgreSQL write failed (%s), attempt %d; retrying",
             type(exc).__name__,
