@@ -29,12 +29,15 @@ T = TypeVar("T")
 def decode_entry(stream: str, entry_id: str, fields: dict[Any, Any]) -> OutboxEvent:
     f = {as_str(k): v for k, v in fields.items()}
     kind = as_str(f.get("kind", b"turn"))
+    data = orjson.loads(f["data"])
+    if "asked" in f:  # when the turn was asked, Redis's clock (what tombstones compare with)
+        data["asked_ms"] = int(f["asked"])
     return OutboxEvent(
         stream=stream,
         entry_id=entry_id,
         kind="session" if kind == "session" else "turn",
         seq=int(f.get("seq", 0)),
-        data=orjson.loads(f["data"]),
+        data=data,
     )
 
 

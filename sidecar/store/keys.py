@@ -27,6 +27,7 @@ class SessionKeys:
     outbox: str
     idempotency_prefix: str
     tombstone: str  # set when the session is deleted: turns asked before then are dropped
+    floor: str  # the highest seq of a dropped stale copy: a restored copy numbers after it
 
     def idempotency(self, key: str | None) -> str:
         return self.idempotency_prefix + (key or "")
@@ -92,6 +93,7 @@ class KeySpace:
             outbox=f"{tag}:outbox",
             idempotency_prefix=f"{base}:idem:",
             tombstone=f"{base}:deleted",
+            floor=f"{base}:floor",
         )
 
 
