@@ -25,6 +25,7 @@ from .errors import NotFound, StoreError
 from .health import Health
 from .identity import IdentityResolver
 from .journal import Journal
+from .lease import ConsumerLease, consumer_name
 from .lifecycle import Lifecycle
 from .metrics import Metrics
 from .middleware import errors_middleware
@@ -163,6 +164,14 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
 async def _services(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     metrics = app[METRICS]
+    lease = ConsumerLease(
+        app[WRITER_REDIS], config.redis.key_prefix, consumer_name(config.writer.consumer)
+    )
+    try:
+        # Before serving: a name another live process writes under is a reason not to start.
+        await lease.acquire()
+    except (OSError, aioredis.RedisError) as e:
+        log.warning("Redis not reachable at start (%s); the writer takes its name later", e)
     sessions = SessionService(
         app[REDIS_STORE],
         app[PG_STORE],
@@ -180,6 +189,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         metrics,
         migrate=config.postgres.migrate_on_start,
         tracer=app.get(TRACER),
+        lease=lease,
     )
     app[WRITER] = writer
     writer.start()

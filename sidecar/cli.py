@@ -16,7 +16,7 @@ from aiohttp import web
 from . import __version__
 from .app import LIFECYCLE, create_admin_app, create_app
 from .config import Config, ListenConfig, load_config, redact_url
-from .errors import ConfigError, StoreError
+from .errors import ConfigError, SidecarError, StoreError
 from .identity import OLD_SCHEMES, credential_tenant, plain_sha256_tenant
 from .lifecycle import drain
 from .logs import setup_logging
@@ -223,7 +223,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:  # found only when parts are built (tracing without its extra)
         print(e, file=sys.stderr)
         return 1
-    except OSError as e:
+    except (OSError, SidecarError) as e:
         print(f"cannot serve: {e}", file=sys.stderr)
         return 1
     return 0

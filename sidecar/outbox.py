@@ -96,7 +96,10 @@ class Outbox:
         events = []
         for stream, entries in reply or []:
             for eid, fields in entries:
-                if not fields:  # an entry deleted while pending shows up without fields
+                if not fields:
+                    # Deleted while pending (written and deleted by another consumer that had
+                    # claimed it): nothing to write, but it must leave this pending list.
+                    await self.redis.xack(as_str(stream), GROUP, as_str(eid))
                     continue
                 try:
                     events.append(decode_entry(as_str(stream), as_str(eid), fields))

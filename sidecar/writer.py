@@ -13,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 from dataclasses import dataclass
 
@@ -33,6 +31,7 @@ from tenacity import (
 from . import tracing
 from .config import WriterConfig
 from .errors import StoreError, StoreUnavailable
+from .lease import RENEW_EVERY_S, ConsumerLease, ConsumerNameInUse, consumer_name
 from .metrics import Metrics
 from .outbox import Outbox
 from .store.batch import OutboxEvent
@@ -76,15 +75,21 @@ class OutboxWriter:
         *,
         migrate: bool,
         tracer: Tracer | None = None,
+        lease: ConsumerLease | None = None,
     ) -> None:
         self.pg = pg
         self.cfg = cfg
         self.metrics = metrics
         self.migrate = migrate
         self.tracer = tracer
-        self.outbox = Outbox(redis, keys, cfg, metrics, f"{socket.gethostname()}-{os.getpid()}")
+        self.lease = lease or ConsumerLease(redis, keys.prefix, consumer_name(cfg.consumer))
+        self.outbox = Outbox(redis, keys, cfg, metrics, self.lease.name)
+        # This consumer's own unacknowledged entries (a predecessor's under the same name, after
+        # a crash) are read before anything new.
+        self._own_pending = True
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._renewing: asyncio.Task[None] | None = None
         self._lag_measured = 0.0
         self._rate = 0.0  # entries per second lately (see ``_linger_s``)
         self._batch = cfg.batch_size  # the next read's size (see ``step``)
@@ -120,20 +125,40 @@ class OutboxWriter:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-writer")
+        self._renewing = asyncio.create_task(self._renew_lease(), name="consumer-lease")
 
     async def stop(self, timeout_s: float) -> None:
         """Stop taking new entries, finish what is in hand (bounded), then return."""
         self._stop.set()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
-        except TimeoutError:
-            log.warning(
-                "writer did not finish within %.1fs; unwritten turns stay in the outbox", timeout_s
-            )
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except TimeoutError:
+                log.warning(
+                    "writer did not finish within %.1fs; unwritten turns stay in the outbox",
+                    timeout_s,
+                )
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+        if self._renewing is not None:
+            self._renewing.cancel()
+            await asyncio.gather(self._renewing, return_exceptions=True)
+        await self.lease.release()
+
+    async def _renew_lease(self) -> None:
+        """Keep the consumer name ours while we run; stop consuming the moment it is not."""
+        while True:
+            await asyncio.sleep(RENEW_EVERY_S)
+            if not self.lease.held:
+                continue
+            try:
+                if not await self.lease.renew():
+                    log.error(
+                        "writer: consumer name %s was taken by another process; not consuming",
+                        self.lease.name,
+                    )
+            except (RedisError, OSError) as e:
+                log.debug("writer: lease renewal failed: %s", e)
 
     def _stopping(self, _state: RetryCallState | None = None) -> bool:
         return self._stop.is_set()
@@ -153,6 +178,11 @@ class OutboxWriter:
                 retry_error_callback=lambda _state: None,
             ):
                 with attempt:
+                    if not self.lease.held:
+                        # ConsumerNameInUse when a live process has the name: retried (and
+                        # reported failing) until that process goes, never consumed under it.
+                        await self.lease.acquire()
+                        self._own_pending = True
                     if not self.schema_ready.is_set():
                         await self._prepare()
                     await self.step(block=True)
@@ -160,6 +190,8 @@ class OutboxWriter:
         # On shutdown: what this consumer holds, then one more batch of what just arrived.
         # Bounded on purpose: other replicas keep committing, and whatever is left stays safe
         # in the outbox for them.
+        if not self.lease.held:
+            return
         try:
             held = await self.outbox.read(block=False, count=self.cfg.batch_size, start="0")
             if held:
@@ -175,7 +207,9 @@ class OutboxWriter:
         wait = state.upcoming_sleep
         if exc is not None:
             self._failed(exc)
-        if isinstance(exc, STORE_ERRORS):
+        if isinstance(exc, ConsumerNameInUse):
+            log.error("writer: %s; not consuming, retrying in %.1fs", exc, wait)
+        elif isinstance(exc, STORE_ERRORS):
             log.warning("writer: %s: %s; retrying in %.1fs", type(exc).__name__, exc, wait)
         else:
             # A bug must not silently end the only thing that moves turns to PostgreSQL:
@@ -195,8 +229,18 @@ class OutboxWriter:
         self.schema_ready.set()
 
     async def step(self, *, block: bool) -> int:
-        """Read one batch (claimed entries of dead consumers first) and write it. Returns its size."""
-        events = await self.outbox.claim_stale()
+        """Read one batch and write it; returns its size. This consumer's own pending entries
+        come first (a predecessor under the same name crashed holding them), then entries of
+        consumers idle for ``claim_idle_ms``, then new ones."""
+        events: list[OutboxEvent] = []
+        if self._own_pending:
+            events = await self.outbox.read(block=False, count=self.cfg.batch_size, start="0")
+            if events:
+                log.info("writer: resuming %d entries left pending under this name", len(events))
+            else:
+                self._own_pending = False
+        if not events:
+            events = await self.outbox.claim_stale()
         if not events:
             # A backlog (PostgreSQL was away, or a burst) is read in ever larger batches, up to
             # BACKLOG_BATCHES times the configured size: fewer transactions to catch up.
