@@ -34,6 +34,7 @@ from .proxy import Forwarder, make_client_session
 from .session.manager import SessionService
 from .store.postgres import PostgresSessionStore
 from .store.redis import CircuitBreaker, RedisSessionStore, make_client
+from .store.retention import Pruner
 from .tracing import Tracer
 from .turns import TurnRecorder, TurnRoute
 from .turns.shannon import ShannonStreams
@@ -157,7 +158,12 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
             await asyncio.wait_for(app[PG_STORE].migrate(), cfg.connect_timeout_s)
         except (StoreError, TimeoutError) as e:
             log.warning("migrations deferred, PostgreSQL unavailable: %s", e)
+    pruner = Pruner(app[PG_STORE].pool, cfg.retention_days) if cfg.retention_days else None
+    if pruner is not None:
+        pruner.start()
     yield
+    if pruner is not None:
+        await pruner.close()
     await app[PG_STORE].close()
 
 

@@ -152,7 +152,7 @@ class PostgresSessionStore:
             msgs = await conn.fetch(
                 "SELECT id, seq, role, content, tokens, created_at FROM ("
                 " SELECT * FROM messages WHERE tenant = $1 AND session_id = $2"
-                " ORDER BY seq DESC, created_at DESC LIMIT $3) last ORDER BY seq, created_at",
+                " ORDER BY seq DESC LIMIT $3) last ORDER BY seq",
                 key.tenant,
                 key.session_id,
                 limit,

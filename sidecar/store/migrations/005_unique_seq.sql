@@ -35,3 +35,9 @@ CREATE TABLE IF NOT EXISTS redis_stale (
     deleted_at_ms  bigint,
     PRIMARY KEY (tenant, session_id)
 );
+
+-- Retention (postgres.retention_days) deletes old rows in batches chosen by these.
+CREATE INDEX IF NOT EXISTS messages_created_at ON messages (created_at);
+CREATE INDEX IF NOT EXISTS token_usage_created_at ON token_usage (created_at);
+CREATE INDEX IF NOT EXISTS deleted_sessions_deleted_at ON deleted_sessions (deleted_at);
+CREATE INDEX IF NOT EXISTS sessions_updated_at ON sessions (updated_at);
