@@ -183,7 +183,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         app[PG_STORE],
         config.session,
         metrics,
-        Journal(config.writer.journal_path),
+        Journal(config.writer.journal_path, config.writer.journal_max_bytes),
     )
     app[SESSIONS] = sessions
     sessions.start()

@@ -21,7 +21,7 @@ import orjson
 
 from ..config import SessionConfig
 from ..errors import SessionAbsent, StoreError, StoreRejected, StoreUnavailable
-from ..journal import Journal
+from ..journal import Journal, JournalFull
 from ..metrics import Metrics
 from ..profile.cache import Owner
 from ..profile.memory import ProfileMemory
@@ -269,13 +269,20 @@ class SessionService:
         try:
             await self.pg.record_turn(turn.key.tenant, turn.key.session_id, payload)
         except StoreError as e:
+            try:
+                await self.journal.append(turn.key.tenant, turn.key.session_id, payload)
+            except JournalFull as full:
+                # Reported to the client as unrecorded; the disk is never filled.
+                log.error(
+                    "turn of %s/%s not recorded: %s", turn.key.tenant, turn.key.session_id, full
+                )
+                raise
             log.warning(
                 "turn of %s/%s journaled locally: Redis and PostgreSQL unavailable: %s",
                 turn.key.tenant,
                 turn.key.session_id,
                 e,
             )
-            await self.journal.append(turn.key.tenant, turn.key.session_id, payload)
             self.metrics.turns_recorded.labels("journal").inc()
             return Recorded(True, "redis,postgres")
         self.metrics.turns_recorded.labels("postgres").inc()
