@@ -29,7 +29,7 @@ BATCH_SIZE = 5000
 EVERY_S = 3600.0
 
 # Each statement deletes at most $2 rows older than $1, chosen through the created_at indexes.
-_BATCHES = {
+BATCHES = {
     "messages": (
         "DELETE FROM messages WHERE id IN (SELECT id FROM messages WHERE created_at < $1 LIMIT $2)"
     ),
@@ -98,7 +98,7 @@ async def _prune(
             return Pruned(skipped=True)
         try:
             counts: dict[str, int] = {}
-            for what, sql in _BATCHES.items():
+            for what, sql in BATCHES.items():
                 total = 0
                 while True:
                     async with pool.acquire() as conn:
