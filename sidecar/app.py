@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from .adapters.anthropic import AnthropicAdapter
@@ -32,8 +31,9 @@ from .middleware import errors_middleware
 from .observe import SIDECAR_PREFIX, Observer
 from .proxy import Forwarder, make_client_session
 from .session.manager import SessionService
+from .store.client import REDIS_ERRORS, RedisClient, make_client, resolve_cluster
 from .store.postgres import PostgresSessionStore
-from .store.redis import CircuitBreaker, RedisSessionStore, make_client
+from .store.redis import CircuitBreaker, RedisSessionStore
 from .store.retention import Pruner
 from .tracing import Tracer
 from .turns import TurnRecorder, TurnRoute
@@ -47,8 +47,8 @@ CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", Metrics)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
-REDIS = web.AppKey("redis", aioredis.Redis)
-WRITER_REDIS = web.AppKey("writer_redis", aioredis.Redis)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
+WRITER_REDIS: web.AppKey[RedisClient] = web.AppKey("writer_redis")
 REDIS_STORE = web.AppKey("redis_store", RedisSessionStore)
 PG_STORE = web.AppKey("pg_store", PostgresSessionStore)
 SESSIONS = web.AppKey("sessions", SessionService)
@@ -131,17 +131,20 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG].redis
-    client = make_client(cfg)
+    cluster = await resolve_cluster(cfg)
+    client = make_client(cfg, cluster=cluster)
     app[REDIS] = client
     # The writer blocks on XREADGROUP; its own client keeps that off the request path's pool.
-    app[WRITER_REDIS] = make_client(cfg, socket_timeout_s=app[CONFIG].writer.block_ms / 1000 + 5.0)
+    app[WRITER_REDIS] = make_client(
+        cfg, cluster=cluster, socket_timeout_s=app[CONFIG].writer.block_ms / 1000 + 5.0
+    )
     store = RedisSessionStore(
         client, cfg, CircuitBreaker(cfg.breaker_failures, cfg.breaker_reset_s)
     )
     app[REDIS_STORE] = store
     try:
         await store.prepare()
-    except (OSError, aioredis.RedisError) as e:
+    except REDIS_ERRORS as e:
         log.warning("Redis not reachable at start (%s); scripts load on first use", e)
     yield
     await app[WRITER_REDIS].aclose()
@@ -176,7 +179,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     try:
         # Before serving: a name another live process writes under is a reason not to start.
         await lease.acquire()
-    except (OSError, aioredis.RedisError) as e:
+    except REDIS_ERRORS as e:
         log.warning("Redis not reachable at start (%s); the writer takes its name later", e)
     sessions = SessionService(
         app[REDIS_STORE],

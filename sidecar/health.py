@@ -7,11 +7,11 @@ import contextlib
 
 import orjson
 from aiohttp import web
-from redis.exceptions import RedisError
 
 from .errors import StoreError
 from .lifecycle import Lifecycle
 from .metrics import Metrics
+from .store.client import REDIS_ERRORS
 from .store.postgres import PostgresSessionStore
 from .store.redis import RedisSessionStore
 from .writer import OutboxWriter
@@ -70,7 +70,7 @@ class Health:
     async def _refresh_lag(self) -> None:
         # The writer may be stuck retrying a write; ask Redis for the current figure. A failed
         # measurement is recorded by the writer (lag unknown), never shown as a stale number.
-        with contextlib.suppress(RedisError, OSError, TimeoutError):
+        with contextlib.suppress(*REDIS_ERRORS, TimeoutError):
             await asyncio.wait_for(self.writer.measure_lag(), PING_TIMEOUT_S)
 
     async def readyz(self, request: web.Request) -> web.Response:

@@ -18,10 +18,8 @@ import secrets
 import socket
 import time
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from .errors import SidecarError
+from .store.client import REDIS_ERRORS, RedisClient
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +52,7 @@ def consumer_name(configured: str) -> str:
 
 
 class ConsumerLease:
-    def __init__(self, client: aioredis.Redis, prefix: str, name: str) -> None:
+    def __init__(self, client: RedisClient, prefix: str, name: str) -> None:
         self.client = client
         self.name = name
         self.key = f"{prefix}:consumer:{name}"
@@ -97,6 +95,6 @@ class ConsumerLease:
         if self.held:
             try:
                 await self._release(keys=[self.key], args=[self.token])
-            except (RedisError, OSError) as e:
+            except REDIS_ERRORS as e:
                 log.warning("writer: could not release consumer name %s: %s", self.name, e)
             self.held = False

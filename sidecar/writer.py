@@ -16,8 +16,6 @@ import logging
 import time
 from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -33,8 +31,9 @@ from .config import WriterConfig
 from .errors import StoreError, StoreUnavailable
 from .lease import RENEW_EVERY_S, ConsumerLease, ConsumerNameInUse, consumer_name
 from .metrics import Metrics
-from .outbox import Outbox
+from .outbox import DISCOVER_EVERY_S, Outbox
 from .store.batch import OutboxEvent
+from .store.client import REDIS_ERRORS, RedisClient
 from .store.keys import KeySpace
 from .store.postgres import PostgresSessionStore
 from .tracing import Tracer
@@ -42,7 +41,9 @@ from .tracing import Tracer
 log = logging.getLogger(__name__)
 
 # Failures of either store: the writer backs off and tries again.
-STORE_ERRORS: tuple[type[BaseException], ...] = (RedisError, StoreError)
+STORE_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, StoreError)
+# What a failed measurement of the outbox's length may raise.
+LAG_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, TimeoutError)
 # How long a batch that is not full waits for company: as long as the recent rate of entries
 # takes to fill it, within these bounds. Under load the batches grow with the throughput
 # (each costs a PostgreSQL transaction and a few Redis calls, whatever its size); a lone
@@ -67,7 +68,7 @@ class WriterHealth:
 class OutboxWriter:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         keys: KeySpace,
         pg: PostgresSessionStore,
         cfg: WriterConfig,
@@ -83,7 +84,7 @@ class OutboxWriter:
         self.migrate = migrate
         self.tracer = tracer
         self.lease = lease or ConsumerLease(redis, keys.prefix, consumer_name(cfg.consumer))
-        self.outbox = Outbox(redis, keys, cfg, metrics, self.lease.name)
+        self.outbox = Outbox(redis, keys, cfg, metrics, self.lease.name, self._sleep)
         # This consumer's own unacknowledged entries (a predecessor's under the same name, after
         # a crash) are read before anything new.
         self._own_pending = True
@@ -157,7 +158,7 @@ class OutboxWriter:
                         "writer: consumer name %s was taken by another process; not consuming",
                         self.lease.name,
                     )
-            except (RedisError, OSError) as e:
+            except REDIS_ERRORS as e:
                 log.debug("writer: lease renewal failed: %s", e)
 
     def _stopping(self, _state: RetryCallState | None = None) -> bool:
@@ -226,6 +227,7 @@ class OutboxWriter:
             if applied:
                 log.info("migrations applied: %s", ", ".join(applied))
         await self.outbox.ensure_groups()
+        await self.outbox.discover()
         self.schema_ready.set()
 
     async def step(self, *, block: bool) -> int:
@@ -255,11 +257,15 @@ class OutboxWriter:
                 # Wait a moment so that one transaction carries many turns instead of one each.
                 await self._sleep(self._linger_s(len(events)))
                 events += await self.outbox.read(block=False, count=size - len(events))
-        if events:
-            await self.write(events)
+        # A cluster read takes up to a batch from each stream: written a batch at a time.
+        limit = self.cfg.batch_size * BACKLOG_BATCHES
+        for i in range(0, len(events), limit):
+            await self.write(events[i : i + limit])
         self._observe_rate(len(events))
         if not events or time.monotonic() - self._lag_measured >= LAG_EVERY_S:
             await self.measure_lag()
+        if time.monotonic() - self.outbox.discovered_at >= DISCOVER_EVERY_S:
+            await self.outbox.discover()
         return len(events)
 
     def _linger_s(self, have: int) -> float:
@@ -281,7 +287,7 @@ class OutboxWriter:
         self._lag_measured = time.monotonic()
         try:
             lag = await self.outbox.length()
-        except (RedisError, OSError, TimeoutError) as e:
+        except LAG_ERRORS as e:
             self.lag, self.lag_error = None, f"{type(e).__name__}: {e}"
             self.metrics.outbox_lag_unknown.set(1)
             raise

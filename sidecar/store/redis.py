@@ -12,16 +12,15 @@ from importlib import resources
 from typing import Any, Literal
 
 import orjson
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..config import RedisConfig
 from ..errors import SessionAbsent, StoreUnavailable
 from ..session.model import Message, SessionKey, SessionSnapshot, Turn
+from .client import RedisClient
 from .keys import KeySpace, UserKeys
 
 log = logging.getLogger(__name__)
@@ -40,38 +39,6 @@ def _epoch_ms(iso: str) -> int:
 
 def _script(name: str) -> str:
     return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
-
-
-def connection_retry() -> Retry:
-    """Resend a call once, on a fresh connection, when its pooled connection turns out dead.
-
-    After a Redis restart (or a failover, or an idle connection cut by a firewall) every pooled
-    connection is dead, and without this each would fail one request and count towards the
-    circuit breaker: right after a restart nearly every request was degraded. Only connection
-    errors are retried, once, after a few milliseconds; a timeout is not (a hung Redis must cost
-    a request one timeout, and the breaker decides what comes next). Every call is safe to send
-    twice: loads only read, seeds write only an absent session, drops and erases are idempotent,
-    and a commit is recorded once per turn id.
-    """
-    return Retry(
-        ExponentialWithJitterBackoff(base=0.005, cap=0.05),
-        retries=1,
-        supported_errors=(RedisConnectionError,),
-    )
-
-
-def make_client(cfg: RedisConfig, *, socket_timeout_s: float | None = -1.0) -> aioredis.Redis:
-    """A client whose every call is bounded by the socket timeouts; a dead pooled connection is
-    replaced once (``connection_retry``), beyond that the circuit breaker decides what to do.
-    (The writer passes its own bound: its blocking reads wait longer than a request may.)"""
-    return aioredis.Redis.from_url(
-        cfg.url,
-        socket_timeout=cfg.socket_timeout_s if socket_timeout_s == -1.0 else socket_timeout_s,
-        socket_connect_timeout=cfg.connect_timeout_s,
-        retry=connection_retry(),
-        health_check_interval=0,
-        max_connections=256,
-    )
 
 
 class CircuitBreaker:
@@ -205,7 +172,7 @@ def _pairs(flat: list[Any]) -> dict[str, bytes]:
 class RedisSessionStore:
     """Sessions in Redis. Every public call is one round trip (one script or one pipeline)."""
 
-    def __init__(self, client: aioredis.Redis, cfg: RedisConfig, breaker: CircuitBreaker) -> None:
+    def __init__(self, client: RedisClient, cfg: RedisConfig, breaker: CircuitBreaker) -> None:
         self.client = client
         self.cfg = cfg
         self.keys = KeySpace(cfg.key_prefix, cfg.partitions)
@@ -241,7 +208,10 @@ class RedisSessionStore:
     async def sync_clock(self) -> None:
         """Measure the offset of Redis's clock (``TIME``) to this process's."""
         sent = time.time() * 1000
-        seconds, micros = await self._call(self.client.time(), probe=True)
+        reply = await self._call(self.client.time(), probe=True)
+        if isinstance(reply, dict):  # a cluster client may answer per node
+            reply = next(iter(reply.values()))
+        seconds, micros = reply
         self.clock.observe(seconds * 1000 + micros / 1000, sent, time.time() * 1000)
 
     async def _eval(self, script: Any, keys: list[str], args: list[Any]) -> Any:
@@ -265,14 +235,28 @@ class RedisSessionStore:
             raise StoreUnavailable("redis circuit open")
         try:
             result = await coro
-        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as e:
+        except (
+            RedisConnectionError,
+            RedisTimeoutError,
+            RedisClusterException,
+            OSError,
+            TimeoutError,
+        ) as e:
+            # RedisClusterException: no node reachable to learn the topology from, or a slot no
+            # master serves (SlotNotCoveredError): as absent as an unreachable single node.
             self.breaker.failure(timed_out=isinstance(e, (RedisTimeoutError, TimeoutError)))
             raise StoreUnavailable(f"redis unavailable: {e}") from e
         except RedisError as e:
             # Redis answered but refused (out of memory, read-only replica after a failover,
-            # MISCONF...): as unusable for this call as an absent Redis, but it answers fast,
-            # so the breaker is left as it was.
+            # MISCONF, a cluster that is down or still redirecting after the client's retries:
+            # ClusterDownError, MOVED/ASK, TRYAGAIN): as unusable for this call as an absent
+            # Redis, but it answers fast, so the breaker is left as it was.
             self.breaker.release()
+            if "MOVED" in str(e) and not isinstance(self.client, RedisCluster):
+                log.error(
+                    "Redis answered MOVED: redis.url names a Redis Cluster node; set"
+                    " redis.cluster: true (a single-node client cannot serve a cluster)"
+                )
             raise StoreUnavailable(f"redis refused: {e}") from e
         except BaseException:
             self.breaker.release()
@@ -464,5 +448,4 @@ __all__ = [
     "RedisError",
     "RedisSessionStore",
     "as_str",
-    "make_client",
 ]
