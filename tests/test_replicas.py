@@ -14,7 +14,7 @@ import pytest
 
 from sidecar.devservices import TemporaryRedis, free_port
 from tests.harness import ADMIN_TOKEN, FakeUpstream, SidecarProcess, answer_text, deep_merge
-from tests.harness.waiting import pg_fetch, pg_value, wait_for_rows
+from tests.harness.waiting import pg_fetch, pg_value, wait_for_rows, wait_until
 
 AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -46,6 +46,12 @@ async def stored_history(http: aiohttp.ClientSession, url: str, sid: str) -> lis
     async with http.get(f"{url}/_sidecar/sessions/anonymous/{sid}", headers=AUTH) as r:
         assert r.status == 200, await r.text()
         return [m["content"] for m in (await r.json())["history"]]
+
+
+async def readyz_degraded(http: aiohttp.ClientSession, url: str) -> list[str]:
+    async with http.get(f"{url}/_sidecar/readyz") as r:
+        degraded: list[str] = (await r.json())["degraded"]
+        return degraded
 
 
 def turns_of(queries: list[str]) -> list[str]:
@@ -137,6 +143,13 @@ async def test_turns_written_during_a_redis_outage_are_seen_by_every_replica(
                 for i in range(2):
                     status, degraded = await turn(http, x.url, sid, f"during {i}")
                     assert (status, degraded) == (200, "redis")
+            # Y and Z notice the outage too (their breakers open), without serving a turn.
+            for url in (y.url, z.url):
+                await wait_until(
+                    lambda url=url: readyz_degraded(http, url),
+                    lambda degraded: "redis" in degraded,
+                    what="the replica to see Redis gone",
+                )
         finally:
             await redis_server.start()
 

@@ -85,6 +85,9 @@ class SessionService:
                 await self.users.drop_if_stale(owner)
             if new:
                 return await self._create(key, owner)
+            if self.stale.settling:
+                await self.stale.settle()
+            returns = self.stale.returns
             res = await self.redis.load(
                 key,
                 cached.version if cached else "",
@@ -92,6 +95,18 @@ class SessionService:
                 owner=owner,
                 known_profile=self.users.version(owner),
             )
+            if self.stale.returns != returns:
+                # Redis came back during this call (this call may be what found it back): what
+                # it holds may be stale until the reconciliation has run. Read again after it.
+                await self.stale.settle()
+                cached = self.cache.get(key)
+                res = await self.redis.load(
+                    key,
+                    cached.version if cached else "",
+                    self.cfg.history_limit,
+                    owner=owner,
+                    known_profile=self.users.version(owner),
+                )
             if res.state == "current" and cached is not None:
                 return Loaded(cached, profile=await self.users.resolve(owner, res.profile))
             if res.state == "fresh" and res.snapshot is not None:

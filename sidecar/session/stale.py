@@ -45,6 +45,10 @@ class StaleCopies:
         self.local: set[SessionKey] = set()
         self._reconciling: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        # How many times Redis was seen coming back: a load that spans a change re-reads after
+        # the reconciliation (the load itself may have been the call that found Redis back).
+        self.returns = 0
+        self._settling: asyncio.Task[None] | None = None  # the reconciliation after a return
 
     def start(self) -> None:
         self._spawn(self._loop(), "reconcile")
@@ -65,13 +69,13 @@ class StaleCopies:
 
     # --- this process's list ---------------------------------------------------------------------
 
-    async def drop_one(self, key: SessionKey) -> None:
+    async def drop_one(self, key: SessionKey, *, probe: bool = False) -> None:
         """Drop a session's stale Redis copy before serving it (it then restores from PostgreSQL).
         Taken out of the set first, so a concurrent request never drops a copy restored since."""
         self.local.discard(key)
         self.cache.discard(key)
         try:
-            await self.redis.delete(key)
+            await self.redis.delete(key, probe=probe)
         except StoreUnavailable:
             self.local.add(key)
             raise
@@ -80,7 +84,7 @@ class StaleCopies:
         """Drop the Redis copies of every session written elsewhere meanwhile, one at a time."""
         while self.local:
             try:
-                await self.drop_one(next(iter(self.local)))
+                await self.drop_one(next(iter(self.local)), probe=True)
             except StoreUnavailable:
                 return
 
@@ -88,7 +92,18 @@ class StaleCopies:
 
     def redis_returned(self) -> None:
         log.info("Redis answers again")
-        self._start()
+        self.returns += 1
+        self._settling = self._start()
+
+    @property
+    def settling(self) -> bool:
+        """A reconciliation started because Redis came back is still running."""
+        return self._settling is not None and not self._settling.done()
+
+    async def settle(self) -> None:
+        """Wait for the reconciliation after Redis came back, bounded like a restore."""
+        if self._settling is not None and not self._settling.done():
+            await asyncio.wait({self._settling}, timeout=self.restore_timeout_s)
 
     def _start(self) -> asyncio.Task[None]:
         """One reconciliation at a time; callers arriving meanwhile share it."""
@@ -99,7 +114,9 @@ class StaleCopies:
     async def reconcile_now(self) -> None:
         """Drop the stale copies before serving from a Redis that just came back (restarted or
         failed over), bounded like a restore: a slow PostgreSQL delays it to the background."""
-        await asyncio.wait({self._start()}, timeout=self.restore_timeout_s)
+        self.returns += 1
+        self._settling = self._start()
+        await asyncio.wait({self._settling}, timeout=self.restore_timeout_s)
 
     async def _reconcile(self) -> None:
         """Drop every Redis copy known to be stale: this process's list, then the shared one."""
@@ -120,11 +137,14 @@ class StaleCopies:
         handled = []
         for mark in stale:
             self.cache.discard(mark.key)
+            # As probes: this runs when Redis has just answered again, often inside the very
+            # call that found it back (NOSCRIPT), while the breaker still lets that call alone
+            # through. Skipped, the stale copies would be served.
             try:
                 if mark.deleted_at_ms is not None:
-                    await self.redis.erase(mark.key, mark.deleted_at_ms)
+                    await self.redis.erase(mark.key, mark.deleted_at_ms, probe=True)
                 else:
-                    await self.redis.delete(mark.key)
+                    await self.redis.delete(mark.key, probe=True)
             except StoreUnavailable:
                 break
             handled.append(mark)

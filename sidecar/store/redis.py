@@ -397,22 +397,26 @@ class RedisSessionStore:
             return Committed(False, version, int(seq))
         return Committed(True, as_str(res[1]), int(res[2]))
 
-    async def delete(self, key: SessionKey) -> None:
+    async def delete(self, key: SessionKey, *, probe: bool = False) -> None:
         """Drop a stale Redis copy (it is restored from PostgreSQL on the next load), keeping
-        its highest seq so that the restored copy never numbers a turn below it."""
+        its highest seq so that the restored copy never numbers a turn below it. ``probe``: even
+        while the breaker is half-open (reconciling, right after Redis answered again)."""
         k = self.keys.session(key)
         await self._call(
-            self._eval(self._drop, [k.meta, k.messages, k.context, k.floor], [self.ttl_ms])
+            self._eval(self._drop, [k.meta, k.messages, k.context, k.floor], [self.ttl_ms]),
+            probe=probe,
         )
 
-    async def erase(self, key: SessionKey, deleted_at_ms: int | None = None) -> int:
+    async def erase(
+        self, key: SessionKey, deleted_at_ms: int | None = None, *, probe: bool = False
+    ) -> int:
         """Delete the session for good: its keys go, and a tombstone makes any turn asked before
         the deletion (a request still in flight, a task polled later) record nothing. Returns
         the deletion time, Redis's clock (``deleted_at_ms`` when given)."""
         k = self.keys.session(key)
         keys = [k.meta, k.messages, k.context, k.tombstone, k.floor]
         args = [TOMBSTONE_TTL_MS, "" if deleted_at_ms is None else deleted_at_ms]
-        return int(await self._call(self._eval(self._erase, keys, args)))
+        return int(await self._call(self._eval(self._erase, keys, args), probe=probe))
 
     # --- asynchronous tasks: what the turn of a submitted task needs, until its result is read ---
 
