@@ -26,22 +26,6 @@ log = logging.getLogger(__name__)
 LEASE_TTL_MS = 5000
 RENEW_EVERY_S = 1.0
 
-# Renew only our own lease; re-take it when it vanished (Redis lost its data); 0: someone else's.
-_RENEW = """
-local holder = redis.call('GET', KEYS[1])
-if holder == ARGV[1] or not holder then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-
 
 class ConsumerNameInUse(SidecarError):
     """Another live process writes under this process's consumer name."""
@@ -58,8 +42,6 @@ class ConsumerLease:
         self.key = f"{prefix}:consumer:{name}"
         self.token = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(8)}"
         self.held = False
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
 
     def _in_use(self) -> ConsumerNameInUse:
         return ConsumerNameInUse(
@@ -85,16 +67,30 @@ class ConsumerLease:
                 waited = True
             await asyncio.sleep(0.2)
 
+    async def _holder(self) -> str | None:
+        raw = await self.client.get(self.key)
+        return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
+
     async def renew(self) -> bool:
-        """Extend the lease; False (and ``held`` False) when another process has it."""
-        self.held = bool(await self._renew(keys=[self.key], args=[self.token, LEASE_TTL_MS]))
+        """Extend the lease; False (and ``held`` False) when another process has it. Not one
+        script: while we hold the lease nobody else can take it, so reading then extending is
+        safe, and plain commands keep the request path's scripts apart from this."""
+        holder = await self._holder()
+        if holder is None:  # Redis lost it (a flush, a fresh node): take it again
+            self.held = bool(await self.client.set(self.key, self.token, px=LEASE_TTL_MS, nx=True))
+        elif holder == self.token:
+            await self.client.pexpire(self.key, LEASE_TTL_MS)
+            self.held = True
+        else:
+            self.held = False
         return self.held
 
     async def release(self) -> None:
         """Give the name back (a clean shutdown), so a successor need not wait."""
         if self.held:
             try:
-                await self._release(keys=[self.key], args=[self.token])
+                if await self._holder() == self.token:
+                    await self.client.delete(self.key)
             except REDIS_ERRORS as e:
                 log.warning("writer: could not release consumer name %s: %s", self.name, e)
             self.held = False
