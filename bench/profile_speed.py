@@ -27,7 +27,8 @@ from sidecar.profile.cache import ProfileCache
 from sidecar.profile.extract import ProfileExtractor
 from sidecar.profile.inject import with_profile
 from sidecar.session.model import SessionKey
-from sidecar.store.redis import CircuitBreaker, RedisSessionStore, make_client
+from sidecar.store.client import make_client
+from sidecar.store.redis import CircuitBreaker, RedisSessionStore
 from sidecar.store.redis_users import RedisUserStore
 
 STATEMENTS = (
@@ -93,7 +94,7 @@ def _timed(fn: Callable[[str], object], items: list[str], rounds: int) -> list[f
 async def _load_round_trips(stores: Stores, loads: int) -> tuple[float, float]:
     """Median time of a current-version load, without and with the profile in it."""
     cfg = RedisConfig(url=stores.redis_url, key_prefix="bench-profile")
-    client = make_client(cfg)
+    client = make_client(cfg, cluster=False)
     store = RedisSessionStore(client, cfg, CircuitBreaker(5, 1.0))
     try:
         owner = ("bench", "user")

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
 from aiohttp import web
 
 from .adapters.anthropic import AnthropicAdapter
@@ -25,14 +24,17 @@ from .errors import NotFound, StoreError
 from .health import Health
 from .identity import IdentityResolver
 from .journal import Journal
+from .lease import ConsumerLease, consumer_name
 from .lifecycle import Lifecycle
 from .metrics import Metrics
 from .middleware import errors_middleware
 from .observe import SIDECAR_PREFIX, Observer
 from .proxy import Forwarder, make_client_session
 from .session.manager import SessionService
+from .store.client import REDIS_ERRORS, RedisClient, make_client, resolve_cluster
 from .store.postgres import PostgresSessionStore
-from .store.redis import CircuitBreaker, RedisSessionStore, make_client
+from .store.redis import CircuitBreaker, RedisSessionStore
+from .store.retention import Pruner
 from .tracing import Tracer
 from .turns import TurnRecorder, TurnRoute
 from .turns.shannon import ShannonStreams
@@ -45,8 +47,8 @@ CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", Metrics)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
-REDIS = web.AppKey("redis", aioredis.Redis)
-WRITER_REDIS = web.AppKey("writer_redis", aioredis.Redis)
+REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
+WRITER_REDIS: web.AppKey[RedisClient] = web.AppKey("writer_redis")
 REDIS_STORE = web.AppKey("redis_store", RedisSessionStore)
 PG_STORE = web.AppKey("pg_store", PostgresSessionStore)
 SESSIONS = web.AppKey("sessions", SessionService)
@@ -129,17 +131,20 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
 
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG].redis
-    client = make_client(cfg)
+    cluster = await resolve_cluster(cfg)
+    client = make_client(cfg, cluster=cluster)
     app[REDIS] = client
     # The writer blocks on XREADGROUP; its own client keeps that off the request path's pool.
-    app[WRITER_REDIS] = make_client(cfg, socket_timeout_s=app[CONFIG].writer.block_ms / 1000 + 5.0)
+    app[WRITER_REDIS] = make_client(
+        cfg, cluster=cluster, socket_timeout_s=app[CONFIG].writer.block_ms / 1000 + 5.0
+    )
     store = RedisSessionStore(
         client, cfg, CircuitBreaker(cfg.breaker_failures, cfg.breaker_reset_s)
     )
     app[REDIS_STORE] = store
     try:
         await store.prepare()
-    except (OSError, aioredis.RedisError) as e:
+    except REDIS_ERRORS as e:
         log.warning("Redis not reachable at start (%s); scripts load on first use", e)
     yield
     await app[WRITER_REDIS].aclose()
@@ -156,19 +161,32 @@ async def _postgres(app: web.Application) -> AsyncIterator[None]:
             await asyncio.wait_for(app[PG_STORE].migrate(), cfg.connect_timeout_s)
         except (StoreError, TimeoutError) as e:
             log.warning("migrations deferred, PostgreSQL unavailable: %s", e)
+    pruner = Pruner(app[PG_STORE].pool, cfg.retention_days) if cfg.retention_days else None
+    if pruner is not None:
+        pruner.start()
     yield
+    if pruner is not None:
+        await pruner.close()
     await app[PG_STORE].close()
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     metrics = app[METRICS]
+    lease = ConsumerLease(
+        app[WRITER_REDIS], config.redis.key_prefix, consumer_name(config.writer.consumer)
+    )
+    try:
+        # Before serving: a name another live process writes under is a reason not to start.
+        await lease.acquire()
+    except REDIS_ERRORS as e:
+        log.warning("Redis not reachable at start (%s); the writer takes its name later", e)
     sessions = SessionService(
         app[REDIS_STORE],
         app[PG_STORE],
         config.session,
         metrics,
-        Journal(config.writer.journal_path),
+        Journal(config.writer.journal_path, config.writer.journal_max_bytes),
     )
     app[SESSIONS] = sessions
     sessions.start()
@@ -180,6 +198,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
         metrics,
         migrate=config.postgres.migrate_on_start,
         tracer=app.get(TRACER),
+        lease=lease,
     )
     app[WRITER] = writer
     writer.start()
@@ -228,12 +247,18 @@ async def _routes(app: web.Application) -> None:
         app[PG_STORE],
         app[WRITER],
         app[METRICS],
-        config.writer.ready_max_lag,
+        require=config.readiness.require,
+        lag_warning=config.writer.ready_max_lag,
     )
     app[METRICS].gauge_callback(
         "sidecar_redis_circuit_open",
         "1 while Redis is being skipped after failures.",
         lambda: 1.0 if app[REDIS_STORE].breaker.is_open else 0.0,
+    )
+    app[METRICS].gauge_callback(
+        "sidecar_writer_failing",
+        "1 while the outbox writer's last attempt failed (it keeps retrying).",
+        lambda: 1.0 if app[WRITER].health().failing else 0.0,
     )
     router = app.router
     # With admin.listen, metrics and the admin API are served by the admin app only.
@@ -271,6 +296,7 @@ async def _routes(app: web.Application) -> None:
         app[HTTP], config.upstream.url, keep_identity=config.identity.effective_mode == "headers"
     )
     router.add_route("*", "/{tail:[\\s\\S]*}", forwarder.handle)
+    app[LIFECYCLE].started = True
 
 
 def _sidecar_endpoints(app: web.Application, router: web.UrlDispatcher, *, admin: bool) -> None:

@@ -1,4 +1,4 @@
-"""Command line: ``sidecar serve | migrate | check-config | demo | --version``."""
+"""Command line: ``sidecar serve | migrate | check-config | prune | demo | --version``."""
 
 from __future__ import annotations
 
@@ -16,12 +16,13 @@ from aiohttp import web
 from . import __version__
 from .app import LIFECYCLE, create_admin_app, create_app
 from .config import Config, ListenConfig, load_config, redact_url
-from .errors import ConfigError, StoreError
+from .errors import ConfigError, SidecarError, StoreError
 from .identity import OLD_SCHEMES, credential_tenant, plain_sha256_tenant
 from .lifecycle import drain
 from .logs import setup_logging
 from .store.postgres import run_migrations
 from .store.rekey import move_tenants
+from .store.retention import BATCH_SIZE, run_prune
 
 log = logging.getLogger("sidecar")
 
@@ -180,6 +181,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="FILE",
         help="with --rekey-from: the credentials to re-key, one per line, as clients send them",
     )
+    p = sub.add_parser("prune", help="delete rows older than postgres.retention_days, once")
+    p.add_argument("-c", "--config", help="YAML config file (default: $SIDECAR_CONFIG)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=BATCH_SIZE,
+        help="rows per transaction (default %(default)s)",
+    )
     sub.add_parser("demo", help="play the weather conversation through a throw-away setup")
     args = parser.parse_args(argv)
 
@@ -200,6 +209,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         return 0
     setup_logging(config.logging.level, config.logging.format)
+    if args.command == "prune":
+        days = config.postgres.retention_days
+        if days is None:
+            print("postgres.retention_days is not set: everything is kept", file=sys.stderr)
+            return 1
+        try:
+            pruned = asyncio.run(run_prune(config.postgres, days, max(args.batch_size, 1)))
+        except StoreError as e:
+            print(f"prune failed: {e}", file=sys.stderr)
+            return 1
+        print(f"pruned rows older than {days} days: {pruned}")
+        return 0 if not pruned.skipped else 1
     if args.command == "migrate":
         if bool(args.rekey_from) != bool(args.credentials):
             print("migrate: --rekey-from and --credentials go together", file=sys.stderr)
@@ -223,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:  # found only when parts are built (tracing without its extra)
         print(e, file=sys.stderr)
         return 1
-    except OSError as e:
+    except (OSError, SidecarError) as e:
         print(f"cannot serve: {e}", file=sys.stderr)
         return 1
     return 0

@@ -48,6 +48,11 @@ def _non_negative(value: Any) -> str | None:
     return None if value >= 0 else f"expected zero or a positive number, got {value!r}"
 
 
+def _partitions(value: Any) -> str | None:
+    # One hash slot per partition at most: a cluster has 16384.
+    return None if 1 <= value <= 16384 else f"expected 1 to 16384, got {value!r}"
+
+
 def _port(value: Any) -> str | None:
     return None if 0 <= value <= 65535 else f"expected a port number (0-65535), got {value!r}"
 
@@ -105,8 +110,9 @@ class RedisConfig:
     # Every Redis call is bounded: a hung Redis must not hang requests.
     socket_timeout_s: float = _check(_positive, 0.5)
     connect_timeout_s: float = _check(_positive, 0.5)
-    # Outbox partitions; each session's keys and its partition share one hash tag (cluster-safe).
-    partitions: int = _check(_positive, 8)
+    # Outbox partitions; each session's keys and its partition share one hash tag (cluster-safe),
+    # the partitions' slots spread evenly over a cluster's slot space.
+    partitions: int = _check(_partitions, 64)
     # true: a Redis Cluster; null: detected from the node's ``INFO cluster``.
     cluster: bool | None = None
     # Circuit breaker: after this many consecutive failures, skip Redis for breaker_reset_s.
@@ -247,7 +253,8 @@ class WriterConfig:
     claim_idle_ms: int = _check(_positive, 30_000)
     # Attempts for an entry that fails for a data reason before it goes to the dead-letter stream.
     max_data_attempts: int = _check(_positive, 3)
-    # Readiness turns 503 when this many turns wait for PostgreSQL (0: never).
+    # Above this many turns waiting for PostgreSQL, readyz lists a problem (0: never). It is
+    # reported, never a reason for 503: PostgreSQL stays off the request path.
     ready_max_lag: int = _check(_non_negative, 100_000)
     # Where turns go when neither Redis nor PostgreSQL takes them; replayed later.
     journal_path: str = "sidecar-journal.jsonl"

@@ -2,47 +2,82 @@
 append-only file (fsynced) and replayed into PostgreSQL when it answers again.
 
 Replays are idempotent (message and usage ids are fixed when the turn is made), so a replay cut
-short by a crash is simply run again.
+short by a crash is simply run again. The files together (the journal, the one being replayed,
+the rejected turns) never grow past ``max_bytes``: the disk is usually a small ``emptyDir``, and
+filling it would get the pod evicted. A turn that does not fit is refused (``JournalFull``) and
+reported unrecorded. A replay streams the file in bounded chunks, never reading it whole.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from .errors import StoreUnavailable
+
 log = logging.getLogger(__name__)
 
 Replayer = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
 
+CHUNK_BYTES = 1 << 20  # how much of the file a replay reads at a time
+
+
+class JournalFull(StoreUnavailable):
+    """The journal is at its bound: the turn cannot be kept anywhere."""
+
 
 class Journal:
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], max_bytes: int = 64 * 1024 * 1024) -> None:
         self.path = Path(path)
         self.replaying = self.path.with_name(self.path.name + ".replaying")
         self.rejected = self.path.with_name(self.path.name + ".rejected")
+        self.max_bytes = max_bytes
         self._lock = asyncio.Lock()
 
     def pending(self) -> bool:
         return self.path.exists() or self.replaying.exists()
 
+    def size(self) -> int:
+        """Bytes on disk, all files together."""
+        total = 0
+        for p in (self.path, self.replaying, self.rejected):
+            with contextlib.suppress(FileNotFoundError):  # absent: nothing in it
+                total += p.stat().st_size
+        return total
+
     async def append(self, tenant: str, session_id: str, payload: dict[str, Any]) -> None:
+        """Keep a turn; ``JournalFull`` when it would take the files past ``max_bytes``."""
         line = orjson.dumps({"tenant": tenant, "session_id": session_id, "turn": payload}) + b"\n"
         async with self._lock:
+            if self.size() + len(line) > self.max_bytes:
+                raise JournalFull(
+                    f"journal {self.path} is full ({self.max_bytes} bytes, writer.journal_max_bytes)"
+                )
             await asyncio.to_thread(self._append, line)
 
     async def reject(
         self, tenant: str, session_id: str, payload: dict[str, Any], error: str
     ) -> None:
-        """Keep a turn PostgreSQL refused for a data reason, for a person to look at."""
+        """Keep a turn PostgreSQL refused for a data reason, for a person to look at (within the
+        bound: past it, the turn is only logged, by its ids)."""
         line = orjson.dumps(
             {"tenant": tenant, "session_id": session_id, "turn": payload, "error": error}
         )
+        if self.size() + len(line) + 1 > self.max_bytes:
+            log.error(
+                "journal: no room to keep rejected turn %s of %s/%s",
+                payload.get("turn_id"),
+                tenant,
+                session_id,
+            )
+            return
         await asyncio.to_thread(self._append, line + b"\n", self.rejected)
 
     def _append(self, line: bytes, path: Path | None = None) -> None:
@@ -65,8 +100,9 @@ class Journal:
                 # New appends go to a fresh file while this one is replayed.
                 self.path.rename(self.replaying)
         done = 0
-        raw = await asyncio.to_thread(self.replaying.read_bytes)
-        for number, line in enumerate(raw.splitlines(), 1):
+        number = 0
+        async for line in _lines(self.replaying):
+            number += 1
             try:
                 entry = orjson.loads(line)
             except orjson.JSONDecodeError:
@@ -78,3 +114,18 @@ class Journal:
             done += 1
         self.replaying.unlink()
         return done
+
+
+async def _lines(path: Path) -> AsyncIterator[bytes]:
+    """The file's lines, read ``CHUNK_BYTES`` at a time (memory stays about one chunk plus the
+    longest line, whatever the file's size)."""
+    with path.open("rb") as f:
+        rest = b""
+        while chunk := await asyncio.to_thread(f.read, CHUNK_BYTES):
+            lines = (rest + chunk).split(b"\n")
+            rest = lines.pop()
+            for line in lines:
+                if line:
+                    yield line
+        if rest:
+            yield rest

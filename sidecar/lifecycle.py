@@ -18,6 +18,7 @@ DRAIN_POLL_S = 0.05
 
 @dataclass(slots=True)
 class Lifecycle:
+    started: bool = False  # routes added, gazetteer loaded: requests can be served
     shutting_down: bool = False
     in_flight: int = 0  # requests being handled, counted by ``track``
     shutdown_deadline: float | None = None  # monotonic time by which everything must be done

@@ -109,7 +109,12 @@ class Metrics:
         )
         self.outbox_lag = Gauge(
             "sidecar_outbox_lag",
-            "Turns waiting in the outbox for PostgreSQL (last seen).",
+            "Turns waiting in the outbox for PostgreSQL (last measured).",
+            registry=r,
+        )
+        self.outbox_lag_unknown = Gauge(
+            "sidecar_outbox_lag_unknown",
+            "1 when the last measurement of the outbox lag failed (sidecar_outbox_lag is stale).",
             registry=r,
         )
 

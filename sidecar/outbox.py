@@ -1,27 +1,36 @@
 """The Redis side of the outbox: its partition streams read through one consumer group
 (new entries, this consumer's own pending ones, entries claimed from consumers gone idle),
-acknowledged once written, and dead-lettered when they cannot be."""
+acknowledged once written, and dead-lettered when they cannot be.
+
+On one Redis node every stream is read in one blocking ``XREADGROUP``; on a Redis Cluster each
+stream lives in its own slot, so each is read on its own (pipelined: one round trip per master)
+and an idle writer polls. Streams are found by ``SCAN`` as well as named by the partition count,
+so entries written under another count are drained, never orphaned."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import orjson
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ResponseError
 
 from .config import WriterConfig
 from .metrics import Metrics
 from .store.batch import OutboxEvent
+from .store.client import RedisClient
 from .store.keys import KeySpace
 from .store.redis import as_str
 
 log = logging.getLogger(__name__)
 
 GROUP = "pg-writer"
+DISCOVER_EVERY_S = 30.0  # how often the writer looks for outbox streams it does not know
+IDLE_POLL_S = 0.05  # cluster: how long an idle writer waits before polling the streams again
 
 T = TypeVar("T")
 
@@ -29,12 +38,15 @@ T = TypeVar("T")
 def decode_entry(stream: str, entry_id: str, fields: dict[Any, Any]) -> OutboxEvent:
     f = {as_str(k): v for k, v in fields.items()}
     kind = as_str(f.get("kind", b"turn"))
+    data = orjson.loads(f["data"])
+    if "asked" in f:  # when the turn was asked, Redis's clock (what tombstones compare with)
+        data["asked_ms"] = int(f["asked"])
     return OutboxEvent(
         stream=stream,
         entry_id=entry_id,
         kind="session" if kind == "session" else "turn",
         seq=int(f.get("seq", 0)),
-        data=orjson.loads(f["data"]),
+        data=data,
     )
 
 
@@ -43,22 +55,44 @@ class Outbox:
 
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         keys: KeySpace,
         cfg: WriterConfig,
         metrics: Metrics,
         consumer: str,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.cfg = cfg
         self.metrics = metrics
         self.consumer = consumer
+        self.sleep = sleep  # the writer's: returns early when it stops
+        # A cluster serves each stream from its own slot: no multi-stream read there.
+        self.cluster = isinstance(redis, RedisCluster)
+        # Its own partitions' streams, and any other found in Redis (another partition count).
         self.streams = keys.outboxes()
+        self.discovered_at = 0.0
         self._last_claim = 0.0
 
-    async def ensure_groups(self) -> None:
-        for stream in self.streams:
+    async def discover(self) -> None:
+        """Read every outbox stream there is, not only this partition count's: entries written
+        under another count (before a change of ``redis.partitions``, or by replicas not yet
+        restarted with it) are drained as well, never orphaned."""
+        found = set(self.keys.outboxes())
+        async for key in self.redis.scan_iter(
+            match=self.keys.outbox_pattern(), count=1000, _type="stream"
+        ):
+            found.add(as_str(key))
+        new = sorted(found - set(self.streams))
+        self.streams = [*self.streams, *new]
+        self.discovered_at = time.monotonic()
+        if new:
+            log.info("outbox: reading %d more streams: %s", len(new), ", ".join(new[:5]))
+            await self.ensure_groups(new)
+
+    async def ensure_groups(self, streams: list[str] | None = None) -> None:
+        for stream in self.streams if streams is None else streams:
             await self._grouped(self.redis.xgroup_create(stream, GROUP, id="0", mkstream=True))
 
     async def _grouped(self, command: Awaitable[T]) -> T | None:
@@ -78,6 +112,8 @@ class Outbox:
 
     async def read(self, *, block: bool, count: int, start: str = ">") -> list[OutboxEvent]:
         """New entries (``>``), or this consumer's own unacknowledged ones (``0``)."""
+        if self.cluster:
+            return await self._read_each(block=block, count=count, start=start)
         reply = await self._grouped(
             self.redis.xreadgroup(
                 GROUP,
@@ -89,11 +125,37 @@ class Outbox:
         )
         return await self._decode(reply)
 
+    async def _read_each(self, *, block: bool, count: int, start: str) -> list[OutboxEvent]:
+        """Cluster: one read per stream (each in its own slot), pipelined, so one round trip per
+        master; an idle writer polls every ``IDLE_POLL_S`` instead of blocking."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in self.streams:
+                pipe.xreadgroup(GROUP, self.consumer, {stream: start}, count=count)
+            replies = await pipe.execute(raise_on_error=False)
+        events: list[OutboxEvent] = []
+        missing = False
+        for reply in replies:
+            if isinstance(reply, ResponseError) and str(reply).startswith("NOGROUP"):
+                missing = True
+            elif isinstance(reply, BaseException):
+                raise reply
+            else:
+                events += await self._decode(reply)
+        if missing:
+            log.warning("outbox: group missing, recreating it")
+            await self.ensure_groups()
+        if not events and block:
+            await self.sleep(IDLE_POLL_S)
+        return events
+
     async def _decode(self, reply: Any) -> list[OutboxEvent]:
         events = []
         for stream, entries in reply or []:
             for eid, fields in entries:
-                if not fields:  # an entry deleted while pending shows up without fields
+                if not fields:
+                    # Deleted while pending (written and deleted by another consumer that had
+                    # claimed it): nothing to write, but it must leave this pending list.
+                    await self.redis.xack(as_str(stream), GROUP, as_str(eid))
                     continue
                 try:
                     events.append(decode_entry(as_str(stream), as_str(eid), fields))

@@ -13,12 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
+from dataclasses import dataclass
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -32,9 +29,11 @@ from tenacity import (
 from . import tracing
 from .config import WriterConfig
 from .errors import StoreError, StoreUnavailable
+from .lease import RENEW_EVERY_S, ConsumerLease, ConsumerNameInUse, consumer_name
 from .metrics import Metrics
-from .outbox import Outbox
+from .outbox import DISCOVER_EVERY_S, Outbox
 from .store.batch import OutboxEvent
+from .store.client import REDIS_ERRORS, RedisClient
 from .store.keys import KeySpace
 from .store.postgres import PostgresSessionStore
 from .tracing import Tracer
@@ -42,7 +41,9 @@ from .tracing import Tracer
 log = logging.getLogger(__name__)
 
 # Failures of either store: the writer backs off and tries again.
-STORE_ERRORS: tuple[type[BaseException], ...] = (RedisError, StoreError)
+STORE_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, StoreError)
+# What a failed measurement of the outbox's length may raise.
+LAG_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, TimeoutError)
 # How long a batch that is not full waits for company: as long as the recent rate of entries
 # takes to fill it, within these bounds. Under load the batches grow with the throughput
 # (each costs a PostgreSQL transaction and a few Redis calls, whatever its size); a lone
@@ -53,10 +54,21 @@ BACKLOG_BATCHES = 8
 LAG_EVERY_S = 1.0  # how often a busy writer measures the outbox length
 
 
+@dataclass(frozen=True, slots=True)
+class WriterHealth:
+    """What readiness and metrics show of the writer."""
+
+    lag: int | None  # turns waiting for PostgreSQL; None when it could not be measured
+    lag_error: str | None
+    failing: bool  # the last attempt to move turns failed (and is being retried)
+    error: str | None
+    failing_for_s: float | None
+
+
 class OutboxWriter:
     def __init__(
         self,
-        redis: aioredis.Redis,
+        redis: RedisClient,
         keys: KeySpace,
         pg: PostgresSessionStore,
         cfg: WriterConfig,
@@ -64,40 +76,90 @@ class OutboxWriter:
         *,
         migrate: bool,
         tracer: Tracer | None = None,
+        lease: ConsumerLease | None = None,
     ) -> None:
         self.pg = pg
         self.cfg = cfg
         self.metrics = metrics
         self.migrate = migrate
         self.tracer = tracer
-        self.outbox = Outbox(redis, keys, cfg, metrics, f"{socket.gethostname()}-{os.getpid()}")
+        self.lease = lease or ConsumerLease(redis, keys.prefix, consumer_name(cfg.consumer))
+        self.outbox = Outbox(redis, keys, cfg, metrics, self.lease.name, self._sleep)
+        # This consumer's own unacknowledged entries (a predecessor's under the same name, after
+        # a crash) are read before anything new.
+        self._own_pending = True
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._renewing: asyncio.Task[None] | None = None
         self._lag_measured = 0.0
         self._rate = 0.0  # entries per second lately (see ``_linger_s``)
         self._batch = cfg.batch_size  # the next read's size (see ``step``)
         self._stepped_at = time.monotonic()
         self.schema_ready = asyncio.Event()
-        self.lag = 0
+        self.lag: int | None = 0
+        self.lag_error: str | None = None
+        self.error: str | None = None
+        self._failing_since: float | None = None
+
+    # --- what it shows ----------------------------------------------------------------------
+
+    def health(self) -> WriterHealth:
+        since = self._failing_since
+        return WriterHealth(
+            lag=self.lag,
+            lag_error=self.lag_error,
+            failing=since is not None,
+            error=self.error,
+            failing_for_s=None if since is None else round(time.monotonic() - since, 3),
+        )
+
+    def _failed(self, e: BaseException) -> None:
+        self.error = f"{type(e).__name__}: {e}"
+        if self._failing_since is None:
+            self._failing_since = time.monotonic()
+
+    def _succeeded(self) -> None:
+        self.error = None
+        self._failing_since = None
 
     # --- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-writer")
+        self._renewing = asyncio.create_task(self._renew_lease(), name="consumer-lease")
 
     async def stop(self, timeout_s: float) -> None:
         """Stop taking new entries, finish what is in hand (bounded), then return."""
         self._stop.set()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
-        except TimeoutError:
-            log.warning(
-                "writer did not finish within %.1fs; unwritten turns stay in the outbox", timeout_s
-            )
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except TimeoutError:
+                log.warning(
+                    "writer did not finish within %.1fs; unwritten turns stay in the outbox",
+                    timeout_s,
+                )
+                self._task.cancel()
+                await asyncio.gather(self._task, return_exceptions=True)
+        if self._renewing is not None:
+            self._renewing.cancel()
+            await asyncio.gather(self._renewing, return_exceptions=True)
+        await self.lease.release()
+
+    async def _renew_lease(self) -> None:
+        """Keep the consumer name ours while we run; stop consuming the moment it is not."""
+        while True:
+            await asyncio.sleep(RENEW_EVERY_S)
+            if not self.lease.held:
+                continue
+            try:
+                if not await self.lease.renew():
+                    log.error(
+                        "writer: consumer name %s was taken by another process; not consuming",
+                        self.lease.name,
+                    )
+            except REDIS_ERRORS as e:
+                log.debug("writer: lease renewal failed: %s", e)
 
     def _stopping(self, _state: RetryCallState | None = None) -> bool:
         return self._stop.is_set()
@@ -117,12 +179,20 @@ class OutboxWriter:
                 retry_error_callback=lambda _state: None,
             ):
                 with attempt:
+                    if not self.lease.held:
+                        # ConsumerNameInUse when a live process has the name: retried (and
+                        # reported failing) until that process goes, never consumed under it.
+                        await self.lease.acquire()
+                        self._own_pending = True
                     if not self.schema_ready.is_set():
                         await self._prepare()
                     await self.step(block=True)
+                    self._succeeded()
         # On shutdown: what this consumer holds, then one more batch of what just arrived.
         # Bounded on purpose: other replicas keep committing, and whatever is left stays safe
         # in the outbox for them.
+        if not self.lease.held:
+            return
         try:
             held = await self.outbox.read(block=False, count=self.cfg.batch_size, start="0")
             if held:
@@ -136,7 +206,11 @@ class OutboxWriter:
     def _log_cycle_failure(self, state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait = state.upcoming_sleep
-        if isinstance(exc, STORE_ERRORS):
+        if exc is not None:
+            self._failed(exc)
+        if isinstance(exc, ConsumerNameInUse):
+            log.error("writer: %s; not consuming, retrying in %.1fs", exc, wait)
+        elif isinstance(exc, STORE_ERRORS):
             log.warning("writer: %s: %s; retrying in %.1fs", type(exc).__name__, exc, wait)
         else:
             # A bug must not silently end the only thing that moves turns to PostgreSQL:
@@ -153,11 +227,22 @@ class OutboxWriter:
             if applied:
                 log.info("migrations applied: %s", ", ".join(applied))
         await self.outbox.ensure_groups()
+        await self.outbox.discover()
         self.schema_ready.set()
 
     async def step(self, *, block: bool) -> int:
-        """Read one batch (claimed entries of dead consumers first) and write it. Returns its size."""
-        events = await self.outbox.claim_stale()
+        """Read one batch and write it; returns its size. This consumer's own pending entries
+        come first (a predecessor under the same name crashed holding them), then entries of
+        consumers idle for ``claim_idle_ms``, then new ones."""
+        events: list[OutboxEvent] = []
+        if self._own_pending:
+            events = await self.outbox.read(block=False, count=self.cfg.batch_size, start="0")
+            if events:
+                log.info("writer: resuming %d entries left pending under this name", len(events))
+            else:
+                self._own_pending = False
+        if not events:
+            events = await self.outbox.claim_stale()
         if not events:
             # A backlog (PostgreSQL was away, or a burst) is read in ever larger batches, up to
             # BACKLOG_BATCHES times the configured size: fewer transactions to catch up.
@@ -172,11 +257,15 @@ class OutboxWriter:
                 # Wait a moment so that one transaction carries many turns instead of one each.
                 await self._sleep(self._linger_s(len(events)))
                 events += await self.outbox.read(block=False, count=size - len(events))
-        if events:
-            await self.write(events)
+        # A cluster read takes up to a batch from each stream: written a batch at a time.
+        limit = self.cfg.batch_size * BACKLOG_BATCHES
+        for i in range(0, len(events), limit):
+            await self.write(events[i : i + limit])
         self._observe_rate(len(events))
         if not events or time.monotonic() - self._lag_measured >= LAG_EVERY_S:
             await self.measure_lag()
+        if time.monotonic() - self.outbox.discovered_at >= DISCOVER_EVERY_S:
+            await self.outbox.discover()
         return len(events)
 
     def _linger_s(self, have: int) -> float:
@@ -193,10 +282,18 @@ class OutboxWriter:
             self._rate += 0.3 * (written / elapsed - self._rate)
 
     async def measure_lag(self) -> None:
-        """Turns waiting for PostgreSQL (readiness and the outbox lag gauge)."""
-        self.lag = await self.outbox.length()
+        """Turns waiting for PostgreSQL (readiness and the outbox lag gauge). A failed
+        measurement leaves the lag unknown (None), never the last figure seen."""
         self._lag_measured = time.monotonic()
-        self.metrics.outbox_lag.set(self.lag)
+        try:
+            lag = await self.outbox.length()
+        except LAG_ERRORS as e:
+            self.lag, self.lag_error = None, f"{type(e).__name__}: {e}"
+            self.metrics.outbox_lag_unknown.set(1)
+            raise
+        self.lag, self.lag_error = lag, None
+        self.metrics.outbox_lag.set(lag)
+        self.metrics.outbox_lag_unknown.set(0)
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -212,6 +309,8 @@ class OutboxWriter:
     def _log_retry(self, state: RetryCallState) -> None:
         self.metrics.writer_retries.labels("postgres").inc()
         exc = state.outcome.exception() if state.outcome else None
+        if exc is not None:
+            self._failed(exc)
         log.warning(
             "writer: PostgreSQL write failed (%s), attempt %d; retrying",
             type(exc).__name__,

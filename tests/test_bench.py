@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import bench.__main__ as bench_all
-from bench import context_eval, context_speed, history_load, overhead, sidebyside
+from bench import context_eval, context_speed, history_load, overhead, restore_plan, sidebyside
 from bench.stack import Stores
 
 
@@ -112,6 +112,17 @@ def test_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
     assert report.drain_messages > 0
     assert report.rss_sessions >= sidebyside.QUICK.rss_sessions
     assert "x fwd" in capsys.readouterr().out
+
+
+def test_restore_plan(stores: Stores, capsys: pytest.CaptureFixture[str]) -> None:
+    report = restore_plan.main(
+        ["--rows", "30000", "--sessions", "300", "--runs", "5"], stores=stores
+    )
+    assert _finite_positive(report.ratio)
+    # The plan's shape (not its speed) is what the index decides: no sequential scan.
+    assert report.index_scans, report.plans
+    assert report.prune_rows > 0
+    assert "ratio to baseline" in capsys.readouterr().out
 
 
 def test_all_in_sequence_writes_the_report(stores: Stores, tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ import pytest
 from sidecar.config import Config
 from sidecar.devservices import free_port
 from sidecar.errors import StoreUnavailable
-from sidecar.store.redis import CircuitBreaker, RedisSessionStore, make_client
+from sidecar.store.client import make_client
+from sidecar.store.redis import CircuitBreaker, RedisSessionStore
 
 RESET_S = 30.0
 CALLERS = 10
@@ -32,7 +33,9 @@ def _store(url: str, clock: SteppedClock) -> RedisSessionStore:
     cfg = Config.from_mapping(
         {"upstream": {"url": "http://127.0.0.1:1"}, "redis": {"url": url}}
     ).redis
-    return RedisSessionStore(make_client(cfg), cfg, CircuitBreaker(3, RESET_S, clock))
+    return RedisSessionStore(
+        make_client(cfg, cluster=False), cfg, CircuitBreaker(3, RESET_S, clock)
+    )
 
 
 async def _outcomes(store: RedisSessionStore) -> list[str]:

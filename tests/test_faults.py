@@ -74,9 +74,12 @@ async def test_postgres_down_while_turns_are_sent_loses_nothing(
     lag = next(line for line in metrics.splitlines() if line.startswith("sidecar_outbox_lag "))
     assert float(lag.split()[1]) >= 150  # the turns wait in the outbox, safe in Redis
     async with http.get(f"{sc.url}/_sidecar/readyz") as r:
-        assert r.status == 503
-        problems = (await r.json())["problems"]
-    assert any(p.startswith("writer:") and "waiting for PostgreSQL" in p for p in problems)
+        # Reported, not a reason to leave the Service: turns are safe in Redis meanwhile.
+        assert r.status == 200
+        body = await r.json()
+    assert "postgres" in body["degraded"]
+    assert body["outbox_lag"] >= 150
+    assert any(p.startswith("writer:") and "waiting for PostgreSQL" in p for p in body["problems"])
 
     await postgres_server.start()
     await assert_stored_exactly_once(pg_dsn, upstream, 200)

@@ -1,4 +1,5 @@
-"""Readiness follows Redis, PostgreSQL and shutdown; liveness stays up."""
+"""Readiness follows shutdown and the stores named in readiness.require; store outages and a
+failing writer are reported in its body; liveness stays up."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-import pytest
 
 from sidecar.devservices import TemporaryPostgres, TemporaryRedis
 from tests.harness import FakeUpstream, RunningSidecar, SidecarProcess
@@ -49,35 +49,123 @@ async def test_ready_and_healthy_normally(
     sidecar = await start_sidecar()
     status, body = await readyz(http, sidecar.url)
     assert status == 200, body
+    assert body["status"] == "ready"
+    assert body["degraded"] == []
     assert body["problems"] == []
+    assert body["outbox_lag"] == 0
     async with http.get(sidecar.url + "/_sidecar/healthz") as resp:
         assert resp.status == 200
 
 
-@pytest.mark.parametrize(
-    ("store", "other"), [("redis", "postgres"), ("postgres", "redis")], ids=["redis", "postgres"]
-)
-async def test_readyz_follows_each_store(
-    store: str,
-    other: str,
+async def tasks_turn(http: aiohttp.ClientSession, base: str, sid: str) -> tuple[int, str | None]:
+    async with http.post(base + "/api/tasks", json={"query": "hello", "session_id": sid}) as r:
+        await r.read()
+        return r.status, r.headers.get("X-Sidecar-Degraded")
+
+
+async def test_store_outages_are_reported_not_503(
     start_sidecar: StartSidecar,
     http: aiohttp.ClientSession,
-    request: pytest.FixtureRequest,
+    redis_server: TemporaryRedis,
+    postgres_server: TemporaryPostgres,
 ) -> None:
-    server: TemporaryRedis | TemporaryPostgres = request.getfixturevalue(f"{store}_server")
-    sidecar = await start_sidecar()
+    """The sidecar serves through outages, so a shared store going down must not take every
+    pod out of its Service: readyz stays 200 and names what is degraded."""
+    sidecar = await start_sidecar(redis={"breaker_reset_s": 0.2})
     await wait_readyz(http, sidecar.url, 200)
-    await server.stop()
+    await postgres_server.stop()
+    try:
+        body = await wait_until(
+            lambda: readyz(http, sidecar.url),
+            lambda last: "postgres" in last[1]["degraded"],
+            what="readyz to name postgres",
+        )
+        assert body[0] == 200, body
+        assert body[1]["status"] == "ready"
+        assert (await tasks_turn(http, sidecar.url, "pg-down"))[0] == 200
+        await redis_server.stop()
+        try:
+            status, body2 = await wait_until(
+                lambda: readyz(http, sidecar.url),
+                lambda last: "redis" in last[1]["degraded"],
+                what="readyz to name redis",
+            )
+            assert status == 200, body2
+            assert {"redis", "postgres"} <= set(body2["degraded"])
+            # Redis is down: the lag cannot be measured, and the body says so.
+            assert body2["outbox_lag"] is None
+            assert body2["outbox_lag_error"]
+            status, degraded = await tasks_turn(http, sidecar.url, "both-down")
+            assert status == 200
+            assert "redis" in (degraded or "")
+            async with http.get(sidecar.url + "/_sidecar/metrics") as resp:
+                metrics = await resp.text()
+            assert "sidecar_outbox_lag_unknown 1.0" in metrics
+            async with http.get(sidecar.url + "/_sidecar/healthz") as resp:
+                assert resp.status == 200, "liveness must not follow a dependency"
+        finally:
+            await redis_server.start()
+    finally:
+        await postgres_server.start()
+    body3 = await wait_until(
+        lambda: readyz(http, sidecar.url),
+        lambda last: last[1]["degraded"] == [] and last[1]["outbox_lag"] is not None,
+        timeout_s=20,
+        what="readyz to clear",
+    )
+    assert body3[0] == 200
+    assert "outbox_lag_error" not in body3[1]
+
+
+async def test_required_store_outage_is_503(
+    start_sidecar: StartSidecar, http: aiohttp.ClientSession, postgres_server: TemporaryPostgres
+) -> None:
+    sidecar = await start_sidecar(readiness={"require": ["postgres"]})
+    await wait_readyz(http, sidecar.url, 200)
+    await postgres_server.stop()
     try:
         body = await wait_readyz(http, sidecar.url, 503)
-        assert any(p.startswith(store) for p in body["problems"]), body
-        assert not any(p.startswith(other) for p in body["problems"]), body
-        async with http.get(sidecar.url + "/_sidecar/healthz") as resp:
-            assert resp.status == 200, "liveness must not follow a dependency"
+        assert body["status"] == "not ready"
+        assert "postgres" in body["degraded"]
+        assert body["require"] == ["postgres"]
     finally:
-        await server.start()
+        await postgres_server.start()
     body = await wait_readyz(http, sidecar.url, 200)
-    assert body["problems"] == []
+    assert "postgres" not in body["degraded"]
+
+
+async def test_writer_failing_is_reported_in_readyz_and_metrics(
+    start_sidecar: StartSidecar,
+    http: aiohttp.ClientSession,
+    postgres_server: TemporaryPostgres,
+) -> None:
+    sidecar = await start_sidecar(writer={"ready_max_lag": 1})
+    await wait_readyz(http, sidecar.url, 200)
+    await postgres_server.stop()
+    try:
+        for i in range(3):
+            assert (await tasks_turn(http, sidecar.url, f"lagging-{i}"))[0] == 200
+        status, body = await wait_until(
+            lambda: readyz(http, sidecar.url),
+            lambda last: last[1]["writer"]["failing"] and last[1]["outbox_lag"] >= 3,
+            what="the writer to be reported failing",
+        )
+        assert status == 200
+        assert "writer" in body["degraded"]
+        assert body["writer"]["error"]
+        assert any("turns waiting for PostgreSQL" in p for p in body["problems"]), body
+        async with http.get(sidecar.url + "/_sidecar/metrics") as resp:
+            metrics = await resp.text()
+        assert "sidecar_writer_failing 1.0" in metrics
+    finally:
+        await postgres_server.start()
+    status, body = await wait_until(
+        lambda: readyz(http, sidecar.url),
+        lambda last: not last[1]["writer"]["failing"] and last[1]["outbox_lag"] == 0,
+        timeout_s=30,
+        what="the writer to recover",
+    )
+    assert "writer" not in body["degraded"]
 
 
 async def test_sigterm_drains_in_flight_requests_while_readyz_says_503(

@@ -88,12 +88,20 @@ def example_secret() -> Doc:
     return _one(BASE / "secret.example.yaml", "Secret")
 
 
+POD_NAME = "agent-7d9f8c6b5-x2k4q"
+
+
 def _container_env(container: Doc, secret: Doc) -> dict[str, str]:
-    """The container's environment, secret references resolved against the example Secret."""
+    """The container's environment, secret references resolved against the example Secret and
+    downward API references against an example pod."""
     env: dict[str, str] = {}
     for var in container.get("env", []):
         if "value" in var:
             env[var["name"]] = str(var["value"])
+            continue
+        if "fieldRef" in var["valueFrom"]:
+            assert var["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", var
+            env[var["name"]] = POD_NAME
             continue
         ref = var["valueFrom"]["secretKeyRef"]
         assert ref["name"] == secret["metadata"]["name"], f"{var['name']}: unknown Secret"
@@ -198,6 +206,8 @@ def test_configmap_holds_a_valid_config_for_this_pod(config: Config) -> None:
     assert config.upstream.url == "http://127.0.0.1:8000"
     assert config.postgres.migrate_on_start is True
     assert urlsplit(config.redis.url).hostname, "redis.url did not come from the Deployment's env"
+    # Stable across container restarts and unique per pod: the pod's own name.
+    assert config.writer.consumer == POD_NAME
 
 
 def test_secrets_reach_the_sidecar_from_the_secret(sidecar: Doc, example_secret: Doc) -> None:

@@ -15,7 +15,8 @@ from sidecar.app import REDIS_STORE
 from sidecar.config import Config
 from sidecar.context import estimate_tokens
 from sidecar.session.model import Message, SessionKey
-from sidecar.store.redis import CircuitBreaker, RedisSessionStore, make_client
+from sidecar.store.client import make_client
+from sidecar.store.redis import CircuitBreaker, RedisSessionStore
 from tests.harness import FakeUpstream
 from tests.harness.waiting import pg_fetch, pg_value, wait_for_rows
 from tests.turns import post_turn
@@ -352,7 +353,7 @@ async def test_history_load_does_not_grow_with_session_length(
 ) -> None:
     """A 5,000-message session costs Redis no more bytes to load than a 50-message one."""
     cfg = Config.from_mapping({**sidecar_config, "session": {"max_stored_messages": 10_000}})
-    client = make_client(cfg.redis)
+    client = make_client(cfg.redis, cluster=False)
     store = RedisSessionStore(client, cfg.redis, CircuitBreaker(3, 1.0))
     for sid, n in (("short", 50), ("long", 5000)):
         msgs = [

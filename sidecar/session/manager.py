@@ -3,8 +3,9 @@
 Load: L1 (versioned LRU) → Redis (one round trip; only the version when L1 is current) →
 PostgreSQL restore → a new session. Commit: one Redis round trip (a script) that also appends the
 turn to the outbox the writer drains into PostgreSQL. With Redis unavailable, history is read from
-PostgreSQL and the turn written straight there; the session is then marked so that its now stale
-Redis copy is dropped as soon as Redis answers again.
+PostgreSQL and the turn written straight there; the session is then marked stale in PostgreSQL (in
+the same transaction), and every replica drops such copies once Redis answers: at once when it
+sees Redis come back, and about once a second otherwise (``stale``, docs/consistency.md).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import orjson
 
 from ..config import SessionConfig
 from ..errors import SessionAbsent, StoreError, StoreRejected, StoreUnavailable
-from ..journal import Journal
+from ..journal import Journal, JournalFull
 from ..metrics import Metrics
 from ..profile.cache import Owner
 from ..profile.memory import ProfileMemory
@@ -28,6 +29,7 @@ from ..store.postgres import PostgresSessionStore
 from ..store.redis import Committed, RedisSessionStore
 from .cache import SessionCache
 from .model import SessionKey, SessionSnapshot, Turn, utc_now_iso
+from .stale import StaleCopies
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +63,12 @@ class SessionService:
         self.metrics = metrics
         self.cache = SessionCache(cfg.local_cache_size, cfg.local_cache_max_bytes)
         self.users = ProfileMemory(redis, pg, cfg)
-        # Sessions written to PostgreSQL while Redis was away: their Redis copy is stale.
-        self.stale_in_redis: set[SessionKey] = set()
+        # Redis copies known to be stale, this process's and every replica's.
+        self.stale = StaleCopies(redis, pg, self.cache, cfg.restore_timeout_s)
         self._tasks: set[asyncio.Task[None]] = set()
         self._late_reads: set[asyncio.Future[SessionSnapshot | None]] = set()
-        redis.breaker.on_close.append(self._redis_returned)
+        redis.breaker.on_close.append(self.stale.redis_returned)
+        redis.on_restart = self.stale.reconcile_now
 
     # --- load ----------------------------------------------------------------------------------
 
@@ -76,12 +79,15 @@ class SessionService:
         ``owner`` (tenant, user): the user's profile comes with it, in the same round trip."""
         cached = self.cache.get(key)
         try:
-            if key in self.stale_in_redis:
-                await self._drop_one_stale(key)
+            if key in self.stale.local:
+                await self.stale.drop_one(key)
             if owner is not None:
                 await self.users.drop_if_stale(owner)
             if new:
                 return await self._create(key, owner)
+            if self.stale.settling:
+                await self.stale.settle()
+            returns = self.stale.returns
             res = await self.redis.load(
                 key,
                 cached.version if cached else "",
@@ -89,6 +95,18 @@ class SessionService:
                 owner=owner,
                 known_profile=self.users.version(owner),
             )
+            if self.stale.returns != returns:
+                # Redis came back during this call (this call may be what found it back): what
+                # it holds may be stale until the reconciliation has run. Read again after it.
+                await self.stale.settle()
+                cached = self.cache.get(key)
+                res = await self.redis.load(
+                    key,
+                    cached.version if cached else "",
+                    self.cfg.history_limit,
+                    owner=owner,
+                    known_profile=self.users.version(owner),
+                )
             if res.state == "current" and cached is not None:
                 return Loaded(cached, profile=await self.users.resolve(owner, res.profile))
             if res.state == "fresh" and res.snapshot is not None:
@@ -123,11 +141,15 @@ class SessionService:
         if not task.cancelled():
             task.exception()  # retrieved, so asyncio does not report it as never retrieved
 
-    async def _create(self, key: SessionKey, owner: Owner | None = None) -> Loaded:
+    async def _create(
+        self, key: SessionKey, owner: Owner | None = None, *, known_empty: bool = True
+    ) -> Loaded:
+        """A new session. ``known_empty`` False: PostgreSQL could not be read, so the session
+        may have history there; its numbering then starts above any seq it can have."""
         now = utc_now_iso()
         await self.redis.seed(
             key,
-            last_seq=0,
+            last_seq=0 if known_empty else None,
             tokens_used=0,
             message_count=0,
             created_at=now,
@@ -153,7 +175,7 @@ class SessionService:
             )
             stored, degraded = None, "postgres"
         if stored is None:
-            created = await self._create(key, owner)
+            created = await self._create(key, owner, known_empty=degraded is None)
             return Loaded(created.snapshot, degraded, created.profile)
         else:
             await self.redis.seed(
@@ -251,20 +273,31 @@ class SessionService:
 
     async def _commit_degraded(self, turn: Turn) -> Recorded:
         self.cache.discard(turn.key)
-        self.stale_in_redis.add(turn.key)
+        self.stale.local.add(turn.key)
         if turn.profile_patch:
             self.users.mark_stale(turn.profile_owner)
         payload = orjson.loads(turn.outbox_payload())
+        # Redis's clock (as last measured), which deletion tombstones are compared with.
+        payload["asked_ms"] = self.redis.clock.to_redis_ms(
+            int(datetime.fromisoformat(turn.user.timestamp).timestamp() * 1000)
+        )
         try:
             await self.pg.record_turn(turn.key.tenant, turn.key.session_id, payload)
         except StoreError as e:
+            try:
+                await self.journal.append(turn.key.tenant, turn.key.session_id, payload)
+            except JournalFull as full:
+                # Reported to the client as unrecorded; the disk is never filled.
+                log.error(
+                    "turn of %s/%s not recorded: %s", turn.key.tenant, turn.key.session_id, full
+                )
+                raise
             log.warning(
                 "turn of %s/%s journaled locally: Redis and PostgreSQL unavailable: %s",
                 turn.key.tenant,
                 turn.key.session_id,
                 e,
             )
-            await self.journal.append(turn.key.tenant, turn.key.session_id, payload)
             self.metrics.turns_recorded.labels("journal").inc()
             return Recorded(True, "redis,postgres")
         self.metrics.turns_recorded.labels("postgres").inc()
@@ -295,13 +328,13 @@ class SessionService:
         try:
             count = await self.journal.replay(write)
         finally:
-            self.stale_in_redis |= touched
+            self.stale.local |= touched
             for key in touched:
                 self.cache.discard(key)
         if count:
             self.metrics.journal_replayed.inc(count)
             log.info("journal: %d turns replayed into PostgreSQL", count)
-            await self._drop_stale()
+            await self.stale.drop_local()
         return count
 
     async def _replay_loop(self, interval_s: float = 2.0) -> None:
@@ -319,6 +352,7 @@ class SessionService:
         task = asyncio.get_running_loop().create_task(self._replay_loop(), name="journal-replay")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self.stale.start()
 
     # --- admin -----------------------------------------------------------------------------------
 
@@ -333,50 +367,25 @@ class SessionService:
         return await self.pg.fetch_session(key, self.cfg.max_stored_messages)
 
     async def delete(self, key: SessionKey) -> None:
-        """Remove a session everywhere; PostgreSQL keeps a tombstone so late writes stay out."""
-        deleted_at = datetime.now(UTC)
-        await self.pg.delete(key, deleted_at)
+        """Remove a session everywhere; PostgreSQL keeps a tombstone so late writes stay out.
+        The deletion is stamped with Redis's clock, the one every replica compares turns by."""
+        at_ms = self.redis.clock.now_ms()
+        await self.pg.delete(key, datetime.fromtimestamp(at_ms / 1000, UTC))
         self.cache.discard(key)
         try:
-            await self.redis.erase(key, int(deleted_at.timestamp() * 1000))
+            await self.redis.erase(key, at_ms)
         except StoreUnavailable:
-            self.stale_in_redis.add(key)
+            # Every replica must learn it, not only this one: the sweep erases the copy later.
+            await self.pg.mark_stale(key, deleted_at_ms=at_ms)
 
     async def delete_user(self, owner: Owner) -> None:
         """Remove a user's profile and every session of the user, as ``delete`` does one."""
         for key in await self.users.erase(owner, datetime.now(UTC)):
             self.cache.discard(key)
-            self.stale_in_redis.discard(key)
-
-    # --- Redis coming back -----------------------------------------------------------------------
-
-    def _redis_returned(self) -> None:
-        log.info("Redis answers again")
-        if self.stale_in_redis and not any(t.get_name() == "drop-stale" for t in self._tasks):
-            task = asyncio.get_running_loop().create_task(self._drop_stale(), name="drop-stale")
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _drop_one_stale(self, key: SessionKey) -> None:
-        """Drop a session's stale Redis copy before serving it (it then restores from PostgreSQL).
-        Taken out of the set first, so a concurrent request never drops a copy restored since."""
-        self.stale_in_redis.discard(key)
-        self.cache.discard(key)
-        try:
-            await self.redis.delete(key)
-        except StoreUnavailable:
-            self.stale_in_redis.add(key)
-            raise
-
-    async def _drop_stale(self) -> None:
-        """Drop the Redis copies of every session written elsewhere meanwhile, one at a time."""
-        while self.stale_in_redis:
-            try:
-                await self._drop_one_stale(next(iter(self.stale_in_redis)))
-            except StoreUnavailable:
-                return
+            self.stale.local.discard(key)
 
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.stale.close()

@@ -9,10 +9,10 @@ import math
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-from . import profiles
+from . import profiles, seqs
 from .keys import user_scope
 from .schema import Conn
 
@@ -53,8 +53,8 @@ _INSERT_MESSAGES = """
 INSERT INTO messages (id, tenant, session_id, seq, role, content, tokens, turn_id, partial, created_at)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
                      $7::integer[], $8::uuid[], $9::boolean[], $10::timestamptz[])
-ON CONFLICT (id) DO NOTHING
-RETURNING tenant, session_id
+ON CONFLICT DO NOTHING
+RETURNING id
 """
 
 _INSERT_USAGE = """
@@ -147,8 +147,15 @@ async def write_events(conn: Conn, events: list[OutboxEvent]) -> None:
     inserted_msgs: dict[tuple[str, str], int] = defaultdict(int)
     new_turns: set[str] = set()
     if turns:
-        for r in await conn.fetch(_INSERT_MESSAGES, *msg_cols):
-            inserted_msgs[(r["tenant"], r["session_id"])] += 1
+        inserted = {str(r["id"]) for r in await conn.fetch(_INSERT_MESSAGES, *msg_cols)}
+        rows = list(zip(*msg_cols, strict=True))
+        left = [row for row in rows if str(row[0]) not in inserted]
+        if left:
+            # Not inserted: stored already (a batch written twice), or its seq is taken.
+            inserted |= await seqs.renumber_clashes(conn, left)
+        for row in rows:
+            if str(row[0]) in inserted:
+                inserted_msgs[(row[1], row[2])] += 1
         new_turns = {str(r["id"]) for r in await conn.fetch(_INSERT_USAGE, *use_cols)}
 
     # Per session: counters from what was inserted now, context patches applied in order.
@@ -223,10 +230,14 @@ async def _drop_deleted(conn: Conn, events: list[OutboxEvent]) -> list[OutboxEve
     kept = []
     for e in events:
         when = deleted.get((e.data["tenant"], e.data["session_id"]))
-        # A turn belongs to the moment it was asked (its user message's time): one asked before
-        # the deletion stays out even when its answer came after.
-        asked = e.data["messages"][0][3] if e.kind == "turn" else e.data["at"]
-        if when is None or _ts(asked) > when:
+        # A turn belongs to the moment it was asked: one asked before the deletion stays out even
+        # when its answer came after. Both times are Redis's clock (``asked_ms``); entries of
+        # older versions carry only their replica's time.
+        if "asked_ms" in e.data:
+            asked = datetime.fromtimestamp(e.data["asked_ms"] / 1000, UTC)
+        else:
+            asked = _ts(e.data["messages"][0][3] if e.kind == "turn" else e.data["at"])
+        if when is None or asked > when:
             kept.append(e)
         else:
             log.info(

@@ -4,7 +4,7 @@
 -- ARGV: 1 ttl (ms), 2 max stored messages, 3 now (ISO 8601), 4 user message, 5 assistant message
 --       (JSON arrays without their leading seq: '[...' + rest), 6 total tokens, 7 model,
 --       8 use idempotency ("1"/"0"), 9 idempotency ttl (ms), 10 outbox payload (JSON),
---       11 when the turn was asked (ms since the epoch), 12 number of profile facts P,
+--       11 when the turn was asked (ms since the epoch, Redis's clock), 12 number of profile facts P,
 --       then P fact, value (JSON) pairs, then the context patch as field, value pairs
 -- Returns {1, version, first seq}, {0, earlier result} for a repeated idempotency key,
 -- {-2} when the session (or its user) was deleted after the turn was asked (nothing is
@@ -55,7 +55,7 @@ end
 if #ARGV > facts_end + 1 then
   redis.call('HSET', KEYS[3], unpack(ARGV, facts_end + 1, #ARGV))
 end
-redis.call('XADD', KEYS[4], '*', 'kind', 'turn', 'seq', seq, 'data', ARGV[10])
+redis.call('XADD', KEYS[4], '*', 'kind', 'turn', 'seq', seq, 'asked', ARGV[11], 'data', ARGV[10])
 local full = redis.call('HGET', KEYS[1], 'epoch') .. ':' .. version
 if ARGV[8] == '1' then
   redis.call('SET', KEYS[5], full .. '|' .. seq, 'PX', ARGV[9])

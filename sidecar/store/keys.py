@@ -2,21 +2,50 @@
 
 All keys of one session share a hash tag with the outbox partition its turns go to, so every
 script touches a single slot and the same code runs on one Redis or on a Redis Cluster:
-``<prefix>:{<prefix>:<partition>}:s:<len(tenant)>:<tenant>:<session_id>:meta``.
+``<prefix>:{<tag>}:s:<len(tenant)>:<tenant>:<session_id>:meta``.
 The tenant is length-prefixed because both it and the session id may contain ``:``.
 
 A session that belongs to a user (its tenant is the user's scope ``<tenant>/<user>``) takes its
 user's hash tag instead, shared with the user's profile
 (``<prefix>:{<prefix>:<partition>}:u:<len(tenant)>:<tenant>:<user>:profile``): the load and commit
 scripts then read and write the profile in the same round trip as the session.
+
+A partition's tag is chosen so that the partitions' slots are spread evenly over the 16384 slots
+of a cluster (partition p gets a slot in the p-th of N equal ranges). A cluster's masters own
+ranges of slots, so sessions spread over them as evenly as the partitions do: with 64 partitions
+on 3 masters each holds 21 or 22 of them. (Tags named after the partition number alone landed
+anywhere: 8 partitions on 3 masters left one master with half of them.)
 """
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from dataclasses import dataclass
 
+from redis.crc import key_slot
+
 from ..session.model import SessionKey
+
+SLOTS = 16384
+
+
+def spread_tags(prefix: str, partitions: int) -> list[str]:
+    """One hash tag per partition, partition p's slot in the p-th of ``partitions`` equal slot
+    ranges. Deterministic: every replica with the same prefix and count finds the same tags."""
+    if not 0 < partitions <= SLOTS:
+        raise ValueError(f"partitions must be between 1 and {SLOTS}, got {partitions}")
+    tags: list[str | None] = [None] * partitions
+    missing = partitions
+    for salt in itertools.count():
+        tag = f"{prefix}:{salt}"
+        p = key_slot(tag.encode()) * partitions // SLOTS
+        if tags[p] is None:
+            tags[p] = tag
+            missing -= 1
+            if not missing:
+                return [t for t in tags if t is not None]
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +56,7 @@ class SessionKeys:
     outbox: str
     idempotency_prefix: str
     tombstone: str  # set when the session is deleted: turns asked before then are dropped
+    floor: str  # the highest seq of a dropped stale copy: a restored copy numbers after it
 
     def idempotency(self, key: str | None) -> str:
         return self.idempotency_prefix + (key or "")
@@ -47,6 +77,7 @@ class KeySpace:
     def __init__(self, prefix: str, partitions: int) -> None:
         self.prefix = prefix
         self.partitions = partitions
+        self._tags = spread_tags(prefix, partitions)
 
     def partition(self, key: SessionKey) -> int:
         if "/" in key.tenant:
@@ -58,13 +89,18 @@ class KeySpace:
         return zlib.crc32(scope.encode()) % self.partitions
 
     def tag(self, partition: int) -> str:
-        return f"{self.prefix}:{{{self.prefix}:{partition}}}"
+        return f"{self.prefix}:{{{self._tags[partition]}}}"
 
     def outbox(self, partition: int) -> str:
         return f"{self.tag(partition)}:outbox"
 
     def outboxes(self) -> list[str]:
         return [self.outbox(p) for p in range(self.partitions)]
+
+    def outbox_pattern(self) -> str:
+        """Matches the outbox stream of any partition count (and of the older tag naming), so
+        a writer finds entries left in streams that its own partition count does not name."""
+        return f"{self.prefix}:{{*}}:outbox"
 
     def dead_letters(self) -> str:
         return f"{self.prefix}:dead-letters"
@@ -92,6 +128,7 @@ class KeySpace:
             outbox=f"{tag}:outbox",
             idempotency_prefix=f"{base}:idem:",
             tombstone=f"{base}:deleted",
+            floor=f"{base}:floor",
         )
 
 

@@ -15,9 +15,10 @@ import orjson
 from ..config import PostgresConfig
 from ..errors import StoreError, StoreRejected, StoreUnavailable
 from ..session.model import Message, SessionKey, SessionSnapshot
-from . import profiles
+from . import profiles, seqs
 from .batch import OutboxEvent, write_events
 from .schema import migrate
+from .seqs import StaleSession
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class PostgresSessionStore:
             msgs = await conn.fetch(
                 "SELECT id, seq, role, content, tokens, created_at FROM ("
                 " SELECT * FROM messages WHERE tenant = $1 AND session_id = $2"
-                " ORDER BY seq DESC, created_at DESC LIMIT $3) last ORDER BY seq, created_at",
+                " ORDER BY seq DESC LIMIT $3) last ORDER BY seq",
                 key.tenant,
                 key.session_id,
                 limit,
@@ -178,6 +179,24 @@ class PostgresSessionStore:
             updated_at=_iso(row["updated_at"]),
         )
 
+    async def stale_sessions(self, limit: int) -> list[StaleSession]:
+        """Sessions whose Redis copy must go (oldest marks first)."""
+        with guarded("read of stale Redis copies"):
+            async with self.pool.acquire() as conn:
+                return await seqs.stale_sessions(conn, limit)
+
+    async def mark_stale(self, key: SessionKey, deleted_at_ms: int | None = None) -> None:
+        """Record that a session's Redis copy is stale (or, ``deleted_at_ms``, deleted)."""
+        with guarded(f"mark of session {key.session_id}"):
+            async with self.pool.acquire() as conn:
+                await seqs.mark_stale(conn, key, deleted_at_ms)
+
+    async def clear_stale(self, handled: list[StaleSession]) -> None:
+        if handled:
+            with guarded("clearing stale marks"):
+                async with self.pool.acquire() as conn:
+                    await seqs.clear_stale(conn, handled)
+
     async def delete(self, key: SessionKey, deleted_at: datetime) -> bool:
         """Delete every row of a session and leave a tombstone; True when it had rows."""
         with guarded(f"deletion of session {key.session_id}"):
@@ -185,7 +204,7 @@ class PostgresSessionStore:
 
     async def _delete(self, key: SessionKey, deleted_at: datetime) -> bool:
         async with self.pool.acquire() as conn, conn.transaction():
-            # The sidecar's clock, the one that stamps turns, not the database's.
+            # Redis's clock (the caller's reading of it), the one turns are compared by.
             await conn.execute(
                 "INSERT INTO deleted_sessions (tenant, session_id, deleted_at) VALUES ($1, $2, $3)"
                 " ON CONFLICT (tenant, session_id) DO UPDATE SET deleted_at = EXCLUDED.deleted_at",
@@ -230,11 +249,7 @@ class PostgresSessionStore:
 
     async def _record_turn(self, tenant: str, session_id: str, payload: dict[str, Any]) -> int:
         async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended(length($1) || ':' || $1 || $2, 0))",
-                tenant,
-                session_id,
-            )
+            await conn.execute(seqs.LOCK_SESSION, tenant, session_id)
             last = await conn.fetchval(
                 "SELECT coalesce(max(seq), 0) FROM messages WHERE tenant = $1 AND session_id = $2",
                 tenant,
@@ -242,4 +257,6 @@ class PostgresSessionStore:
             )
             seq = int(last) + 1
             await write_events(conn, [OutboxEvent("", "", "turn", seq, payload)])
+            # Redis's copy of this session (if any) now lacks this turn: every replica must know.
+            await conn.execute(seqs.MARK_STALE, [tenant], [session_id])
             return seq

@@ -5,23 +5,22 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Any, Literal
 
 import orjson
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..config import RedisConfig
 from ..errors import SessionAbsent, StoreUnavailable
 from ..session.model import Message, SessionKey, SessionSnapshot, Turn
+from .client import RedisClient
 from .keys import KeySpace, UserKeys
 
 log = logging.getLogger(__name__)
@@ -29,6 +28,9 @@ log = logging.getLogger(__name__)
 IDEMPOTENCY_TTL_MS = 24 * 3600 * 1000
 # Longer than any request or remembered task can take to come back with its answer.
 TOMBSTONE_TTL_MS = 2 * 24 * 3600 * 1000
+# How long a commit remembers its turn id, so that a commit resent on a fresh connection (the
+# reply was lost with the old one) is recorded once. Far longer than one retry takes.
+TURN_ONCE_TTL_MS = 60 * 1000
 
 
 def _epoch_ms(iso: str) -> int:
@@ -37,21 +39,6 @@ def _epoch_ms(iso: str) -> int:
 
 def _script(name: str) -> str:
     return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
-
-
-def make_client(cfg: RedisConfig, *, socket_timeout_s: float | None = -1.0) -> aioredis.Redis:
-    """A client whose every call is bounded by the socket timeouts and is tried once: the
-    circuit breaker, not per-call retries, decides what to do when Redis misbehaves.
-    (The writer passes its own bound: its blocking reads wait longer than a request may.)"""
-    return aioredis.Redis.from_url(
-        cfg.url,
-        socket_timeout=cfg.socket_timeout_s if socket_timeout_s == -1.0 else socket_timeout_s,
-        socket_connect_timeout=cfg.connect_timeout_s,
-        retry=Retry(NoBackoff(), 0),
-        retry_on_timeout=False,
-        health_check_interval=0,
-        max_connections=256,
-    )
 
 
 class CircuitBreaker:
@@ -110,6 +97,29 @@ class CircuitBreaker:
         self.probing = False
 
 
+class RedisClock:
+    """Redis's clock, as seen from this process: the one clock all replicas share.
+
+    Deletion tombstones are compared with the time a turn was asked; stamped by each replica's
+    own clock, two replicas' skew would decide whether a turn resurrects a deleted session. The
+    offset to Redis ``TIME`` is measured on every ``sync_clock`` (at start and about once a
+    second) and applied to local readings, so times are Redis's within half a round trip; while
+    Redis is away the last offset measured is used.
+    """
+
+    def __init__(self) -> None:
+        self.offset_ms = 0.0
+
+    def observe(self, redis_ms: float, sent_ms: float, received_ms: float) -> None:
+        self.offset_ms = redis_ms - (sent_ms + received_ms) / 2
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000 + self.offset_ms)
+
+    def to_redis_ms(self, local_ms: int) -> int:
+        return int(local_ms + self.offset_ms)
+
+
 @dataclass(frozen=True, slots=True)
 class ProfileLoaded:
     """A user's profile as the load script saw it; ``facts`` only when ``fresh``."""
@@ -162,23 +172,60 @@ def _pairs(flat: list[Any]) -> dict[str, bytes]:
 class RedisSessionStore:
     """Sessions in Redis. Every public call is one round trip (one script or one pipeline)."""
 
-    def __init__(self, client: aioredis.Redis, cfg: RedisConfig, breaker: CircuitBreaker) -> None:
+    def __init__(self, client: RedisClient, cfg: RedisConfig, breaker: CircuitBreaker) -> None:
         self.client = client
         self.cfg = cfg
         self.keys = KeySpace(cfg.key_prefix, cfg.partitions)
         self.breaker = breaker
         self.ttl_ms = cfg.session_ttl_s * 1000
+        self.clock = RedisClock()
+        # Called when Redis has lost its scripts: it restarted or failed over, and may hold
+        # copies that went stale meanwhile (set by the session service).
+        self.on_restart: Callable[[], Awaitable[None]] | None = None
         self._load = client.register_script(_script("load.lua"))
         self._commit = client.register_script(_script("commit.lua"))
         self._seed = client.register_script(_script("seed.lua"))
         self.seed_profile_script = client.register_script(_script("profile_seed.lua"))
+        self._drop = client.register_script(_script("drop.lua"))
+        self._erase = client.register_script(_script("erase.lua"))
+        self._scripts = (
+            self._load,
+            self._commit,
+            self._seed,
+            self.seed_profile_script,
+            self._drop,
+            self._erase,
+        )
 
     async def prepare(self) -> None:
         """Load the scripts so the first requests do not pay for it (NOSCRIPT is still handled)."""
-        for script in (self._load, self._commit, self._seed, self.seed_profile_script):
+        for script in self._scripts:
             script.sha = as_str(
                 await self._call(self.client.script_load(script.script), probe=True)
             )
+        await self.sync_clock()
+
+    async def sync_clock(self) -> None:
+        """Measure the offset of Redis's clock (``TIME``) to this process's."""
+        sent = time.time() * 1000
+        reply = await self._call(self.client.time(), probe=True)
+        if isinstance(reply, dict):  # a cluster client may answer per node
+            reply = next(iter(reply.values()))
+        seconds, micros = reply
+        self.clock.observe(seconds * 1000 + micros / 1000, sent, time.time() * 1000)
+
+    async def _eval(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a loaded script. NOSCRIPT means Redis lost its script cache (a restart or a
+        failover): copies it kept may be stale, so ``on_restart`` runs before anything else."""
+        try:
+            return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            log.info("Redis lost its scripts (restarted or failed over); reconciling")
+            for s in self._scripts:
+                s.sha = as_str(await self.client.script_load(s.script))
+            if self.on_restart is not None:
+                await self.on_restart()
+            return await self.client.evalsha(script.sha, len(keys), *keys, *args)
 
     async def _call(self, coro: Any, *, probe: bool = False) -> Any:
         """The one way to Redis: skipped while the breaker is open (``probe``: asked anyway),
@@ -188,14 +235,28 @@ class RedisSessionStore:
             raise StoreUnavailable("redis circuit open")
         try:
             result = await coro
-        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as e:
+        except (
+            RedisConnectionError,
+            RedisTimeoutError,
+            RedisClusterException,
+            OSError,
+            TimeoutError,
+        ) as e:
+            # RedisClusterException: no node reachable to learn the topology from, or a slot no
+            # master serves (SlotNotCoveredError): as absent as an unreachable single node.
             self.breaker.failure(timed_out=isinstance(e, (RedisTimeoutError, TimeoutError)))
             raise StoreUnavailable(f"redis unavailable: {e}") from e
         except RedisError as e:
             # Redis answered but refused (out of memory, read-only replica after a failover,
-            # MISCONF...): as unusable for this call as an absent Redis, but it answers fast,
-            # so the breaker is left as it was.
+            # MISCONF, a cluster that is down or still redirecting after the client's retries:
+            # ClusterDownError, MOVED/ASK, TRYAGAIN): as unusable for this call as an absent
+            # Redis, but it answers fast, so the breaker is left as it was.
             self.breaker.release()
+            if "MOVED" in str(e) and not isinstance(self.client, RedisCluster):
+                log.error(
+                    "Redis answered MOVED: redis.url names a Redis Cluster node; set"
+                    " redis.cluster: true (a single-node client cannot serve a cluster)"
+                )
             raise StoreUnavailable(f"redis refused: {e}") from e
         except BaseException:
             self.breaker.release()
@@ -223,7 +284,7 @@ class RedisSessionStore:
         if owner is not None:
             keys.append(self.keys.user(*owner).profile)
             args.append(known_profile)
-        res = await self._call(self._load(keys=keys, args=args))
+        res = await self._call(self._eval(self._load, keys, args))
         kind = int(res[0])
         if kind == 0:
             return Lookup("absent")
@@ -248,7 +309,7 @@ class RedisSessionStore:
         self,
         key: SessionKey,
         *,
-        last_seq: int,
+        last_seq: int | None,
         tokens_used: int,
         message_count: int,
         created_at: str,
@@ -257,7 +318,9 @@ class RedisSessionStore:
         messages: list[Message],
         announce: bool,
     ) -> bool:
-        """Create (``announce``: also tell the writer) or restore a session if still absent."""
+        """Create (``announce``: also tell the writer) or restore a session if still absent.
+        ``last_seq`` None: not known (PostgreSQL could not be read); numbering then starts from
+        Redis's clock, above any seq the session may already have."""
         k = self.keys.session(key)
         payload = orjson.dumps(
             {
@@ -270,7 +333,7 @@ class RedisSessionStore:
         args: list[Any] = [
             self.ttl_ms,
             secrets.token_hex(6),
-            last_seq,
+            "clock" if last_seq is None else last_seq,
             tokens_used,
             message_count,
             created_at,
@@ -283,13 +346,15 @@ class RedisSessionStore:
             args += [field_, orjson.dumps(value)]
         args += [m.encode() for m in messages]
         res = await self._call(
-            self._seed(keys=[k.meta, k.messages, k.context, k.outbox], args=args)
+            self._eval(self._seed, [k.meta, k.messages, k.context, k.outbox, k.floor], args)
         )
         return bool(int(res))
 
     async def commit(self, turn: Turn, max_stored: int) -> Committed:
         k = self.keys.session(turn.key)
         user, assistant = turn.user.encode_without_seq(), turn.assistant.encode_without_seq()
+        # Without the client's Idempotency-Key, the turn's own id guards against a resend.
+        once = turn.idempotency_key or f"turn:{turn.turn_id}"
         args: list[Any] = [
             self.ttl_ms,
             max_stored,
@@ -298,10 +363,11 @@ class RedisSessionStore:
             assistant,
             turn.usage.total_tokens,
             turn.usage.model,
-            "1" if turn.idempotency_key else "0",
-            IDEMPOTENCY_TTL_MS,
+            "1",
+            IDEMPOTENCY_TTL_MS if turn.idempotency_key else min(TURN_ONCE_TTL_MS, self.ttl_ms),
             turn.outbox_payload((user, assistant)),
-            _epoch_ms(turn.user.timestamp),
+            # When the turn was asked, on Redis's clock, like the deletion tombstones.
+            self.clock.to_redis_ms(_epoch_ms(turn.user.timestamp)),
             len(turn.profile_patch) if turn.profile_owner else 0,
         ]
         keys = [
@@ -309,7 +375,7 @@ class RedisSessionStore:
             k.messages,
             k.context,
             k.outbox,
-            k.idempotency(turn.idempotency_key),
+            k.idempotency(once),
             k.tombstone,
         ]
         if turn.profile_owner is not None:
@@ -319,7 +385,7 @@ class RedisSessionStore:
                 args += [fact, orjson.dumps(value)]
         for field_, value in turn.context_patch.items():
             args += [field_, orjson.dumps(value)]
-        res = await self._call(self._commit(keys=keys, args=args))
+        res = await self._call(self._eval(self._commit, keys, args))
         kind = int(res[0])
         if kind == -1:
             raise SessionAbsent(turn.key.session_id)
@@ -331,23 +397,26 @@ class RedisSessionStore:
             return Committed(False, version, int(seq))
         return Committed(True, as_str(res[1]), int(res[2]))
 
-    async def delete(self, key: SessionKey) -> None:
-        """Drop the Redis copy (it is restored from PostgreSQL on the next load)."""
+    async def delete(self, key: SessionKey, *, probe: bool = False) -> None:
+        """Drop a stale Redis copy (it is restored from PostgreSQL on the next load), keeping
+        its highest seq so that the restored copy never numbers a turn below it. ``probe``: even
+        while the breaker is half-open (reconciling, right after Redis answered again)."""
         k = self.keys.session(key)
-        await self._call(self.client.delete(k.meta, k.messages, k.context))
+        await self._call(
+            self._eval(self._drop, [k.meta, k.messages, k.context, k.floor], [self.ttl_ms]),
+            probe=probe,
+        )
 
-    async def erase(self, key: SessionKey, deleted_at_ms: int) -> None:
+    async def erase(
+        self, key: SessionKey, deleted_at_ms: int | None = None, *, probe: bool = False
+    ) -> int:
         """Delete the session for good: its keys go, and a tombstone makes any turn asked before
-        ``deleted_at_ms`` (a request still in flight, a task polled later) record nothing."""
+        the deletion (a request still in flight, a task polled later) record nothing. Returns
+        the deletion time, Redis's clock (``deleted_at_ms`` when given)."""
         k = self.keys.session(key)
-
-        async def run() -> None:
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.delete(k.meta, k.messages, k.context)
-                pipe.set(k.tombstone, deleted_at_ms, px=TOMBSTONE_TTL_MS)
-                await pipe.execute()
-
-        await self._call(run())
+        keys = [k.meta, k.messages, k.context, k.tombstone, k.floor]
+        args = [TOMBSTONE_TTL_MS, "" if deleted_at_ms is None else deleted_at_ms]
+        return int(await self._call(self._eval(self._erase, keys, args), probe=probe))
 
     # --- asynchronous tasks: what the turn of a submitted task needs, until its result is read ---
 
@@ -383,5 +452,4 @@ __all__ = [
     "RedisError",
     "RedisSessionStore",
     "as_str",
-    "make_client",
 ]

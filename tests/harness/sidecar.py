@@ -112,6 +112,10 @@ async def running_sidecar(
     from sidecar import app as sidecar_app
     from sidecar.config import Config
 
+    if isinstance(config, Mapping) and not config.get("writer", {}).get("consumer"):
+        # Every app in this process would otherwise be "<hostname>-<pid>": one name for several
+        # replicas, which the writer's lease refuses (as it should between real processes).
+        config = deep_merge(config, {"writer": {"consumer": f"in-process-{uuid.uuid4().hex[:8]}"}})
     cfg = Config.from_mapping(config) if isinstance(config, Mapping) else config
     port = int(getattr(getattr(cfg, "listen", None), "port", 0) or 0)
     app = sidecar_app.create_app(cfg)
