@@ -142,14 +142,21 @@ class OutboxWriter:
                 self._task.cancel()
                 await asyncio.gather(self._task, return_exceptions=True)
         if self._renewing is not None:
+            # The renewal loop ends by itself on the stop flag. Cancelling alone is not enough:
+            # a cancellation that lands inside a Redis call can come back as a timeout error,
+            # which the loop treats as a failed renewal and then sleeps on.
+            await asyncio.wait({self._renewing}, timeout=RENEW_EVERY_S + 1.0)
             self._renewing.cancel()
-            await asyncio.gather(self._renewing, return_exceptions=True)
+            await asyncio.wait({self._renewing}, timeout=1.0)
         await self.lease.release()
 
     async def _renew_lease(self) -> None:
         """Keep the consumer name ours while we run; stop consuming the moment it is not."""
-        while True:
-            await asyncio.sleep(RENEW_EVERY_S)
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), RENEW_EVERY_S)
+            if self._stop.is_set():
+                return
             if not self.lease.held:
                 continue
             try:

@@ -29,7 +29,7 @@ from ..store.postgres import PostgresSessionStore
 from ..store.redis import Committed, RedisSessionStore
 from .cache import SessionCache
 from .model import SessionKey, SessionSnapshot, Turn, utc_now_iso
-from .stale import StaleCopies
+from .stale import CLOSE_WITHIN_S, StaleCopies
 
 log = logging.getLogger(__name__)
 
@@ -387,5 +387,9 @@ class SessionService:
     async def close(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            # Bounded: a cancellation swallowed inside a store call must not hold up shutdown.
+            _, pending = await asyncio.wait(set(self._tasks), timeout=CLOSE_WITHIN_S)
+            if pending:
+                log.warning("journal replay still winding down at shutdown; left behind")
         await self.stale.close()
