@@ -96,7 +96,8 @@ def test_overhead(stores: Stores, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
-    report = sidebyside.main(["--quick"])
+    # The Python load client, as on a machine without wrk (``make bench`` prefers wrk).
+    report = sidebyside.main(["--quick", "--python-client"])
     for name in sidebyside.MODES:
         mode = report.modes[name]
         assert mode.errors == 0, name
