@@ -56,9 +56,27 @@ from sidecar.devservices import TemporaryPostgres, TemporaryRedis
 from sidecar.store.keys import KeySpace
 
 MODES = ("forwarder", "passthrough", "turn")
-# Commands only the outbox writer sends; everything else outside a script is the request path's.
+# Commands only background tasks send: the outbox writer's stream commands, its consumer-name
+# lease (SET NX, GET, PEXPIRE every few seconds), the discovery of outbox streams (SCAN) and the
+# clock sync with Redis's TIME (about once a second). Everything else outside a script is the
+# request path's, which sends scripts only (tests/test_session_memory.py counts those itself).
 WRITER_COMMANDS = frozenset(
-    {"xreadgroup", "xack", "xdel", "xlen", "xautoclaim", "xinfo", "xgroup", "multi", "exec"}
+    {
+        "xreadgroup",
+        "xack",
+        "xdel",
+        "xlen",
+        "xautoclaim",
+        "xinfo",
+        "xgroup",
+        "multi",
+        "exec",
+        "set",
+        "get",
+        "pexpire",
+        "scan",
+        "time",
+    }
 )
 SCRIPT_COMMANDS = frozenset({"evalsha", "eval", "fcall"})
 
