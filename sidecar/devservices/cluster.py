@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import redis.exceptions
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from .process import DevServiceError, free_port
+from .process import DevServiceError, Started, free_port
 from .redis import TemporaryRedis
 
 __all__ = ["CLUSTER_SLOTS", "TemporaryRedisCluster"]
@@ -32,7 +31,7 @@ def _parse_info(raw: Any) -> dict[str, str]:
     return {key.strip(): value.strip() for key, value in pairs}
 
 
-class TemporaryRedisCluster:
+class TemporaryRedisCluster(Started):
     """``masters`` (default 3) Redis masters forming one cluster on 127.0.0.1, no replicas.
 
     ``nodes`` are the ``TemporaryRedis`` servers (stop, kill or pause one to fault a shard;
@@ -170,19 +169,3 @@ class TemporaryRedisCluster:
     async def close(self) -> None:
         """Stop every node and remove their directories."""
         await asyncio.gather(*(node.close() for node in self.nodes))
-
-    async def __aenter__(self) -> Self:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

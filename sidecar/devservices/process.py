@@ -90,7 +90,34 @@ _STOPPED = {psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP, psutil.STATUS_ZOM
 _GONE = {psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD}
 
 
-class ChildServer:
+class Started:
+    """``async with``: ``start()`` on the way in (``close()`` if it fails half-way), ``close()``
+    on the way out."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class ChildServer(Started):
     """A server process on 127.0.0.1 with its port, data, socket and log in a temporary directory.
 
     Subclasses give the command line (``command()``) and the readiness check (``probe()``).
@@ -293,19 +320,3 @@ class ChildServer:
         if self._proc is not None and self._proc.returncode is None:
             _send(_tree(self._proc.pid), signal.SIGKILL)
         shutil.rmtree(self.dir, ignore_errors=True)
-
-    async def __aenter__(self) -> Self:
-        try:
-            await self.start()
-        except BaseException:
-            await self.close()
-            raise
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -242,17 +242,7 @@ class TurnRoute:
         answer_id = self.adapter.continuation_id(answer)
         if answer_id is None or not prepared.incoming.query:
             return
-        question = PendingTask(
-            tenant=prepared.key.tenant,
-            session_id=prepared.key.session_id,
-            query=prepared.incoming.query,
-            context_patch=prepared.context_patch,
-            idempotency_key=prepared.idempotency_key or f"continued:{answer_id}",
-            user_id=prepared.user_id,
-            poll_tenant=prepared.poll_tenant,
-            profile_owner=prepared.profile_owner,
-            profile_patch=prepared.profile_patch,
-        )
+        question = PendingTask.of(prepared, f"continued:{answer_id}")
         await self.recorder.shielded(self.continuations.remember(self.path, answer_id, question))
 
     def _finish_headers(self, headers: Any, prepared: Prepared, clock: Clock) -> None:

@@ -85,6 +85,22 @@ class PendingTask:
     profile_owner: tuple[str, str] | None = None
     profile_patch: dict[str, str] = field(default_factory=dict)
 
+    @classmethod
+    def of(cls, prepared: Prepared, fallback_key: str) -> PendingTask:
+        """What ``prepared``'s turn needs later; ``fallback_key`` records it once when the client
+        gave no ``Idempotency-Key`` of its own."""
+        return cls(
+            tenant=prepared.key.tenant,
+            session_id=prepared.key.session_id,
+            query=prepared.incoming.query,
+            context_patch=prepared.context_patch,
+            idempotency_key=prepared.idempotency_key or fallback_key,
+            user_id=prepared.user_id,
+            poll_tenant=prepared.poll_tenant,
+            profile_owner=prepared.profile_owner,
+            profile_patch=prepared.profile_patch,
+        )
+
     @property
     def key(self) -> SessionKey:
         return SessionKey(self.tenant, self.session_id)
@@ -207,19 +223,9 @@ class TaskPolls:
 
     async def remember(self, request: web.Request, task_id: str, prepared: Prepared) -> None:
         """Keep what the task's turn needs until the client reads its result."""
-        task = PendingTask(
-            tenant=prepared.key.tenant,
-            session_id=prepared.key.session_id,
-            query=prepared.incoming.query,
-            context_patch=prepared.context_patch,
-            # The client's key when it gave one (a resubmission is then one turn too), else
-            # one per task: however often the task is read, its turn is recorded once.
-            idempotency_key=prepared.idempotency_key or f"task:{task_id}",
-            user_id=prepared.user_id,
-            poll_tenant=prepared.poll_tenant,
-            profile_owner=prepared.profile_owner,
-            profile_patch=prepared.profile_patch,
-        )
+        # The client's key when it gave one (a resubmission is then one turn too), else one per
+        # task: however often the task is read, its turn is recorded once.
+        task = PendingTask.of(prepared, f"task:{task_id}")
         remembered = self.registry.remember(self.route, task_id, task)
         if not await self.recorder.shielded(remembered):
             prepared.degraded.append("unrecorded")
