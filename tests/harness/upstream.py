@@ -87,6 +87,7 @@ class RecordedRequest:
     body: bytes
     json: Any | None
     received_at: float
+    raw_path: str = ""  # the path as it came on the wire, before decoding
 
     @property
     def text(self) -> str:
@@ -288,6 +289,7 @@ class FakeUpstream:
             RecordedRequest(
                 method=request.method,
                 path=request.path,
+                raw_path=request.raw_path,
                 query_string=request.query_string,
                 headers=CIMultiDict(request.headers),
                 body=body,
