@@ -15,7 +15,13 @@ import redis.asyncio as aioredis
 
 from tests.harness import answer_text
 from tests.harness.shannon import SSE, TASKS, FakeShannon
-from tests.harness.waiting import pg_fetch, pg_value, session_messages, wait_until
+from tests.harness.waiting import (
+    pg_fetch,
+    pg_value,
+    session_messages,
+    wait_outbox_empty,
+    wait_until,
+)
 
 ROUTES = [{"path": TASKS, "adapter": "tasks", "preset": "shannon"}]
 
@@ -80,7 +86,9 @@ async def read_stream(http: aiohttp.ClientSession, url: str) -> list[tuple[str, 
     return events
 
 
-async def turns_of(pg_dsn: str, sid: str) -> int:
+async def turns_of(pg_dsn: str, sid: str, sidecar: Any) -> int:
+    """Messages of the session once everything recorded has reached PostgreSQL."""
+    await wait_outbox_empty(sidecar.config.redis.url, sidecar.config.redis.key_prefix)
     n = await pg_value(pg_dsn, "SELECT count(*) FROM messages WHERE session_id = $1", sid)
     return int(n)
 
@@ -100,7 +108,7 @@ async def assert_one_turn(pg_dsn: str, sid: str, q: str, sidecar: Any) -> None:
         lambda: pending_tasks(sidecar), lambda keys: keys == [], what="the recorded task forgotten"
     )
     # Later reads find nothing left to record.
-    assert await turns_of(pg_dsn, sid) == 2
+    assert await turns_of(pg_dsn, sid, sidecar) == 2
 
 
 async def test_turn_two_carries_history_in_context(
@@ -156,7 +164,7 @@ async def test_stream_submit_then_sse_records_one_turn(
     await assert_one_turn(pg_dsn, sid, q, sidecar)
     # A second read of the same stream records nothing more.
     await read_stream(http, sidecar.url + created["stream_url"])
-    assert await turns_of(pg_dsn, sid) == 2
+    assert await turns_of(pg_dsn, sid, sidecar) == 2
 
 
 async def test_submit_then_sse_only_through_the_redirect(
@@ -198,7 +206,7 @@ async def test_polls_and_sse_together_record_one_turn(
     await assert_one_turn(pg_dsn, sid, q, sidecar)
     await poll_until_done(http, sidecar.url, task["task_id"])
     await read_stream(http, stream_url)
-    assert await turns_of(pg_dsn, sid) == 2
+    assert await turns_of(pg_dsn, sid, sidecar) == 2
 
 
 async def test_recorded_at_completion_while_the_stream_stays_open(

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import asyncpg
+import redis.asyncio as aioredis
 
 T = TypeVar("T")
 
@@ -116,3 +117,18 @@ def token_counts(row: asyncpg.Record) -> dict[str, int]:
         "completion_tokens": row["completion_tokens"],
         "total_tokens": row["total_tokens"],
     }
+
+
+async def wait_outbox_empty(redis_url: str, prefix: str, timeout_s: float = 20.0) -> None:
+    """Until the writer has moved every outbox entry to PostgreSQL (it deletes what it wrote), so
+    a count taken afterwards also sees any turn that was recorded late or twice."""
+    client = aioredis.Redis.from_url(redis_url)
+
+    async def length() -> int:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*outbox*", _type="stream")]
+        return sum([await client.xlen(k) for k in keys])
+
+    try:
+        await wait_until(length, lambda n: n == 0, timeout_s=timeout_s, what="an empty outbox")
+    finally:
+        await client.aclose()
