@@ -11,6 +11,7 @@ from collections import Counter
 from typing import Any
 
 import aiohttp
+import asyncpg
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -675,3 +676,57 @@ async def test_sigterm_with_a_commit_in_flight_finishes_it_before_redis_closes(
         ("user", "asked before the shutdown"),
         ("assistant", "answered before the shutdown"),
     ]
+
+
+async def test_a_read_only_postgresql_is_waited_for_not_dead_lettered(
+    start_sidecar: Any,
+    http: aiohttp.ClientSession,
+    pg_dsn: str,
+    redis_url: str,
+    sidecar_config: dict[str, Any],
+) -> None:
+    """After a failover the old primary answers as a read-only replica (SQLSTATE 25006): the
+    writer waits for a writable server instead of setting acknowledged turns aside."""
+    sc = await start_sidecar()
+    await post_turn(http, sc.url, "hello", "ro")
+    await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2)
+    prefix = sidecar_config["redis"]["key_prefix"]
+
+    async def set_read_only(on: bool) -> None:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await conn.execute("SET default_transaction_read_only = off")
+            value = "on" if on else "off"
+            database = await conn.fetchval("SELECT current_database()")
+            await conn.execute(
+                f'ALTER DATABASE "{database}" SET default_transaction_read_only = {value}'
+            )
+            # The writer's pooled connections reconnect into the new setting.
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        finally:
+            await conn.close()
+
+    await set_read_only(True)
+    for i in range(5):
+        assert (await post_turn(http, sc.url, f"during {i}", "ro"))[0] == 200
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        # The writer meets the read-only server and retries; nothing may be set aside meanwhile.
+        async def writer_failing() -> float:
+            async with http.get(sc.url + "/_sidecar/metrics") as r:
+                for line in (await r.text()).splitlines():
+                    if line.startswith("sidecar_writer_failing "):
+                        return float(line.split()[1])
+            return 0.0
+
+        await wait_until(writer_failing, lambda n: n == 1.0, what="the writer failing, retrying")
+        assert await pg_value(pg_dsn, "SELECT count(*) FROM messages") == 2
+        assert await client.xrange(f"{prefix}:dead-letters") == []
+        await set_read_only(False)
+        await wait_for_rows(pg_dsn, "SELECT count(*) FROM messages", 2 * 6, timeout_s=30)
+        assert await client.xrange(f"{prefix}:dead-letters") == []
+    finally:
+        await client.aclose()

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 # connection exceptions, insufficient resources, operator intervention, system errors,
 # transaction rollbacks (serialization failures, deadlocks).
 TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57", "58", "40")
+# And single states of other classes that say the same: a server that became a read-only replica
+# in a failover (25006), a lock or object busy for now (55P03, 55006).
+TRANSIENT_SQLSTATES = frozenset({"25006", "55P03", "55006"})
 
 
 # What a lost or unreachable server looks like from asyncpg. InternalClientError is among
@@ -44,7 +47,7 @@ PG_ERRORS: tuple[type[BaseException], ...] = (asyncpg.PostgresError, *CONNECTION
 def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""
-        return state[:2] in TRANSIENT_SQLSTATE_CLASSES
+        return state[:2] in TRANSIENT_SQLSTATE_CLASSES or state in TRANSIENT_SQLSTATES
     return isinstance(exc, CONNECTION_ERRORS)
 
 
