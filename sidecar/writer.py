@@ -140,7 +140,8 @@ class OutboxWriter:
                     timeout_s,
                 )
                 self._task.cancel()
-                await asyncio.gather(self._task, return_exceptions=True)
+                # Bounded: cancelling a call to a frozen PostgreSQL can itself wait on it.
+                await asyncio.wait({self._task}, timeout=1.0)
         if self._renewing is not None:
             # The renewal loop ends by itself on the stop flag. Cancelling alone is not enough:
             # a cancellation that lands inside a Redis call can come back as a timeout error,

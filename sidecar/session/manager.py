@@ -347,6 +347,10 @@ class SessionService:
                 await self.replay_journal()
             except StoreError as e:
                 log.debug("journal replay postponed: %s", e)
+            except Exception:
+                # Not a store outage (a file error, an entry of an unknown shape): the loop must
+                # live on, or the journal's turns wait for a restart that meets the same line.
+                log.exception("journal replay failed; retrying")
 
     def start(self) -> None:
         task = asyncio.get_running_loop().create_task(self._replay_loop(), name="journal-replay")

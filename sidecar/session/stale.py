@@ -114,6 +114,8 @@ class StaleCopies:
     async def reconcile_now(self) -> None:
         """Drop the stale copies before serving from a Redis that just came back (restarted or
         failed over), bounded like a restore: a slow PostgreSQL delays it to the background."""
+        if asyncio.current_task() is self._reconciling:
+            return  # the reconciliation itself met the restart: it is already running
         self.returns += 1
         self._settling = self._start()
         await asyncio.wait({self._settling}, timeout=self.restore_timeout_s)

@@ -133,7 +133,8 @@ class Pruner:
     async def close(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            # Bounded: cancelling a call to a frozen PostgreSQL can itself wait on it.
+            await asyncio.wait({self._task}, timeout=1.0)
 
     async def _run(self) -> None:
         delay = min(60.0, self.every_s)
