@@ -231,7 +231,13 @@ class SessionService:
             except SessionAbsent:
                 # Expired or flushed between load and commit: restore, then commit once more.
                 await self._restore_or_create(turn.key)
-                committed = await self.redis.commit(turn, self.cfg.max_stored_messages)
+                try:
+                    committed = await self.redis.commit(turn, self.cfg.max_stored_messages)
+                except SessionAbsent:
+                    # Dropped again meanwhile (a reconciliation after Redis came back drops stale
+                    # copies): the client has its answer, so write the turn straight to
+                    # PostgreSQL, as while Redis is away, rather than lose it.
+                    return await self._commit_degraded(turn)
         except StoreUnavailable:
             return await self._commit_degraded(turn)
         if turn.profile_patch:
