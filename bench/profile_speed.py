@@ -27,8 +27,9 @@ from sidecar.profile.cache import ProfileCache
 from sidecar.profile.extract import ProfileExtractor
 from sidecar.profile.inject import with_profile
 from sidecar.session.model import SessionKey
+from sidecar.store.breaker import CircuitBreaker
 from sidecar.store.client import make_client
-from sidecar.store.redis import CircuitBreaker, RedisSessionStore
+from sidecar.store.redis import RedisSessionStore
 from sidecar.store.redis_users import RedisUserStore
 
 STATEMENTS = (

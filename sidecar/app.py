@@ -31,9 +31,10 @@ from .middleware import errors_middleware
 from .observe import SIDECAR_PREFIX, Observer
 from .proxy import Forwarder, make_client_session
 from .session.manager import SessionService
+from .store.breaker import CircuitBreaker
 from .store.client import REDIS_ERRORS, RedisClient, make_client, resolve_cluster
 from .store.postgres import PostgresSessionStore
-from .store.redis import CircuitBreaker, RedisSessionStore
+from .store.redis import RedisSessionStore
 from .store.retention import Pruner
 from .tracing import Tracer
 from .turns import TurnRecorder, TurnRoute

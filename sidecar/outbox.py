@@ -24,7 +24,7 @@ from .metrics import Metrics
 from .store.batch import OutboxEvent
 from .store.client import RedisClient
 from .store.keys import KeySpace
-from .store.redis import as_str
+from .store.replies import as_str
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,9 @@ import pytest
 from sidecar.config import Config
 from sidecar.devservices import free_port
 from sidecar.errors import StoreUnavailable
+from sidecar.store.breaker import CircuitBreaker
 from sidecar.store.client import make_client
-from sidecar.store.redis import CircuitBreaker, RedisSessionStore
+from sidecar.store.redis import RedisSessionStore
 
 RESET_S = 30.0
 CALLERS = 10

@@ -15,8 +15,9 @@ from sidecar.app import REDIS_STORE
 from sidecar.config import Config
 from sidecar.context import estimate_tokens
 from sidecar.session.model import Message, SessionKey
+from sidecar.store.breaker import CircuitBreaker
 from sidecar.store.client import make_client
-from sidecar.store.redis import CircuitBreaker, RedisSessionStore
+from sidecar.store.redis import RedisSessionStore
 from tests.harness import FakeUpstream
 from tests.harness.waiting import pg_fetch, pg_value, wait_for_rows
 from tests.turns import post_turn

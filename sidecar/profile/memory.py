@@ -13,8 +13,9 @@ from ..errors import StoreError, StoreUnavailable
 from ..session.model import SessionKey
 from ..store.keys import user_scope
 from ..store.postgres import PostgresSessionStore
-from ..store.redis import ProfileLoaded, RedisSessionStore
+from ..store.redis import RedisSessionStore
 from ..store.redis_users import RedisUserStore
+from ..store.replies import ProfileLoaded
 from .cache import Owner, ProfileCache
 from .model import UserRecord
 

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 from redis.asyncio.cluster import RedisCluster
@@ -20,8 +20,13 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..config import RedisConfig
 from ..errors import SessionAbsent, StoreUnavailable
 from ..session.model import Message, SessionKey, SessionSnapshot, Turn
+from .breaker import CircuitBreaker
 from .client import RedisClient
+from .clock import RedisClock
 from .keys import KeySpace, UserKeys
+from .replies import Lookup, as_str
+from .replies import pairs as _pairs
+from .replies import profile_reply as _profile_reply
 
 log = logging.getLogger(__name__)
 
@@ -41,132 +46,11 @@ def _script(name: str) -> str:
     return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
 
 
-class CircuitBreaker:
-    """Counts consecutive Redis failures; while open, callers skip Redis without waiting.
-
-    Closed: every call goes through. Open (after ``failures`` in a row, or one timeout): calls
-    are skipped for ``reset_s``. Half-open (after that): exactly one caller goes through as the
-    probe while the others keep skipping; its success closes the breaker, its failure opens it
-    for another ``reset_s``.
-    """
-
-    def __init__(
-        self, failures: int, reset_s: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self.threshold = failures
-        self.reset_s = reset_s
-        self.clock = clock
-        self.failures = 0
-        self.opened_at: float | None = None
-        self.probing = False
-        self.on_close: list[Callable[[], None]] = []
-
-    @property
-    def is_open(self) -> bool:
-        """Open or half-open: Redis is being skipped (all but one probe)."""
-        return self.opened_at is not None
-
-    def allow(self) -> bool:
-        """Whether this call may go to Redis; in the half-open state, True for one caller only."""
-        if self.opened_at is None:
-            return True
-        if self.probing or self.clock() - self.opened_at < self.reset_s:
-            return False
-        self.probing = True
-        return True
-
-    def success(self) -> bool:
-        """Record a success; returns True when this closed a breaker that had opened."""
-        was_open = self.opened_at is not None
-        self.failures = 0
-        self.opened_at = None
-        self.probing = False
-        return was_open
-
-    def failure(self, *, timed_out: bool = False) -> None:
-        """A timeout opens the breaker at once: a hung Redis must cost a request one timeout,
-        not one per call. A failed probe opens it again for a full ``reset_s``."""
-        self.failures += 1
-        if timed_out or self.failures >= self.threshold or self.opened_at is not None:
-            self.opened_at = self.clock()
-        self.probing = False
-
-    def release(self) -> None:
-        """The probe ended without telling whether Redis is healthy (Redis refused the call,
-        or the caller was cancelled): the next caller probes instead."""
-        self.probing = False
-
-
-class RedisClock:
-    """Redis's clock, as seen from this process: the one clock all replicas share.
-
-    Deletion tombstones are compared with the time a turn was asked; stamped by each replica's
-    own clock, two replicas' skew would decide whether a turn resurrects a deleted session. The
-    offset to Redis ``TIME`` is measured on every ``sync_clock`` (at start and about once a
-    second) and applied to local readings, so times are Redis's within half a round trip; while
-    Redis is away the last offset measured is used.
-    """
-
-    def __init__(self) -> None:
-        self.offset_ms = 0.0
-
-    def observe(self, redis_ms: float, sent_ms: float, received_ms: float) -> None:
-        self.offset_ms = redis_ms - (sent_ms + received_ms) / 2
-
-    def now_ms(self) -> int:
-        return int(time.time() * 1000 + self.offset_ms)
-
-    def to_redis_ms(self, local_ms: int) -> int:
-        return int(local_ms + self.offset_ms)
-
-
-@dataclass(frozen=True, slots=True)
-class ProfileLoaded:
-    """A user's profile as the load script saw it; ``facts`` only when ``fresh``."""
-
-    state: Literal["absent", "current", "fresh"]
-    version: str = ""
-    facts: dict[str, str] | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Lookup:
-    """What one load round trip found: nothing, the caller's version still current, or a copy
-    (and, when asked, what it found of the user's profile)."""
-
-    state: Literal["absent", "current", "fresh"]
-    snapshot: SessionSnapshot | None = None
-    version: str = ""
-    profile: ProfileLoaded | None = None
-
-
-def _profile_reply(reply: list[Any]) -> ProfileLoaded | None:
-    if not reply:
-        return None
-    kind = int(reply[0])
-    if kind == 0:
-        return ProfileLoaded("absent")
-    if kind == 1:
-        return ProfileLoaded("current", as_str(reply[1]))
-    flat = _pairs(reply[2])
-    facts = {k[2:]: orjson.loads(v) for k, v in flat.items() if k.startswith("f:")}
-    return ProfileLoaded("fresh", as_str(reply[1]), facts)
-
-
 @dataclass(frozen=True, slots=True)
 class Committed:
     recorded: bool  # False: an earlier request with the same Idempotency-Key recorded it
     version: str
     first_seq: int
-
-
-def as_str(value: bytes | str) -> str:
-    """A Redis reply as text (replies are bytes; a client made with ``decode_responses`` gives str)."""
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _pairs(flat: list[Any]) -> dict[str, bytes]:
-    return {as_str(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
 
 
 class RedisSessionStore:
@@ -444,12 +328,4 @@ class RedisSessionStore:
         await self._call(self.client.ping(), probe=True)
 
 
-__all__ = [
-    "CircuitBreaker",
-    "Committed",
-    "Lookup",
-    "ProfileLoaded",
-    "RedisError",
-    "RedisSessionStore",
-    "as_str",
-]
+__all__ = ["Committed", "RedisError", "RedisSessionStore"]

@@ -9,7 +9,8 @@ from typing import Any
 import orjson
 
 from .keys import glob_escape
-from .redis import TOMBSTONE_TTL_MS, RedisSessionStore, as_str
+from .redis import TOMBSTONE_TTL_MS, RedisSessionStore
+from .replies import as_str
 
 
 class RedisUserStore:

@@ -1,0 +1,53 @@
+"""What Redis answers, read into the project's types: text from bytes, field/value pairs, and the
+load script's reply about a session and about its user's profile."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import orjson
+
+from ..session.model import SessionSnapshot
+
+
+def as_str(value: bytes | str) -> str:
+    """A Redis reply as text (replies are bytes; a client made with ``decode_responses`` gives str)."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def pairs(flat: list[Any]) -> dict[str, bytes]:
+    return {as_str(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileLoaded:
+    """A user's profile as the load script saw it; ``facts`` only when ``fresh``."""
+
+    state: Literal["absent", "current", "fresh"]
+    version: str = ""
+    facts: dict[str, str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What one load round trip found: nothing, the caller's version still current, or a copy
+    (and, when asked, what it found of the user's profile)."""
+
+    state: Literal["absent", "current", "fresh"]
+    snapshot: SessionSnapshot | None = None
+    version: str = ""
+    profile: ProfileLoaded | None = None
+
+
+def profile_reply(reply: list[Any]) -> ProfileLoaded | None:
+    if not reply:
+        return None
+    kind = int(reply[0])
+    if kind == 0:
+        return ProfileLoaded("absent")
+    if kind == 1:
+        return ProfileLoaded("current", as_str(reply[1]))
+    flat = pairs(reply[2])
+    facts = {k[2:]: orjson.loads(v) for k, v in flat.items() if k.startswith("f:")}
+    return ProfileLoaded("fresh", as_str(reply[1]), facts)
