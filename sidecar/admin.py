@@ -16,7 +16,7 @@ from aiohttp import web
 from .adapters.tasks import validate_session_id
 from .errors import BadRequest, NotFound, StoreError, StoreUnavailable, Unauthorized
 from .identity import Identity, is_identity_text
-from .session.manager import SessionService
+from .session.admin import SessionAdmin
 from .session.model import SessionKey
 
 
@@ -30,7 +30,7 @@ def _identity_param(value: str, name: str) -> str:
 
 
 class AdminSessions:
-    def __init__(self, token: str, sessions: SessionService) -> None:
+    def __init__(self, token: str, sessions: SessionAdmin) -> None:
         self.token = token
         self.sessions = sessions
 
@@ -90,7 +90,7 @@ class AdminSessions:
     async def get_user(self, request: web.Request) -> web.Response:
         owner = self._owner(request)
         try:
-            record = await self.sessions.users.inspect(owner)
+            record = await self.sessions.inspect_user(owner)
         except StoreError as e:
             raise StoreUnavailable("PostgreSQL is unavailable; try again") from e
         if record is None:

@@ -308,7 +308,7 @@ def _sidecar_endpoints(app: web.Application, router: web.UrlDispatcher, *, admin
     if not admin:
         return
     router.add_get("/_sidecar/metrics", health.metrics_view)
-    sessions = AdminSessions(app[CONFIG].admin.token, app[SESSIONS])
+    sessions = AdminSessions(app[CONFIG].admin.token, app[SESSIONS].admin)
     router.add_get("/_sidecar/sessions/{tenant}/{session_id}", sessions.get)
     router.add_delete("/_sidecar/sessions/{tenant}/{session_id}", sessions.delete)
     router.add_get("/_sidecar/users/{tenant}/{user_id}", sessions.get_user)

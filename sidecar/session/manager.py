@@ -14,22 +14,23 @@ import asyncio
 import dataclasses
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 import orjson
 
 from ..config import SessionConfig
-from ..errors import SessionAbsent, StoreError, StoreRejected, StoreUnavailable
+from ..errors import SessionAbsent, StoreError, StoreUnavailable
 from ..journal import Journal, JournalFull
 from ..metrics import Metrics
 from ..profile.cache import Owner
 from ..profile.memory import ProfileMemory
 from ..store.postgres import PostgresSessionStore
 from ..store.redis import Committed, RedisSessionStore
+from .admin import SessionAdmin
 from .cache import SessionCache
 from .model import SessionKey, SessionSnapshot, Turn, utc_now_iso
-from .stale import CLOSE_WITHIN_S, StaleCopies
+from .replay import JournalReplay
+from .stale import StaleCopies
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,9 @@ class SessionService:
         self.users = ProfileMemory(redis, pg, cfg)
         # Redis copies known to be stale, this process's and every replica's.
         self.stale = StaleCopies(redis, pg, self.cache, cfg.restore_timeout_s)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.replay = JournalReplay(journal, pg, self.cache, self.stale, metrics)
+        # Reading and removing stored sessions and users, for the admin API.
+        self.admin = SessionAdmin(redis, pg, cfg, self.cache, self.stale, self.users)
         self._late_reads: set[asyncio.Future[SessionSnapshot | None]] = set()
         redis.breaker.on_close.append(self.stale.redis_returned)
         redis.on_restart = self.stale.reconcile_now
@@ -309,97 +312,12 @@ class SessionService:
         self.metrics.turns_recorded.labels("postgres").inc()
         return Recorded(True, "redis")
 
-    # --- the local journal ---------------------------------------------------------------------
-
-    async def replay_journal(self) -> int:
-        """Write journaled turns to PostgreSQL; their sessions' Redis copies are then stale."""
-        touched: set[SessionKey] = set()
-
-        async def write(tenant: str, session_id: str, payload: dict[str, Any]) -> None:
-            try:
-                await self.pg.record_turn(tenant, session_id, payload)
-            except StoreRejected as e:
-                # This turn will never fit; keep it aside rather than block the others.
-                log.error(
-                    "journal: turn of %s/%s rejected by PostgreSQL (%s); kept in %s",
-                    tenant,
-                    session_id,
-                    e,
-                    self.journal.rejected,
-                )
-                await self.journal.reject(tenant, session_id, payload, str(e))
-                return
-            touched.add(SessionKey(tenant, session_id))
-
-        try:
-            count = await self.journal.replay(write)
-        finally:
-            self.stale.local |= touched
-            for key in touched:
-                self.cache.discard(key)
-        if count:
-            self.metrics.journal_replayed.inc(count)
-            log.info("journal: %d turns replayed into PostgreSQL", count)
-            await self.stale.drop_local()
-        return count
-
-    async def _replay_loop(self, interval_s: float = 2.0) -> None:
-        """Replay the journal whenever it holds turns and PostgreSQL answers."""
-        while True:
-            await asyncio.sleep(interval_s)
-            if not self.journal.pending():
-                continue
-            try:
-                await self.replay_journal()
-            except StoreError as e:
-                log.debug("journal replay postponed: %s", e)
-            except Exception:
-                # Not a store outage (a file error, an entry of an unknown shape): the loop must
-                # live on, or the journal's turns wait for a restart that meets the same line.
-                log.exception("journal replay failed; retrying")
+    # --- background work and shutdown ---------------------------------------------------------
 
     def start(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._replay_loop(), name="journal-replay")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.replay.start()
         self.stale.start()
 
-    # --- admin -----------------------------------------------------------------------------------
-
-    async def inspect(self, key: SessionKey) -> SessionSnapshot | None:
-        """The whole stored session (up to ``max_stored_messages``), without creating it."""
-        try:
-            res = await self.redis.load(key, "", self.cfg.max_stored_messages)
-            if res.snapshot is not None:
-                return res.snapshot
-        except StoreUnavailable:
-            pass
-        return await self.pg.fetch_session(key, self.cfg.max_stored_messages)
-
-    async def delete(self, key: SessionKey) -> None:
-        """Remove a session everywhere; PostgreSQL keeps a tombstone so late writes stay out.
-        The deletion is stamped with Redis's clock, the one every replica compares turns by."""
-        at_ms = self.redis.clock.now_ms()
-        await self.pg.delete(key, datetime.fromtimestamp(at_ms / 1000, UTC))
-        self.cache.discard(key)
-        try:
-            await self.redis.erase(key, at_ms)
-        except StoreUnavailable:
-            # Every replica must learn it, not only this one: the sweep erases the copy later.
-            await self.pg.mark_stale(key, deleted_at_ms=at_ms)
-
-    async def delete_user(self, owner: Owner) -> None:
-        """Remove a user's profile and every session of the user, as ``delete`` does one."""
-        for key in await self.users.erase(owner, datetime.now(UTC)):
-            self.cache.discard(key)
-            self.stale.local.discard(key)
-
     async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            # Bounded: a cancellation swallowed inside a store call must not hold up shutdown.
-            _, pending = await asyncio.wait(set(self._tasks), timeout=CLOSE_WITHIN_S)
-            if pending:
-                log.warning("journal replay still winding down at shutdown; left behind")
+        await self.replay.close()
         await self.stale.close()
