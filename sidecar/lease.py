@@ -12,6 +12,7 @@ renewed after that, refuses to start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -84,6 +85,25 @@ class ConsumerLease:
         else:
             self.held = False
         return self.held
+
+    async def keep(self, stop: asyncio.Event) -> None:
+        """Renew the lease every ``RENEW_EVERY_S`` until ``stop`` is set; the moment the name is
+        found taken, ``held`` turns False and the writer stops consuming under it."""
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), RENEW_EVERY_S)
+            if stop.is_set():
+                return
+            if not self.held:
+                continue
+            try:
+                if not await self.renew():
+                    log.error(
+                        "writer: consumer name %s was taken by another process; not consuming",
+                        self.name,
+                    )
+            except REDIS_ERRORS as e:
+                log.debug("writer: lease renewal failed: %s", e)
 
     async def release(self) -> None:
         """Give the name back (a clean shutdown), so a successor need not wait."""

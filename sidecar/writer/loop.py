@@ -14,34 +14,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
 
-from tenacity import (
-    AsyncRetrying,
-    RetryCallState,
-    retry_if_exception_type,
-    retry_if_not_exception_type,
-    stop_after_attempt,
-    wait_exponential_jitter,
-    wait_none,
-)
+from .. import tracing
+from ..config import WriterConfig
+from ..errors import StoreUnavailable
+from ..lease import RENEW_EVERY_S, ConsumerLease, consumer_name
+from ..metrics import Metrics
+from ..outbox import DISCOVER_EVERY_S, Outbox
+from ..store.batch import OutboxEvent
+from ..store.client import REDIS_ERRORS, RedisClient
+from ..store.keys import KeySpace
+from ..store.postgres import PostgresSessionStore
+from ..tracing import Tracer
+from .retries import STORE_ERRORS, WriterRetries
+from .status import WriterHealth, WriterStatus
 
-from . import tracing
-from .config import WriterConfig
-from .errors import StoreError, StoreUnavailable
-from .lease import RENEW_EVERY_S, ConsumerLease, ConsumerNameInUse, consumer_name
-from .metrics import Metrics
-from .outbox import DISCOVER_EVERY_S, Outbox
-from .store.batch import OutboxEvent
-from .store.client import REDIS_ERRORS, RedisClient
-from .store.keys import KeySpace
-from .store.postgres import PostgresSessionStore
-from .tracing import Tracer
+log = logging.getLogger(__package__)  # one logger for the whole writer
 
-log = logging.getLogger(__name__)
-
-# Failures of either store: the writer backs off and tries again.
-STORE_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, StoreError)
 # What a failed measurement of the outbox's length may raise.
 LAG_ERRORS: tuple[type[BaseException], ...] = (*REDIS_ERRORS, TimeoutError)
 # How long a batch that is not full waits for company: as long as the recent rate of entries
@@ -52,17 +41,6 @@ MIN_LINGER_S = 0.02
 MAX_LINGER_S = 0.1
 BACKLOG_BATCHES = 8
 LAG_EVERY_S = 1.0  # how often a busy writer measures the outbox length
-
-
-@dataclass(frozen=True, slots=True)
-class WriterHealth:
-    """What readiness and metrics show of the writer."""
-
-    lag: int | None  # turns waiting for PostgreSQL; None when it could not be measured
-    lag_error: str | None
-    failing: bool  # the last attempt to move turns failed (and is being retried)
-    error: str | None
-    failing_for_s: float | None
 
 
 class OutboxWriter:
@@ -96,37 +74,21 @@ class OutboxWriter:
         self._batch = cfg.batch_size  # the next read's size (see ``step``)
         self._stepped_at = time.monotonic()
         self.schema_ready = asyncio.Event()
-        self.lag: int | None = 0
-        self.lag_error: str | None = None
-        self.error: str | None = None
-        self._failing_since: float | None = None
+        self.status = WriterStatus()
+        self.retries = WriterRetries(
+            self._stop, self._sleep, self.status, metrics, cfg.max_data_attempts
+        )
 
     # --- what it shows ----------------------------------------------------------------------
 
     def health(self) -> WriterHealth:
-        since = self._failing_since
-        return WriterHealth(
-            lag=self.lag,
-            lag_error=self.lag_error,
-            failing=since is not None,
-            error=self.error,
-            failing_for_s=None if since is None else round(time.monotonic() - since, 3),
-        )
-
-    def _failed(self, e: BaseException) -> None:
-        self.error = f"{type(e).__name__}: {e}"
-        if self._failing_since is None:
-            self._failing_since = time.monotonic()
-
-    def _succeeded(self) -> None:
-        self.error = None
-        self._failing_since = None
+        return self.status.health()
 
     # --- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="outbox-writer")
-        self._renewing = asyncio.create_task(self._renew_lease(), name="consumer-lease")
+        self._renewing = asyncio.create_task(self.lease.keep(self._stop), name="consumer-lease")
 
     async def stop(self, timeout_s: float) -> None:
         """Stop taking new entries, finish what is in hand (bounded), then return."""
@@ -151,41 +113,13 @@ class OutboxWriter:
             await asyncio.wait({self._renewing}, timeout=1.0)
         await self.lease.release()
 
-    async def _renew_lease(self) -> None:
-        """Keep the consumer name ours while we run; stop consuming the moment it is not."""
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), RENEW_EVERY_S)
-            if self._stop.is_set():
-                return
-            if not self.lease.held:
-                continue
-            try:
-                if not await self.lease.renew():
-                    log.error(
-                        "writer: consumer name %s was taken by another process; not consuming",
-                        self.lease.name,
-                    )
-            except REDIS_ERRORS as e:
-                log.debug("writer: lease renewal failed: %s", e)
-
-    def _stopping(self, _state: RetryCallState | None = None) -> bool:
-        return self._stop.is_set()
-
     # --- the loop ----------------------------------------------------------------------------
 
     async def _run(self) -> None:
         # Each failing cycle is retried with backoff until one succeeds (which resets the
         # backoff) or the writer is stopped.
         while not self._stop.is_set():
-            async for attempt in AsyncRetrying(
-                stop=self._stopping,
-                wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.1),
-                retry=retry_if_exception_type(Exception),
-                before_sleep=self._log_cycle_failure,
-                sleep=self._sleep,
-                retry_error_callback=lambda _state: None,
-            ):
+            async for attempt in self.retries.cycle():
                 with attempt:
                     if not self.lease.held:
                         # ConsumerNameInUse when a live process has the name: retried (and
@@ -195,7 +129,7 @@ class OutboxWriter:
                     if not self.schema_ready.is_set():
                         await self._prepare()
                     await self.step(block=True)
-                    self._succeeded()
+                    self.status.succeeded()
         # On shutdown: what this consumer holds, then one more batch of what just arrived.
         # Bounded on purpose: other replicas keep committing, and whatever is left stays safe
         # in the outbox for them.
@@ -210,20 +144,6 @@ class OutboxWriter:
                 await self.write(fresh)
         except STORE_ERRORS as e:
             log.warning("writer: final flush stopped: %s", e)
-
-    def _log_cycle_failure(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome else None
-        wait = state.upcoming_sleep
-        if exc is not None:
-            self._failed(exc)
-        if isinstance(exc, ConsumerNameInUse):
-            log.error("writer: %s; not consuming, retrying in %.1fs", exc, wait)
-        elif isinstance(exc, STORE_ERRORS):
-            log.warning("writer: %s: %s; retrying in %.1fs", type(exc).__name__, exc, wait)
-        else:
-            # A bug must not silently end the only thing that moves turns to PostgreSQL:
-            # the entries stay pending in Redis, so log loudly and keep going.
-            log.error("writer: unexpected error; retrying in %.1fs", wait, exc_info=exc)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -296,34 +216,14 @@ class OutboxWriter:
         try:
             lag = await self.outbox.length()
         except LAG_ERRORS as e:
-            self.lag, self.lag_error = None, f"{type(e).__name__}: {e}"
+            self.status.lag, self.status.lag_error = None, f"{type(e).__name__}: {e}"
             self.metrics.outbox_lag_unknown.set(1)
             raise
-        self.lag, self.lag_error = lag, None
+        self.status.lag, self.status.lag_error = lag, None
         self.metrics.outbox_lag.set(lag)
         self.metrics.outbox_lag_unknown.set(0)
 
     # --- writing -------------------------------------------------------------------------------
-
-    def _retrying(self) -> AsyncRetrying:
-        return AsyncRetrying(
-            stop=self._stopping,
-            wait=wait_exponential_jitter(multiplier=0.1, max=5.0, jitter=0.5),
-            retry=retry_if_exception_type(StoreUnavailable),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        self.metrics.writer_retries.labels("postgres").inc()
-        exc = state.outcome.exception() if state.outcome else None
-        if exc is not None:
-            self._failed(exc)
-        log.warning(
-            "writer: PostgreSQL write failed (%s), attempt %d; retrying",
-            type(exc).__name__,
-            state.attempt_number,
-        )
 
     async def write(self, events: list[OutboxEvent]) -> None:
         with tracing.span("writer.batch", self.tracer, events=len(events)):
@@ -331,7 +231,7 @@ class OutboxWriter:
 
     async def _write(self, events: list[OutboxEvent]) -> None:
         try:
-            async for attempt in self._retrying():
+            async for attempt in self.retries.outage():
                 with attempt:
                     await self.pg.write(events)
         except StoreUnavailable:
@@ -349,23 +249,12 @@ class OutboxWriter:
         self.metrics.writer_events.inc(len(events))
         await self.outbox.ack(events)
 
-    def _retrying_data_errors(self) -> AsyncRetrying:
-        """Whatever is not a passing outage is about the entry: a bounded number of attempts."""
-        return AsyncRetrying(
-            # Not cut short by a shutdown: the attempts follow each other at once, and stopping
-            # early would dead-letter an entry that was never given its chances.
-            stop=stop_after_attempt(self.cfg.max_data_attempts),
-            wait=wait_none(),
-            retry=retry_if_not_exception_type(StoreUnavailable),
-            reraise=True,
-        )
-
     async def _write_one_by_one(self, events: list[OutboxEvent]) -> None:
         for event in events:
             try:
-                async for data_attempt in self._retrying_data_errors():
+                async for data_attempt in self.retries.data_errors():
                     with data_attempt:
-                        async for attempt in self._retrying():
+                        async for attempt in self.retries.outage():
                             with attempt:
                                 await self.pg.write([event])
             except StoreUnavailable:
