@@ -34,9 +34,8 @@ def test_the_session_model_is_a_leaf() -> None:
 
 @pytest.mark.parametrize("module", modules())
 def test_asyncpg_stays_inside_the_stores(module: str) -> None:
-    # The throw-away servers, and the demo that shows their tables, are tooling around the
-    # sidecar rather than part of its request path.
-    if module.startswith(("store/", "devservices", "demo/")):
+    # The throw-away servers are tooling around the sidecar rather than part of its request path.
+    if module.startswith(("store/", "devservices")):
         return
     assert "asyncpg" not in imports(module)
 

@@ -9,12 +9,12 @@ import sys
 from typing import Any
 
 import aiohttp
-import asyncpg
 from aiohttp import web
 
 from ..app import create_app
 from ..config import Config
 from ..devservices import DevServiceError, TemporaryPostgres, TemporaryRedis, free_port
+from ..store.readback import count_messages, read_stored
 from .backend import DemoBackend
 
 CONVERSATION = ("今天天气怎么样", "巴黎", "那明天呢")
@@ -91,42 +91,24 @@ async def show_conversation(http: aiohttp.ClientSession, base: str, backend: Dem
 
 
 async def show_stored(http: aiohttp.ClientSession, base: str, pg_dsn: str, session_id: str) -> None:
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        # The writer drains the outbox off the request path; give it a moment.
-        for _ in range(100):
-            count = await conn.fetchval(
-                "SELECT count(*) FROM messages WHERE session_id = $1", session_id
-            )
-            if count == 2 * len(CONVERSATION):
-                break
-            await asyncio.sleep(0.1)
-        say("\n── stored in PostgreSQL ─────────────────────────────────")
-        row = await conn.fetchrow(
-            "SELECT tenant, tokens_used, message_count, context::text FROM sessions"
-            " WHERE session_id = $1",
-            session_id,
-        )
-        if row is None:
-            say("(no session row: the writer did not catch up)")
-            return
-        say(
-            f"sessions     tenant={row['tenant']} tokens_used={row['tokens_used']}"
-            f" message_count={row['message_count']}"
-        )
-        say(f"             context={row['context']}")
-        for m in await conn.fetch(
-            "SELECT seq, role, content FROM messages WHERE session_id = $1 ORDER BY seq",
-            session_id,
-        ):
-            say(f"messages     #{m['seq']} {m['role']:>9}: {m['content']}")
-        usage = await conn.fetch(
-            "SELECT model, total_tokens FROM token_usage WHERE session_id = $1 ORDER BY created_at",
-            session_id,
-        )
-        say("token_usage  " + ", ".join(f"{u['model']}:{u['total_tokens']}" for u in usage))
-    finally:
-        await conn.close()
+    # The writer drains the outbox off the request path; give it a moment.
+    for _ in range(100):
+        if await count_messages(pg_dsn, session_id) == 2 * len(CONVERSATION):
+            break
+        await asyncio.sleep(0.1)
+    say("\n── stored in PostgreSQL ─────────────────────────────────")
+    stored = await read_stored(pg_dsn, session_id)
+    if stored is None:
+        say("(no session row: the writer did not catch up)")
+        return
+    say(
+        f"sessions     tenant={stored.tenant} tokens_used={stored.tokens_used}"
+        f" message_count={stored.message_count}"
+    )
+    say(f"             context={stored.context}")
+    for seq, role, content in stored.messages:
+        say(f"messages     #{seq} {role:>9}: {content}")
+    say("token_usage  " + ", ".join(f"{model}:{tokens}" for model, tokens in stored.usage))
 
 
 async def run_with_servers() -> None:
