@@ -5,6 +5,7 @@ no HTTP in the error hierarchy or in the turn's preparation)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,41 @@ def test_imports_flow_one_way() -> None:
 
     for module in graph:
         visit(module, [])
+
+
+def readme_rows() -> list[list[str]]:
+    """The names in the first column of each row of the README's module map, top row first."""
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    section = readme.split("\n## Architecture\n", 1)[1].split("\n## ", 1)[0]
+    return [
+        re.findall(r"`([^`]+)`", line.split("|")[1])
+        for line in section.splitlines()
+        if line.startswith("| `")
+    ]
+
+
+def readme_row(rows: list[list[str]], module: str) -> int | None:
+    """The row naming ``module``, by its most specific name (``session/model.py`` over ``session/``)."""
+    matches = [
+        (len(name), i)
+        for i, names in enumerate(rows)
+        for name in names
+        if module == name or (name.endswith("/") and module.startswith(name))
+    ]
+    return max(matches)[1] if matches else None
+
+
+def test_the_readme_module_map_matches_the_imports() -> None:
+    """Every module is in the map, and imports only from its own row or the rows below it."""
+    rows = readme_rows()
+    upward = []
+    for module in modules():
+        if module in ("__init__.py", "__main__.py"):
+            continue
+        row = readme_row(rows, module)
+        assert row is not None, f"{module} is missing from the README's module map"
+        for target in our_imports(module):
+            target_row = readme_row(rows, target)
+            if target_row is not None and target_row < row:
+                upward.append(f"{module} imports {target}, listed above it")
+    assert not upward, upward
