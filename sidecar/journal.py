@@ -29,7 +29,11 @@ Replayer = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
 CHUNK_BYTES = 1 << 20  # how much of the file a replay reads at a time
 
 
-class JournalFull(StoreUnavailable):
+class JournalUnwritable(StoreUnavailable):
+    """The journal could not take the turn (the disk refused the write): it is kept nowhere."""
+
+
+class JournalFull(JournalUnwritable):
     """The journal is at its bound: the turn cannot be kept anywhere."""
 
 
@@ -53,14 +57,18 @@ class Journal:
         return total
 
     async def append(self, tenant: str, session_id: str, payload: dict[str, Any]) -> None:
-        """Keep a turn; ``JournalFull`` when it would take the files past ``max_bytes``."""
+        """Keep a turn; ``JournalFull`` when it would take the files past ``max_bytes``,
+        ``JournalUnwritable`` when the disk refuses it (the file is left as it was)."""
         line = orjson.dumps({"tenant": tenant, "session_id": session_id, "turn": payload}) + b"\n"
         async with self._lock:
             if self.size() + len(line) > self.max_bytes:
                 raise JournalFull(
                     f"journal {self.path} is full ({self.max_bytes} bytes, writer.journal_max_bytes)"
                 )
-            await asyncio.to_thread(self._append, line)
+            try:
+                await asyncio.to_thread(self._append, line)
+            except OSError as e:
+                raise JournalUnwritable(f"journal {self.path} could not be written: {e}") from e
 
     async def reject(
         self, tenant: str, session_id: str, payload: dict[str, Any], error: str
@@ -81,12 +89,29 @@ class Journal:
         await asyncio.to_thread(self._append, line + b"\n", self.rejected)
 
     def _append(self, line: bytes, path: Path | None = None) -> None:
+        """Append one whole line, or nothing: a short or failed write (ENOSPC, EIO) is cut off
+        again, so the file holds only whole lines and the next turn never joins a torn one."""
         path = path or self.path
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        # Read-write: the last byte is read to find a torn line.
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line)
-            os.fsync(fd)
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                # A line torn by a crash mid-write (nothing could cut it off then): end it, so it
+                # stays one unreadable line that replay skips, apart from this one.
+                line = b"\n" + line
+            try:
+                view = memoryview(line)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            except OSError:
+                try:
+                    os.ftruncate(fd, size)
+                except OSError as e:
+                    log.error("journal: could not cut a failed write off %s: %s", path, e)
+                raise
         finally:
             os.close(fd)
 
@@ -101,8 +126,15 @@ class Journal:
                 self.path.rename(self.replaying)
         done = 0
         number = 0
-        async for line in _lines(self.replaying):
+        async for line, whole in _lines(self.replaying):
             number += 1
+            if not whole:
+                # The last line has no newline: its write never finished (a crash), so its
+                # turn was never reported kept. Skipped even if it happens to parse.
+                log.warning(
+                    "journal: skipping unfinished last line %d of %s", number, self.replaying
+                )
+                continue
             try:
                 entry = orjson.loads(line)
             except orjson.JSONDecodeError:
@@ -116,9 +148,10 @@ class Journal:
         return done
 
 
-async def _lines(path: Path) -> AsyncIterator[bytes]:
-    """The file's lines, read ``CHUNK_BYTES`` at a time (memory stays about one chunk plus the
-    longest line, whatever the file's size)."""
+async def _lines(path: Path) -> AsyncIterator[tuple[bytes, bool]]:
+    """The file's lines, each with whether it ended in a newline (only the last may not), read
+    ``CHUNK_BYTES`` at a time (memory stays about one chunk plus the longest line, whatever the
+    file's size)."""
     with path.open("rb") as f:
         rest = b""
         while chunk := await asyncio.to_thread(f.read, CHUNK_BYTES):
@@ -126,6 +159,6 @@ async def _lines(path: Path) -> AsyncIterator[bytes]:
             rest = lines.pop()
             for line in lines:
                 if line:
-                    yield line
+                    yield line, True
         if rest:
-            yield rest
+            yield rest, False

@@ -20,7 +20,7 @@ import orjson
 
 from ..config import SessionConfig
 from ..errors import SessionAbsent, StoreError, StoreUnavailable
-from ..journal import Journal, JournalFull
+from ..journal import Journal, JournalUnwritable
 from ..metrics import Metrics
 from ..profile.cache import Owner
 from ..profile.memory import ProfileMemory
@@ -295,10 +295,11 @@ class SessionService:
         except StoreError as e:
             try:
                 await self.journal.append(turn.key.tenant, turn.key.session_id, payload)
-            except JournalFull as full:
-                # Reported to the client as unrecorded; the disk is never filled.
+            except JournalUnwritable as refused:
+                # Reported to the client as unrecorded (the disk is never filled, a failed write
+                # is cut off again).
                 log.error(
-                    "turn of %s/%s not recorded: %s", turn.key.tenant, turn.key.session_id, full
+                    "turn of %s/%s not recorded: %s", turn.key.tenant, turn.key.session_id, refused
                 )
                 raise
             log.warning(
