@@ -57,8 +57,9 @@ from sidecar.store.keys import KeySpace
 
 MODES = ("forwarder", "passthrough", "turn")
 # Commands only background tasks send: the outbox writer's stream commands, its consumer-name
-# lease (SET NX, GET, PEXPIRE every few seconds), the discovery of outbox streams (SCAN) and the
-# clock sync with Redis's TIME (about once a second). Everything else outside a script is the
+# lease (SET NX to take it, a script on the lease key to renew or release it about once a second:
+# see ``_is_background``), the discovery of outbox streams (SCAN) and the clock sync with Redis's
+# TIME (about once a second). Everything else outside a script is the
 # request path's, which sends scripts only (tests/test_session_memory.py counts those itself).
 WRITER_COMMANDS = frozenset(
     {
@@ -352,7 +353,8 @@ async def _monitor_sample(
                 name = str(cmd.get("command", "")).split(" ", 1)[0].lower()
                 if str(cmd.get("client_port")) == own_port:
                     continue
-                (writer if name in WRITER_COMMANDS else request_path)[name] += 1
+                background = _is_background(name, str(cmd.get("command", "")))
+                (writer if background else request_path)[name] += 1
 
     ready = asyncio.Event()
     task = asyncio.create_task(listen(ready))
@@ -363,6 +365,12 @@ async def _monitor_sample(
     with contextlib.suppress(asyncio.CancelledError):
         await task
     return result.requests, request_path, writer
+
+
+def _is_background(name: str, command: str) -> bool:
+    """Whether a command seen by MONITOR is a background task's, not the request path's: the
+    lease's scripts are told from the turn's by the lease key they name."""
+    return name in WRITER_COMMANDS or (name in SCRIPT_COMMANDS and ":consumer:" in command)
 
 
 @contextlib.asynccontextmanager

@@ -6,7 +6,9 @@ price is that two live processes must never share a name: both would read one pe
 acknowledge each other's entries. The lease (``<prefix>:consumer:<name>``, a random token with a
 short TTL refreshed by its holder) makes that impossible: a process finding the name held waits
 for the lease to lapse (a crashed predecessor's does within ``LEASE_TTL_MS``) and, if it is still
-renewed after that, refuses to start.
+renewed after that, refuses to start. Renewal and release compare the token and act in one script
+(one key, so the same on a Redis Cluster): a lease that lapsed and was taken by another process
+between a read and a write is never extended nor deleted by its former holder.
 """
 
 from __future__ import annotations
@@ -26,6 +28,27 @@ log = logging.getLogger(__name__)
 
 LEASE_TTL_MS = 5000
 RENEW_EVERY_S = 1.0
+
+# Extend the lease if it is still ours; take it again if Redis lost it (a flush, a fresh node).
+# 1: held by us now, 0: held by another process.
+RENEW = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+elseif not holder then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# Delete the lease only if it is still ours.
+RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
 
 
 class ConsumerNameInUse(SidecarError):
@@ -68,22 +91,10 @@ class ConsumerLease:
                 waited = True
             await asyncio.sleep(0.2)
 
-    async def _holder(self) -> str | None:
-        raw = await self.client.get(self.key)
-        return None if raw is None else raw.decode() if isinstance(raw, bytes) else str(raw)
-
     async def renew(self) -> bool:
-        """Extend the lease; False (and ``held`` False) when another process has it. Not one
-        script: while we hold the lease nobody else can take it, so reading then extending is
-        safe, and plain commands keep the request path's scripts apart from this."""
-        holder = await self._holder()
-        if holder is None:  # Redis lost it (a flush, a fresh node): take it again
-            self.held = bool(await self.client.set(self.key, self.token, px=LEASE_TTL_MS, nx=True))
-        elif holder == self.token:
-            await self.client.pexpire(self.key, LEASE_TTL_MS)
-            self.held = True
-        else:
-            self.held = False
+        """Extend the lease (taking it again if Redis lost it); False (and ``held`` False) when
+        another process has it."""
+        self.held = bool(await self.client.eval(RENEW, 1, self.key, self.token, LEASE_TTL_MS))
         return self.held
 
     async def keep(self, stop: asyncio.Event) -> None:
@@ -109,8 +120,7 @@ class ConsumerLease:
         """Give the name back (a clean shutdown), so a successor need not wait."""
         if self.held:
             try:
-                if await self._holder() == self.token:
-                    await self.client.delete(self.key)
+                await self.client.eval(RELEASE, 1, self.key, self.token)
             except REDIS_ERRORS as e:
                 log.warning("writer: could not release consumer name %s: %s", self.name, e)
             self.held = False
