@@ -26,7 +26,7 @@ RECENT = NOW - timedelta(days=2)
 
 async def seed(dsn: str) -> None:
     """Sessions: 'old' (only old messages), 'mixed' (old and recent), 'fresh' (no messages yet,
-    its first turn still on its way); tombstones: one old, one recent."""
+    its first turn still on its way); tombstones of sessions and of users: one old, one recent."""
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn)
@@ -65,6 +65,13 @@ async def seed(dsn: str) -> None:
                 sid,
                 at,
             )
+        for user, at in (("forgotten-long-ago", OLD), ("forgotten-lately", RECENT)):
+            await conn.execute(
+                "INSERT INTO deleted_users (tenant, user_id, scope, deleted_at)"
+                " VALUES ('t', $1, 't/' || $1, $2)",
+                user,
+                at,
+            )
     finally:
         await conn.close()
 
@@ -79,6 +86,8 @@ async def assert_only_recent_rows_left(dsn: str) -> None:
     assert [r["session_id"] for r in sessions] == ["fresh", "mixed"]
     tombstones = await pg_fetch(dsn, "SELECT session_id FROM deleted_sessions")
     assert [r["session_id"] for r in tombstones] == ["gone-lately"]
+    users = await pg_fetch(dsn, "SELECT user_id FROM deleted_users")
+    assert [r["user_id"] for r in users] == ["forgotten-lately"]
 
 
 async def run_cli(*args: str) -> tuple[int, str]:
@@ -105,7 +114,7 @@ async def test_prune_command_removes_old_rows_in_batches(
     # Batches of two: eight old messages take several transactions.
     code, out = await run_cli("prune", "-c", str(path), "--batch-size", "2")
     assert code == 0, out
-    assert "messages: 8, usage rows: 8, tombstones: 1, sessions: 1" in out
+    assert "messages: 8, usage rows: 8, tombstones: 2, sessions: 1" in out
     await assert_only_recent_rows_left(pg_dsn)
     # Nothing more to do the second time.
     code, out = await run_cli("prune", "-c", str(path))

@@ -2,9 +2,14 @@
 
 Each batch is its own short transaction touching at most ``batch_size`` rows, so pruning a large
 backlog never holds long locks nor bloats one transaction, and the turns being written meanwhile
-are not held up. Old messages, usage rows and deletion tombstones go, then sessions left without
-messages (and not updated since the cut-off, so a session whose first turn is still on its way is
-kept). A session's counters (``tokens_used``, ``message_count``) stay lifetime totals.
+are not held up. Old messages, usage rows and deletion tombstones (of sessions and of users) go,
+then sessions left without messages (and not updated since the cut-off, so a session whose first
+turn is still on its way is kept). A session's counters (``tokens_used``, ``message_count``) stay
+lifetime totals.
+
+A tombstone keeps out turns asked before its deletion. Once it is older than the cut-off, so is
+every such turn: one delivered after the tombstone went is older than the cut-off too, and its
+rows go on the next pass.
 
 One replica prunes at a time (an advisory lock); the others skip that round.
 """
@@ -40,6 +45,10 @@ BATCHES = {
     "tombstones": (
         "DELETE FROM deleted_sessions WHERE (tenant, session_id) IN"
         " (SELECT tenant, session_id FROM deleted_sessions WHERE deleted_at < $1 LIMIT $2)"
+    ),
+    "user_tombstones": (
+        "DELETE FROM deleted_users WHERE (tenant, user_id) IN"
+        " (SELECT tenant, user_id FROM deleted_users WHERE deleted_at < $1 LIMIT $2)"
     ),
     "sessions": (
         "DELETE FROM sessions WHERE (tenant, session_id) IN"
@@ -113,7 +122,7 @@ async def _prune(
     return Pruned(
         messages=counts["messages"],
         usage=counts["usage"],
-        tombstones=counts["tombstones"],
+        tombstones=counts["tombstones"] + counts["user_tombstones"],
         sessions=counts["sessions"],
     )
 
