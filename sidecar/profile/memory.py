@@ -124,23 +124,44 @@ class ProfileMemory:
     async def erase(self, owner: Owner, deleted_at: datetime) -> list[SessionKey]:
         """Forget a user everywhere: the profile and every session, PostgreSQL first (its
         tombstone keeps out late writes), then Redis (whose tombstone drops turns in flight).
-        Returns the sessions erased, for the caller's caches."""
+        Returns the sessions erased, for the caller's caches.
+
+        When Redis fails part-way, the sessions known to be left there (PostgreSQL's, and
+        Redis's own once listed) are marked deleted in PostgreSQL: every replica erases those
+        copies once Redis answers, so they are not served again even if the call is never
+        repeated. The caller is still told to repeat it (it is safe to, and completes)."""
         in_postgres = await self.pg.delete_user(*owner, deleted_at)
         ms = int(deleted_at.timestamp() * 1000)
         self.cache.discard(owner)
         self.stale.discard(owner)
         scope = user_scope(*owner)
+        left = {SessionKey(scope, sid) for sid in in_postgres}
         try:
             in_redis = await self.redis.erase_user(owner, ms)
-            keys = [SessionKey(scope, sid) for sid in sorted(set(in_postgres) | set(in_redis))]
+            left |= {SessionKey(scope, sid) for sid in in_redis}
+            keys = sorted(left, key=lambda k: k.session_id)
             for key in keys:
                 await self.sessions.erase(key, ms)
+                left.discard(key)
         except StoreUnavailable as e:
+            await self._mark_left(owner, sorted(left, key=lambda k: k.session_id), ms)
             # PostgreSQL's part is done and tombstoned; the call is safe to repeat.
             raise StoreUnavailable(
                 "Redis is unavailable; the user is deleted from PostgreSQL, retry to finish"
             ) from e
         return keys
+
+    async def _mark_left(self, owner: Owner, left: list[SessionKey], ms: int) -> None:
+        try:
+            await self.pg.mark_deleted(left, ms)
+        except StoreError as e:
+            # Only a repeated call erases these copies now; the caller is told to repeat it.
+            log.error(
+                "deletion of user %s/%s: %d Redis copies left and not marked: %s",
+                *owner,
+                len(left),
+                e,
+            )
 
     def _forget_late_read(self, task: asyncio.Future[Any]) -> None:
         self._late_reads.discard(task)

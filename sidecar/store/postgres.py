@@ -194,6 +194,13 @@ class PostgresSessionStore:
             async with self.pool.acquire() as conn:
                 await seqs.mark_stale(conn, key, deleted_at_ms)
 
+    async def mark_deleted(self, keys: list[SessionKey], deleted_at_ms: int) -> None:
+        """Record that these sessions were deleted but their Redis copies are still there."""
+        if keys:
+            with guarded(f"mark of {len(keys)} deleted sessions"):
+                async with self.pool.acquire() as conn:
+                    await seqs.mark_deleted(conn, keys, deleted_at_ms)
+
     async def clear_stale(self, handled: list[StaleSession]) -> None:
         if handled:
             with guarded("clearing stale marks"):

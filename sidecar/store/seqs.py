@@ -109,6 +109,20 @@ async def mark_stale(conn: Conn, key: SessionKey, deleted_at_ms: int | None = No
     )
 
 
+async def mark_deleted(conn: Conn, keys: list[SessionKey], deleted_at_ms: int) -> None:
+    """Record that these sessions were deleted at ``deleted_at_ms`` while their Redis copies
+    could not be erased: every replica erases them once Redis answers."""
+    await conn.execute(
+        "INSERT INTO redis_stale (tenant, session_id, deleted_at_ms)"
+        " SELECT tenant, session_id, $3 FROM unnest($1::text[], $2::text[]) AS k(tenant, session_id)"
+        " ON CONFLICT (tenant, session_id) DO UPDATE SET marked_at = clock_timestamp(),"
+        " deleted_at_ms = EXCLUDED.deleted_at_ms",
+        [k.tenant for k in keys],
+        [k.session_id for k in keys],
+        deleted_at_ms,
+    )
+
+
 async def clear_stale(conn: Conn, handled: list[StaleSession]) -> None:
     """Forget marks once handled; a mark renewed since (another direct write) stays."""
     await conn.execute(
