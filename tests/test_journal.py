@@ -19,7 +19,7 @@ import pytest
 from sidecar import journal as journal_module
 from sidecar.devservices import TemporaryPostgres, TemporaryRedis
 from sidecar.journal import Journal, JournalFull, JournalUnwritable
-from tests.harness.waiting import pg_fetch, pg_value, wait_for_rows
+from tests.harness.waiting import pg_fetch, pg_value, wait_outbox_empty, wait_until
 
 MiB = 1024 * 1024
 
@@ -37,6 +37,23 @@ def _payload(i: int, text: str) -> dict[str, Any]:
         "context": {},
         "at": "2026-01-01T00:00:01Z",
     }
+
+
+async def wait_replayed(path: Path, sc: Any) -> None:
+    """Until the journal at ``path`` is replayed whole and the outbox drained: counts taken
+    afterwards see every turn, and any turn written twice."""
+    replaying = path.with_name(path.name + ".replaying")
+    await wait_until(
+        lambda: _value(path.exists() or replaying.exists()),
+        lambda pending: not pending,
+        timeout_s=30,
+        what="the journal replayed",
+    )
+    await wait_outbox_empty(sc.config.redis.url, sc.config.redis.key_prefix)
+
+
+async def _value(value: Any) -> Any:
+    return value
 
 
 async def test_turns_past_the_bound_are_unrecorded_and_the_file_stays_within_it(
@@ -75,8 +92,9 @@ async def test_turns_past_the_bound_are_unrecorded_and_the_file_stays_within_it(
     assert refused, headers
     assert headers == kept + refused  # once full, every later turn is refused
     assert all(h == "postgres,redis,unrecorded" for h in refused)
-    # What was kept is replayed; what was refused never reaches PostgreSQL.
-    await wait_for_rows(pg_dsn, "SELECT count(*) FROM token_usage", len(kept), timeout_s=30)
+    # What was kept is replayed (once); what was refused never reaches PostgreSQL.
+    await wait_replayed(journal, sc)
+    assert await pg_value(pg_dsn, "SELECT count(*) FROM token_usage") == len(kept)
     assert await pg_value(pg_dsn, "SELECT count(*) FROM messages") == 2 * len(kept)
 
 
@@ -259,6 +277,7 @@ async def test_a_turn_the_full_disk_refuses_is_reported_unrecorded_and_the_rest_
     finally:
         await postgres_server.start()
         await redis_server.start()
-    await wait_for_rows(pg_dsn, "SELECT count(*) FROM token_usage", 2, timeout_s=30)
+    await wait_replayed(journal, sc)
+    assert await pg_value(pg_dsn, "SELECT count(*) FROM token_usage") == 2
     rows = await pg_fetch(pg_dsn, "SELECT content FROM messages WHERE role = 'user' ORDER BY seq")
     assert [r["content"] for r in rows] == ["kept before", "kept after"]

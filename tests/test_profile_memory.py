@@ -15,7 +15,7 @@ from sidecar.config import PostgresConfig
 from sidecar.devservices import TemporaryRedis
 from sidecar.store.postgres import OutboxEvent, PostgresSessionStore, create_pool
 from tests.harness import ADMIN_TOKEN, FakeUpstream
-from tests.harness.waiting import pg_fetch, pg_value, wait_until
+from tests.harness.waiting import pg_fetch, pg_value, wait_outbox_empty, wait_until
 from tests.identity_keys import HS_SECRET, claims, hs_token
 
 PROFILE = {"memory": {"profile": True}}
@@ -36,6 +36,13 @@ async def ask(
         body["user_id"] = user
     async with http.post(f"{url}/api/tasks", json=body, headers=headers or {}) as r:
         assert r.status == 200, await r.text()
+
+
+async def count_when_drained(sc: Any, dsn: str, sql: str) -> int:
+    """``sql`` (a count) once the writer has moved everything recorded to PostgreSQL, so a turn
+    written late or twice is counted too."""
+    await wait_outbox_empty(sc.config.redis.url, sc.config.redis.key_prefix)
+    return int(await pg_value(dsn, sql))
 
 
 def last_forwarded(upstream: FakeUpstream) -> dict[str, Any]:
@@ -140,11 +147,7 @@ async def test_other_users_and_other_tenants_see_nothing(
     await ask(http, sc.url, "你好呀", "shared", user="bob", headers=key_a)
     assert last_forwarded(upstream)["history"] == []
 
-    await wait_until(
-        lambda: pg_value(pg_dsn, "SELECT count(*) FROM messages"),
-        lambda n: n == 2 * 9,
-        what="every turn in PostgreSQL",
-    )
+    assert await count_when_drained(sc, pg_dsn, "SELECT count(*) FROM messages") == 2 * 9
     rows = await pg_fetch(pg_dsn, "SELECT user_id, facts FROM user_profiles")
     assert [(r["user_id"], orjson.loads(r["facts"])) for r in rows] == [
         ("alice", {"home_location": "杭州"})
@@ -164,11 +167,7 @@ async def test_without_memory_profile_nothing_is_injected_or_written(
     await ask(http, sc.url, "今天天气怎么样", "o-2", user="u1")
     assert "profile" not in last_forwarded(upstream)["context"]
     assert "location" not in last_forwarded(upstream)["context"]
-    await wait_until(
-        lambda: pg_value(pg_dsn, "SELECT count(*) FROM messages"),
-        lambda n: n == 4,
-        what="both turns in PostgreSQL",
-    )
+    assert await count_when_drained(sc, pg_dsn, "SELECT count(*) FROM messages") == 4
     assert await pg_value(pg_dsn, "SELECT count(*) FROM user_profiles") == 0
     # The body's user is not a scope either: sessions stay the credential's.
     assert {r["tenant"] for r in await pg_fetch(pg_dsn, "SELECT tenant FROM sessions")} == {
@@ -303,11 +302,7 @@ async def test_deleting_a_user_forgets_everything_and_turns_in_flight_bring_noth
     for sid in ("d-1", "d-2", "d-3"):
         await ask(http, sc.url, "我住在广州", sid, user="gone")
     await ask(http, sc.url, "我住在深圳", "k-1", user="kept")
-    await wait_until(
-        lambda: pg_value(pg_dsn, "SELECT count(*) FROM messages"),
-        lambda n: n == 8,
-        what="the turns in PostgreSQL",
-    )
+    assert await count_when_drained(sc, pg_dsn, "SELECT count(*) FROM messages") == 8
     url = f"{sc.url}/_sidecar/users/anonymous/gone"
     async with http.get(url, headers=AUTH) as r:
         assert r.status == 200
@@ -386,10 +381,11 @@ async def test_an_asynchronous_task_states_its_fact_once_its_result_is_read(
     upstream.tasks_mode = "json"
     await ask(http, sc.url, "weather tomorrow?", "t-2", user="tasker")
     assert last_forwarded(upstream)["context"]["profile"] == {"home_location": "London"}
-    await wait_until(
-        lambda: pg_value(pg_dsn, "SELECT count(*) FROM messages WHERE tenant = 'anonymous/tasker'"),
-        lambda n: n == 4,
-        what="both turns, the task's included, under the user's scope",
+    assert (
+        await count_when_drained(
+            sc, pg_dsn, "SELECT count(*) FROM messages WHERE tenant = 'anonymous/tasker'"
+        )
+        == 4
     )
 
 
