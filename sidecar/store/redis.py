@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -111,14 +112,16 @@ class RedisSessionStore:
                 await self.on_restart()
             return await self.client.evalsha(script.sha, len(keys), *keys, *args)
 
-    async def _call(self, coro: Any, *, probe: bool = False) -> Any:
+    async def _call(self, coro: Any, *, probe: bool = False, timeout_s: float | None = None) -> Any:
         """The one way to Redis: skipped while the breaker is open (``probe``: asked anyway),
-        and every failure raised as ``StoreUnavailable``."""
+        bounded as a whole by ``redis.socket_timeout_s`` (or ``timeout_s``), and every failure
+        raised as ``StoreUnavailable``."""
         if not probe and not self.breaker.allow():
             coro.close()
             raise StoreUnavailable("redis circuit open")
         try:
-            result = await coro
+            async with asyncio.timeout(timeout_s or self.cfg.socket_timeout_s):
+                result = await coro
         except (
             RedisConnectionError,
             RedisTimeoutError,
@@ -318,10 +321,10 @@ class RedisSessionStore:
     async def delete_task(self, tenant: str, route: str, task_id: str) -> None:
         await self._call(self.client.delete(self.keys.task(tenant, route, task_id)))
 
-    async def guarded(self, coro: Any) -> Any:
+    async def guarded(self, coro: Any, *, timeout_s: float | None = None) -> Any:
         """One Redis call through the breaker, failures as ``StoreUnavailable`` (for the other
-        stores sharing this client)."""
-        return await self._call(coro)
+        stores sharing this client). ``timeout_s``: a longer bound, for a walk over many keys."""
+        return await self._call(coro, timeout_s=timeout_s)
 
     async def ping(self) -> None:
         """Ask Redis directly, even with the breaker open: readiness must see it come back."""
