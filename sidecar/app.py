@@ -149,6 +149,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
         log.warning("Redis not reachable at start (%s); scripts load on first use", e)
     yield
     await app[WRITER_REDIS].aclose()
+    await store.aclose()
     await client.aclose()
 
 

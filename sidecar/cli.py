@@ -19,7 +19,7 @@ from .config import Config, ListenConfig, load_config, redact_url
 from .errors import ConfigError, SidecarError, StoreError
 from .identity import OLD_SCHEMES, credential_tenant, plain_sha256_tenant
 from .lifecycle import drain
-from .logs import setup_logging
+from .logs import flush_logs, setup_logging
 from .store.postgres import run_migrations
 from .store.rekey import move_tenants
 from .store.retention import BATCH_SIZE, run_prune
@@ -247,4 +247,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, SidecarError) as e:
         print(f"cannot serve: {e}", file=sys.stderr)
         return 1
+    finally:
+        flush_logs()
     return 0

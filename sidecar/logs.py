@@ -2,12 +2,21 @@
 
 Every line written while a request is handled carries its request id. The access log line has a
 fixed set of fields (``ACCESS_FIELDS``): no header, body, query or credential ever reaches it.
+
+Access lines are the one log written per request, so they skip the ``logging`` machinery (a
+record, filters, a formatter, a write to stderr each: about a third of a pass-through request's
+CPU). They are formatted here, exactly as the formatters would, and written in batches by the
+handler: every ``ACCESS_FLUSH_S`` or ``ACCESS_BATCH`` lines, before any other record (so the
+log keeps its order), and when logging shuts down.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -36,9 +45,38 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("sidecar_request_id", default=No
 access_log = logging.getLogger(ACCESS_LOGGER)
 
 
+# Pending access lines are written at the latest this long after the first of them, or as soon
+# as this many are pending.
+ACCESS_FLUSH_S = 0.1
+ACCESS_BATCH = 256
+
+
+class _SecondCache:
+    """``strftime`` of the current second, computed once a second rather than once a line."""
+
+    __slots__ = ("_convert", "_fmt", "_second", "_text")
+
+    def __init__(self, fmt: str, convert: Any) -> None:
+        self._fmt = fmt
+        self._convert = convert
+        self._second = -1
+        self._text = ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._text = time.strftime(self._fmt, self._convert(second))
+            self._second = second
+        return self._text
+
+
+_iso_second = _SecondCache("%Y-%m-%dT%H:%M:%S", time.gmtime)
+_local_second = _SecondCache(logging.Formatter.default_time_format, time.localtime)
+
+
 def _iso(created: float) -> str:
     ms = int(created * 1000) % 1000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{ms:03d}Z"
+    return f"{_iso_second(created)}.{ms:03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
@@ -65,10 +103,22 @@ class JsonFormatter(logging.Formatter):
             out["stack"] = self.formatStack(record.stack_info)
         return orjson.dumps(out, default=str).decode()
 
+    def format_access(self, created: float, message: str, fields: Mapping[str, Any]) -> str:
+        """The line ``format`` gives an access record, without making one."""
+        out = {"ts": _iso(created), "level": "INFO", "logger": ACCESS_LOGGER, "message": message}
+        out.update(fields)
+        return orjson.dumps(out, default=str).decode()
+
 
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format_access(self, created: float, message: str, fields: Mapping[str, Any]) -> str:
+        """The line ``format`` gives an access record, without making one."""
+        msecs = int((created - int(created)) * 1000)
+        pairs = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        return f"{_local_second(created)},{msecs:03d} INFO {ACCESS_LOGGER}: {message} {pairs}"
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -87,12 +137,70 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+class LogHandler(logging.StreamHandler[TextIO]):
+    """The one handler: records as usual, access lines (``add_access``) preformatted and batched.
+
+    Pending access lines always go out before any record that comes after them, so the log's
+    order is the order things happened in.
+    """
+
+    def __init__(self, stream: TextIO, formatter: JsonFormatter | TextFormatter) -> None:
+        super().__init__(stream)
+        self.setFormatter(formatter)
+        self.line_formatter = formatter
+        self._pending: list[str] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._owner = threading.get_ident()
+
+    def add_access(self, created: float, message: str, fields: Mapping[str, Any]) -> None:
+        line = self.line_formatter.format_access(created, message, fields)
+        with self.lock or contextlib.nullcontext():
+            self._pending.append(line)
+        if len(self._pending) >= ACCESS_BATCH:
+            self.flush()
+        elif self._timer is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._timer = loop.call_later(ACCESS_FLUSH_S, self.flush)
+
+    def _write_pending(self) -> None:
+        if self._timer is not None:
+            if threading.get_ident() == self._owner:
+                self._timer.cancel()
+            self._timer = None
+        if self._pending:
+            lines, self._pending = self._pending, []
+            self.stream.write(self.terminator.join(lines) + self.terminator)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._pending:
+            with self.lock or contextlib.nullcontext():
+                self._write_pending()
+        super().emit(record)
+
+    def flush(self) -> None:
+        with self.lock or contextlib.nullcontext():
+            try:
+                self._write_pending()
+            except Exception:  # a closed stream at exit: as logging itself does, say so
+                self.handleError(logging.makeLogRecord({"msg": "access log flush failed"}))
+        super().flush()
+
+
+_handler: LogHandler | None = None
+
+
 def setup_logging(
     level: str, fmt: Literal["text", "json"] = "text", stream: TextIO | None = None
 ) -> None:
     """Route every logger (aiohttp's and warnings included) through one handler on stderr."""
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    global _handler
+    handler = LogHandler(
+        stream or sys.stderr, JsonFormatter() if fmt == "json" else TextFormatter()
+    )
     handler.addFilter(_RequestIdFilter())
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -102,10 +210,22 @@ def setup_logging(
     # The access log is INFO whatever the level, unless turned off (logging.access_log).
     access_log.setLevel(logging.INFO)
     logging.captureWarnings(True)
+    _handler = handler
+
+
+def flush_logs() -> None:
+    """Write out pending access lines (at shutdown; ``logging.shutdown`` does it at exit too)."""
+    if _handler is not None:
+        _handler.flush()
 
 
 def log_access(fields: dict[str, Any]) -> None:
     """Write one access line; ``fields`` holds exactly ``ACCESS_FIELDS``."""
-    if access_log.isEnabledFor(logging.INFO):
-        message = f"{fields['method']} {fields['route']} {fields['status']}"
+    if not access_log.isEnabledFor(logging.INFO):
+        return
+    message = f"{fields['method']} {fields['route']} {fields['status']}"
+    handler = _handler
+    if handler is not None and access_log.propagate and not access_log.handlers:
+        handler.add_access(time.time(), message, fields)
+    else:  # logging set up by someone else (a test's caplog, an embedding program)
         access_log.info(message, extra={"access": fields})

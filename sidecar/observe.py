@@ -7,15 +7,16 @@ through ``upstream_call``.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_urldispatcher import AbstractResource
 
 from . import tracing
 from .errors import SidecarError, UpstreamTimeout, UpstreamUnavailable
@@ -64,7 +65,7 @@ def request_id_of(headers: Mapping[str, str]) -> str:
     given = headers.get(REQUEST_ID_HEADER)
     if given and _SANE_REQUEST_ID.fullmatch(given):
         return given
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
 
 
 @contextlib.contextmanager
@@ -128,12 +129,23 @@ class Observer:
         # The label of requests no route or endpoint takes: forwarded, or (admin listener) 404.
         self.fallback = fallback
         metrics.known_routes([*self.routes, (PASSTHROUGH, NO_ADAPTER)])
+        # The labels of each resource, and the metric children of each label set, found once:
+        # both are few (routes x status codes) and looking them up costs more than the count.
+        self._labels: dict[AbstractResource, tuple[str, str]] = {}
+        self._children: dict[tuple[object, ...], Any] = {}
 
     def route_of(self, request: web.Request) -> tuple[str, str]:
         """(route, adapter) labels: a configured route, ``passthrough``, or a /_sidecar template;
         never the path a client chose."""
         resource = request.match_info.route.resource
-        template = resource.canonical if resource is not None else ""
+        if resource is None:
+            return self._route_of_template("")
+        labels = self._labels.get(resource)
+        if labels is None:
+            labels = self._labels[resource] = self._route_of_template(resource.canonical)
+        return labels
+
+    def _route_of_template(self, template: str) -> tuple[str, str]:
         template = self.aliases.get(template, template)
         for path, adapter in self.routes:
             if template == path or template.startswith(path.rstrip("/") + "/"):
@@ -228,18 +240,19 @@ class Observer:
         duration: float,
         upstream_failure: str | None,
     ) -> None:
-        labels = (info.route, info.adapter)
+        m = self.metrics
+        route, adapter = info.route, info.adapter
         overhead = None
         if status != CLIENT_GONE:
-            self.metrics.http_requests.labels(*labels, str(status)).inc()
+            self._child(m.http_requests, route, adapter, status).inc()
         if info.upstream_s is not None:
-            self.metrics.upstream_duration.labels(*labels).observe(info.upstream_s)
+            self._child(m.upstream_duration, route, adapter).observe(info.upstream_s)
         if upstream_failure is not None:
-            self.metrics.upstream_errors.labels(*labels, upstream_failure).inc()
-        if resp is not None and info.adapter != NO_ADAPTER:
+            self._child(m.upstream_errors, route, adapter, upstream_failure).inc()
+        if resp is not None and adapter != NO_ADAPTER:
             overhead = _server_timing_s(resp)
             if overhead is not None:
-                self.metrics.overhead.labels(*labels).observe(overhead)
+                self._child(m.overhead, route, adapter).observe(overhead)
         if not self.access_log:
             return
         headers = resp.headers if resp is not None else None
@@ -258,6 +271,13 @@ class Observer:
                 "trace_id": info.trace_id,
             }
         )
+
+    def _child(self, metric: Any, *labels: object) -> Any:
+        key = (metric, *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*map(str, labels))
+        return child
 
     async def on_response_prepare(self, request: web.Request, resp: web.StreamResponse) -> None:
         """Every response tells the client its request id and trace (W3C ``traceresponse``)."""

@@ -66,17 +66,38 @@ def _connection_listed(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set
 
 def _end_to_end(
     headers: CIMultiDictProxy[str] | CIMultiDict[str],
-    extra_drop: Iterable[str] = (),
+    drop: frozenset[str],
     *,
     drop_sidecar: bool = False,
 ) -> CIMultiDict[str]:
-    drop = HOP_BY_HOP | _connection_listed(headers) | {h.lower() for h in extra_drop}
-    return CIMultiDict(
-        (k, v)
-        for k, v in headers.items()
-        if (name := k.lower()) not in drop
-        and not (drop_sidecar and name.startswith(SIDECAR_HEADER_PREFIX))
+    """``headers`` without the hop-by-hop ones and ``drop`` (lower-case names), in one pass: this
+    runs twice on every request, pass-through included."""
+    if "Connection" in headers:
+        drop = drop | _connection_listed(headers)
+    kept = []
+    for k, v in headers.items():
+        name = k.lower()
+        if name in drop or (drop_sidecar and name.startswith(SIDECAR_HEADER_PREFIX)):
+            continue
+        kept.append((k, v))
+    return CIMultiDict(kept)
+
+
+def _drop_set(*names: Iterable[str]) -> frozenset[str]:
+    return HOP_BY_HOP | {n.lower() for group in names for n in group}
+
+
+# What each direction drops besides the hop-by-hop headers, made once.
+_UPSTREAM_DROP = {
+    (body_changed, keep_identity): _drop_set(
+        ["Host"],
+        ["Content-Length", "Content-Encoding"] if body_changed else [],
+        [] if keep_identity else IDENTITY_HEADERS,
     )
+    for body_changed in (False, True)
+    for keep_identity in (False, True)
+}
+_CLIENT_DROP = {False: _drop_set(), True: _drop_set(["Content-Length"])}
 
 
 def upstream_request_headers(
@@ -85,18 +106,15 @@ def upstream_request_headers(
     """Headers to send upstream: end-to-end ones, ``Host`` for the upstream, ``X-Forwarded-*``
     added; the client's ``X-Sidecar-*`` dropped, and ``X-Tenant-ID``/``X-User-ID`` too unless
     ``keep_identity`` (headers mode, where a trusted gateway set them)."""
-    drop = ["Host"]
-    if body_changed:
-        drop += ["Content-Length", "Content-Encoding"]
-    if not keep_identity:
-        drop += IDENTITY_HEADERS
-    headers = _end_to_end(request.headers, drop, drop_sidecar=True)
+    given = request.headers
+    headers = _end_to_end(given, _UPSTREAM_DROP[body_changed, keep_identity], drop_sidecar=True)
     peer = request.remote or ""
-    prior = request.headers.get("X-Forwarded-For")
+    prior = given.get("X-Forwarded-For")
     headers["X-Forwarded-For"] = f"{prior}, {peer}" if prior else peer
     headers.setdefault("X-Forwarded-Proto", request.scheme)
-    if "Host" in request.headers:
-        headers.setdefault("X-Forwarded-Host", request.headers["Host"])
+    host = given.get("Host")
+    if host is not None:
+        headers.setdefault("X-Forwarded-Host", host)
     return headers
 
 
@@ -105,8 +123,7 @@ def client_response_headers(
 ) -> CIMultiDict[str]:
     """The upstream's end-to-end headers for the client. ``ours``: an intercepted route, where
     ``X-Sidecar-*`` are the sidecar's to set, so the upstream's are dropped."""
-    drop = ["Content-Length"] if body_changed else []
-    return _end_to_end(upstream.headers, drop, drop_sidecar=ours)
+    return _end_to_end(upstream.headers, _CLIENT_DROP[body_changed], drop_sidecar=ours)
 
 
 def upstream_url(base: URL, request: web.Request) -> URL:

@@ -295,15 +295,25 @@ class RoundTrips:
     """Counts the commands the sidecar's request path sends to Redis (each is one round trip:
     a script call or a single command; the store uses no pipelines)."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, store: RedisSessionStore) -> None:
         self.calls: list[str] = []
-        original = client.execute_command
+        original = store.client.execute_command
 
         async def counting(*args: Any, **kwargs: Any) -> Any:
             self.calls.append(str(args[0]).upper())
             return await original(*args, **kwargs)
 
-        client.execute_command = counting  # type: ignore[method-assign]
+        store.client.execute_command = counting  # type: ignore[method-assign,union-attr]
+        # Script calls on a single node go out on the store's own connections.
+        lane = store._lane
+        if lane is not None:
+            evalsha = lane.evalsha
+
+            async def counting_scripts(*args: Any) -> Any:
+                self.calls.append("EVALSHA")
+                return await evalsha(*args)
+
+            lane.evalsha = counting_scripts  # type: ignore[method-assign]
 
 
 async def _evalsha_calls(client: aioredis.Redis) -> int:
@@ -315,7 +325,7 @@ async def test_load_is_one_redis_round_trip_and_commit_one_more(
     start_sidecar: Any, upstream: FakeUpstream, http: aiohttp.ClientSession, redis_url: str
 ) -> None:
     sc = await start_sidecar()
-    trips = RoundTrips(sc.app[REDIS_STORE].client)
+    trips = RoundTrips(sc.app[REDIS_STORE])
     sid = "counted"
     await post_turn(http, sc.url, "warm up", sid)
     server = aioredis.Redis.from_url(redis_url)
@@ -328,7 +338,7 @@ async def test_load_is_one_redis_round_trip_and_commit_one_more(
 
         # A session this replica has not seen yet: still one round trip to load it.
         other = await start_sidecar()
-        other_trips = RoundTrips(other.app[REDIS_STORE].client)
+        other_trips = RoundTrips(other.app[REDIS_STORE])
         await post_turn(http, other.url, "from elsewhere", sid)
         assert other_trips.calls == ["EVALSHA", "EVALSHA"]
 

@@ -2,8 +2,14 @@
 
 The rest of the sidecar speaks to either the same way: every script and multi-key command touches
 one hash slot (``store.keys``), and the writer reads each outbox stream on its own in cluster
-mode. Calls are bounded by the socket timeouts; a dead pooled connection is replaced once
-(``connection_retry``), beyond that the circuit breaker decides.
+mode. A dead pooled connection is replaced once (``connection_retry``), beyond that the circuit
+breaker decides.
+
+Each call is bounded as a whole by its caller (``RedisSessionStore._call``), not per socket
+operation: redis-py runs every send under a socket timeout as a task of its own
+(``asyncio.wait_for``) and every read under a timeout context, which cost about as much CPU as
+the rest of the call. The writer's client, whose blocking reads are not on the request path,
+keeps its socket timeout.
 """
 
 from __future__ import annotations
@@ -92,13 +98,13 @@ async def resolve_cluster(cfg: RedisConfig) -> bool:
 
 
 def make_client(
-    cfg: RedisConfig, *, cluster: bool, socket_timeout_s: float | None = -1.0
+    cfg: RedisConfig, *, cluster: bool, socket_timeout_s: float | None = None
 ) -> RedisClient:
-    """A client for ``redis.url`` (a cluster client when ``cluster``), every call bounded by the
-    socket timeouts. (The writer passes its own bound: its blocking reads wait longer.)"""
-    timeout = cfg.socket_timeout_s if socket_timeout_s == -1.0 else socket_timeout_s
+    """A client for ``redis.url`` (a cluster client when ``cluster``). Without
+    ``socket_timeout_s`` its calls must be bounded by the caller; the writer passes its own
+    socket timeout (its blocking reads wait longer than a request's calls may)."""
     common: dict[str, Any] = {
-        "socket_timeout": timeout,
+        "socket_timeout": socket_timeout_s,
         "socket_connect_timeout": cfg.connect_timeout_s,
         "retry": connection_retry(),
         "health_check_interval": 0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import time
@@ -12,6 +13,7 @@ from importlib import resources
 from typing import Any
 
 import orjson
+import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
@@ -24,6 +26,7 @@ from .breaker import CircuitBreaker
 from .client import RedisClient
 from .clock import RedisClock
 from .keys import KeySpace, UserKeys
+from .lane import ScriptLane
 from .replies import Lookup, as_str
 from .replies import pairs as _pairs
 from .replies import profile_reply as _profile_reply
@@ -66,6 +69,9 @@ class RedisSessionStore:
         # Called when Redis has lost its scripts: it restarted or failed over, and may hold
         # copies that went stale meanwhile (set by the session service).
         self.on_restart: Callable[[], Awaitable[None]] | None = None
+        # Script calls skip the client's pool on a single node; a cluster client routes each
+        # call to its slot's master itself.
+        self._lane = ScriptLane(client) if isinstance(client, aioredis.Redis) else None
         self._load = client.register_script(_script("load.lua"))
         self._commit = client.register_script(_script("commit.lua"))
         self._seed = client.register_script(_script("seed.lua"))
@@ -102,23 +108,35 @@ class RedisSessionStore:
         """Run a loaded script. NOSCRIPT means Redis lost its script cache (a restart or a
         failover): copies it kept may be stale, so ``on_restart`` runs before anything else."""
         try:
-            return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+            return await self._evalsha(script.sha, keys, args)
         except NoScriptError:
             log.info("Redis lost its scripts (restarted or failed over); reconciling")
             for s in self._scripts:
                 s.sha = as_str(await self.client.script_load(s.script))
             if self.on_restart is not None:
                 await self.on_restart()
-            return await self.client.evalsha(script.sha, len(keys), *keys, *args)
+            return await self._evalsha(script.sha, keys, args)
 
-    async def _call(self, coro: Any, *, probe: bool = False) -> Any:
+    async def _evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
+        if self._lane is not None:
+            return await self._lane.evalsha(sha, keys, args)
+        return await self.client.evalsha(sha, len(keys), *keys, *args)
+
+    async def aclose(self) -> None:
+        """Close the store's own connections (the client is closed by its owner)."""
+        if self._lane is not None:
+            await self._lane.aclose()
+
+    async def _call(self, coro: Any, *, probe: bool = False, timeout_s: float | None = None) -> Any:
         """The one way to Redis: skipped while the breaker is open (``probe``: asked anyway),
-        and every failure raised as ``StoreUnavailable``."""
+        bounded as a whole by ``redis.socket_timeout_s`` (or ``timeout_s``), and every failure
+        raised as ``StoreUnavailable``."""
         if not probe and not self.breaker.allow():
             coro.close()
             raise StoreUnavailable("redis circuit open")
         try:
-            result = await coro
+            async with asyncio.timeout(timeout_s or self.cfg.socket_timeout_s):
+                result = await coro
         except (
             RedisConnectionError,
             RedisTimeoutError,
@@ -318,10 +336,10 @@ class RedisSessionStore:
     async def delete_task(self, tenant: str, route: str, task_id: str) -> None:
         await self._call(self.client.delete(self.keys.task(tenant, route, task_id)))
 
-    async def guarded(self, coro: Any) -> Any:
+    async def guarded(self, coro: Any, *, timeout_s: float | None = None) -> Any:
         """One Redis call through the breaker, failures as ``StoreUnavailable`` (for the other
-        stores sharing this client)."""
-        return await self._call(coro)
+        stores sharing this client). ``timeout_s``: a longer bound, for a walk over many keys."""
+        return await self._call(coro, timeout_s=timeout_s)
 
     async def ping(self) -> None:
         """Ask Redis directly, even with the breaker open: readiness must see it come back."""

@@ -12,6 +12,10 @@ from .keys import glob_escape
 from .redis import TOMBSTONE_TTL_MS, RedisSessionStore
 from .replies import as_str
 
+# A walk over the keyspace for one user's sessions (the admin API, a user's deletion) takes many
+# SCAN round trips: bounded as a whole, far longer than one request's call.
+SCAN_TIMEOUT_S = 30.0
+
 
 class RedisUserStore:
     """User-level calls, through the session store's client and breaker."""
@@ -49,7 +53,7 @@ class RedisUserStore:
                 await pipe.execute()
             return await self._user_sessions(owner)
 
-        result: list[str] = await self.sessions.guarded(run())
+        result: list[str] = await self.sessions.guarded(run(), timeout_s=SCAN_TIMEOUT_S)
         return result
 
     async def _user_sessions(self, owner: tuple[str, str]) -> list[str]:
@@ -62,7 +66,9 @@ class RedisUserStore:
 
     async def user_session_ids(self, owner: tuple[str, str]) -> list[str]:
         """The ids of the user's sessions in Redis (a SCAN: for the admin API, not for turns)."""
-        result: list[str] = await self.sessions.guarded(self._user_sessions(owner))
+        result: list[str] = await self.sessions.guarded(
+            self._user_sessions(owner), timeout_s=SCAN_TIMEOUT_S
+        )
         return result
 
     async def read_profile(self, owner: tuple[str, str]) -> dict[str, str] | None:

@@ -1,0 +1,37 @@
+"""Ids and timestamps the session model makes for every turn: what PostgreSQL's ``uuid`` and
+``timestamptz`` columns, and clients reading the history, expect of them."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime
+
+from sidecar.session.model import SessionKey, random_uuid4, turn_ids, utc_now_iso
+
+
+def test_random_ids_are_version_4_uuids_and_never_repeat() -> None:
+    made = [random_uuid4() for _ in range(20_000)]
+    assert len(set(made)) == len(made)
+    for text in made:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text  # canonical form: lower-case, hyphens in place
+        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_a_turn_without_idempotency_key_gets_three_distinct_ids() -> None:
+    ids = turn_ids(SessionKey("t", "s"), None)
+    assert len(set(ids)) == 3
+    assert ids != turn_ids(SessionKey("t", "s"), None)
+
+
+def test_timestamps_are_utc_iso_with_milliseconds_and_the_current_time() -> None:
+    before = datetime.now(UTC)
+    stamp = utc_now_iso()
+    after = datetime.now(UTC)
+    assert len(stamp) == len("2026-11-29T23:58:28.123Z") and stamp.endswith("Z")
+    parsed = datetime.fromisoformat(stamp)
+    # Milliseconds are truncated, as isoformat(timespec="milliseconds") does.
+    assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= parsed <= after
+    time.sleep(0.002)
+    assert utc_now_iso() > stamp  # the cached second is not reused for a later moment
