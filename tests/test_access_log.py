@@ -62,9 +62,11 @@ def test_an_access_line_is_what_the_formatter_makes_of_the_record(
     assert handler.line_formatter.format_access(created, message, FIELDS) == expected
     if fmt == "json":
         line = json.loads(expected)
-        assert line["request_id"] == "r-1" and line["status"] == 200
+        assert line["request_id"] == "r-1"
+        assert line["status"] == 200
     else:
-        assert "request_id=r-1" in expected and "overhead_ms" not in expected
+        assert "request_id=r-1" in expected
+        assert "overhead_ms" not in expected
 
 
 def test_access_lines_keep_their_place_and_reach_the_stream_unprompted(

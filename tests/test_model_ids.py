@@ -16,7 +16,8 @@ def test_random_ids_are_version_4_uuids_and_never_repeat() -> None:
     for text in made:
         parsed = uuid.UUID(text)
         assert str(parsed) == text  # canonical form: lower-case, hyphens in place
-        assert parsed.version == 4 and parsed.variant == uuid.RFC_4122
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
 
 
 def test_a_turn_without_idempotency_key_gets_three_distinct_ids() -> None:
@@ -29,7 +30,8 @@ def test_timestamps_are_utc_iso_with_milliseconds_and_the_current_time() -> None
     before = datetime.now(UTC)
     stamp = utc_now_iso()
     after = datetime.now(UTC)
-    assert len(stamp) == len("2026-11-29T23:58:28.123Z") and stamp.endswith("Z")
+    assert len(stamp) == len("2026-11-29T23:58:28.123Z")
+    assert stamp.endswith("Z")
     parsed = datetime.fromisoformat(stamp)
     # Milliseconds are truncated, as isoformat(timespec="milliseconds") does.
     assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= parsed <= after
