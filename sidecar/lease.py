@@ -101,8 +101,10 @@ class ConsumerLease:
         """Renew the lease every ``RENEW_EVERY_S`` until ``stop`` is set; the moment the name is
         found taken, ``held`` turns False and the writer stops consuming under it."""
         while not stop.is_set():
+            # asyncio.timeout, not wait_for: no task of its own every second.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), RENEW_EVERY_S)
+                async with asyncio.timeout(RENEW_EVERY_S):
+                    await stop.wait()
             if stop.is_set():
                 return
             if not self.held:

@@ -146,8 +146,10 @@ class OutboxWriter:
             log.warning("writer: final flush stopped: %s", e)
 
     async def _sleep(self, seconds: float) -> None:
+        """Sleep, waking early when stopped (in this task: wait_for would make one per sleep)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
 
     async def _prepare(self) -> None:
         if self.migrate:
