@@ -7,7 +7,14 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from sidecar.session.model import SessionKey, random_uuid4, turn_ids, utc_now_iso
+from sidecar.session.model import (
+    Message,
+    SessionKey,
+    new_message,
+    random_uuid4,
+    turn_ids,
+    utc_now_iso,
+)
 
 
 def test_random_ids_are_version_4_uuids_and_never_repeat() -> None:
@@ -37,3 +44,15 @@ def test_timestamps_are_utc_iso_with_milliseconds_and_the_current_time() -> None
     assert before.replace(microsecond=before.microsecond // 1000 * 1000) <= parsed <= after
     time.sleep(0.002)
     assert utc_now_iso() > stamp  # the cached second is not reused for a later moment
+
+
+def test_a_message_renumbered_is_the_message_made_with_that_seq() -> None:
+    made = new_message("assistant", "Sunny in Paris tomorrow", 5)
+    moved = made.with_seq(41)
+    assert moved == Message(41, made.id, made.role, made.content, made.timestamp, made.tokens)
+    # The history entry the window splices into the forwarded body is the same bytes.
+    assert (
+        moved.history_json
+        == Message(41, made.id, "assistant", made.content, made.timestamp, 5).history_json
+    )
+    assert made.seq != 41  # the original is untouched

@@ -260,8 +260,8 @@ class SessionService:
             # Another turn landed in between: the next load fetches the real window.
             self.cache.discard(turn.key)
             return
-        user = dataclasses.replace(turn.user, seq=committed.first_seq)
-        assistant = dataclasses.replace(turn.assistant, seq=committed.first_seq + 1)
+        user = turn.user.with_seq(committed.first_seq)
+        assistant = turn.assistant.with_seq(committed.first_seq + 1)
         window = (
             (*cached.window, user, assistant)[-self.cfg.history_limit :]
             if self.cfg.history_limit > 0

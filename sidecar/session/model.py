@@ -60,6 +60,15 @@ class Message:
         encoded = bytes(memoryview(orjson.dumps(self.as_history())))
         object.__setattr__(self, "history_json", encoded)
 
+    def with_seq(self, seq: int) -> Message:
+        """This message under another seq, its encoded history entry reused (the seq is not in
+        it): ``dataclasses.replace`` would run ``__post_init__`` and encode it again."""
+        clone = object.__new__(Message)
+        for name in _MESSAGE_SLOTS:
+            object.__setattr__(clone, name, getattr(self, name))
+        object.__setattr__(clone, "seq", seq)
+        return clone
+
     def as_history(self) -> dict[str, Any]:
         return {"role": self.role, "content": self.content, "timestamp": self.timestamp}
 
@@ -77,6 +86,9 @@ class Message:
     def decode(cls, raw: bytes | str) -> Message:
         seq, mid, role, content, ts, tokens = orjson.loads(raw)
         return cls(seq=seq, id=mid, role=role, content=content, timestamp=ts, tokens=tokens)
+
+
+_MESSAGE_SLOTS = Message.__slots__
 
 
 @dataclass(frozen=True, slots=True)
