@@ -76,12 +76,14 @@ def create_app(config: Config, *, span_exporter: Any = None) -> web.Application:
     """The application; ``span_exporter`` replaces the configured one (tests read spans so)."""
     metrics = Metrics()
     tracer = Tracer(config.tracing, span_exporter) if config.tracing.enabled else None
+    lifecycle = Lifecycle()
     observer = Observer(
         metrics,
         [(r.path, r.adapter) for r in config.routes],
         access_log=config.logging.access_log,
         tracer=tracer,
         aliases={sse_path(r.path): r.path for r in config.routes if r.preset == "shannon"},
+        lifecycle=lifecycle,
     )
     app = web.Application(
         # The observer inside the error middleware: it sees what each error was, and counts it.
@@ -97,9 +99,7 @@ def create_app(config: Config, *, span_exporter: Any = None) -> web.Application:
     if tracer is not None:
         app[TRACER] = tracer
     app.on_response_prepare.append(observer.on_response_prepare)
-    lifecycle = Lifecycle()
     app[LIFECYCLE] = lifecycle
-    app.middlewares.append(lifecycle.track)
     # Torn down in reverse: commits in flight finish first, then the writer flushes, then the
     # stores close, and last the spans of all that are exported.
     app.cleanup_ctx.extend(

@@ -1,15 +1,12 @@
-"""The process's shutdown state: requests in flight (counted by a middleware), the shutdown
-budget, and the drain that waits for requests before the listener closes."""
+"""The process's shutdown state: requests in flight (counted by the observer's middleware), the
+shutdown budget, and the drain that waits for requests before the listener closes."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-
-from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +17,7 @@ DRAIN_POLL_S = 0.05
 class Lifecycle:
     started: bool = False  # routes added, gazetteer loaded: requests can be served
     shutting_down: bool = False
-    in_flight: int = 0  # requests being handled, counted by ``track``
+    in_flight: int = 0  # requests being handled, counted by the observer's middleware
     shutdown_deadline: float | None = None  # monotonic time by which everything must be done
 
     def begin_shutdown(self, budget_s: float) -> None:
@@ -32,19 +29,6 @@ class Lifecycle:
         if self.shutdown_deadline is None:
             return default
         return max(self.shutdown_deadline - time.monotonic(), floor)
-
-    @web.middleware
-    async def track(
-        self,
-        request: web.Request,
-        handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
-    ) -> web.StreamResponse:
-        """Middleware counting requests in flight, so a shutdown can wait for them."""
-        self.in_flight += 1
-        try:
-            return await handler(request)
-        finally:
-            self.in_flight -= 1
 
 
 async def drain(lifecycle: Lifecycle, timeout_s: float) -> None:

@@ -20,6 +20,7 @@ from aiohttp.web_urldispatcher import AbstractResource
 
 from . import tracing
 from .errors import SidecarError, UpstreamTimeout, UpstreamUnavailable
+from .lifecycle import Lifecycle
 from .logs import REQUEST_ID, log_access
 from .metrics import Metrics
 from .tracing import Tracer
@@ -117,8 +118,12 @@ class Observer:
         tracer: Tracer | None = None,
         fallback: str = PASSTHROUGH,
         aliases: Mapping[str, str] | None = None,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         self.metrics = metrics
+        # Counts the requests in flight for the drain (here rather than in a middleware of its
+        # own: every layer costs a coroutine per request).
+        self.lifecycle = lifecycle
         # Paths that belong to a route though they are not under it (Shannon's stream endpoint
         # beside its tasks route): counted under the route.
         self.aliases = dict(aliases or {})
@@ -175,6 +180,9 @@ class Observer:
         status = CLIENT_GONE
         resp: web.StreamResponse | None = None
         upstream_failure: str | None = None
+        lifecycle = self.lifecycle
+        if lifecycle is not None:
+            lifecycle.in_flight += 1
         try:
             with self._server_span(request, info) as span:
                 try:
@@ -201,6 +209,8 @@ class Observer:
                         if status >= 500:
                             self.tracer.mark_error(span)
         finally:
+            if lifecycle is not None:
+                lifecycle.in_flight -= 1
             if tracer_token is not None:
                 tracing.ACTIVE.reset(tracer_token)
             _CURRENT.reset(tokens[0])
