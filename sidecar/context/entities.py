@@ -57,10 +57,9 @@ class TopicMatcher:
                 (latin if word.isascii() else han).append(word)
         parts = []
         if han:
-            parts.append("|".join(re.escape(w) for w in sorted(han, key=len, reverse=True)))
+            parts.append(_longest_first(han))
         if latin:
-            alts = "|".join(re.escape(w) for w in sorted(latin, key=len, reverse=True))
-            parts.append(rf"\b(?:{alts})\b")
+            parts.append(rf"\b(?:{_longest_first(latin)})\b")
         self._re = re.compile("|".join(parts) or r"(?!)", re.IGNORECASE)
         self.topics: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in topics.items()}
 
@@ -75,6 +74,39 @@ class TopicMatcher:
             word = m.group(0)
             found.append(TopicMatch(self._keywords[word.lower()], word, m.start(), m.end()))
         return found
+
+
+_Trie = dict[str, "_Trie"]
+
+
+def _longest_first(words: list[str]) -> str:
+    """A pattern for the longest of ``words`` that fits (IGNORECASE), written as a trie.
+
+    The regex engine tries the alternatives of "a|b|c" one by one at every position of a
+    message; a trie tries only the branch of the next character, several times faster for
+    dozens of keywords. It finds what the alternatives sorted longest first find: the words
+    that fit at a position are prefixes of one another, so they lie on one path of the trie,
+    and its greedy optional groups try the deepest first (backtracking when the word boundary
+    after it fails). Branches are keyed by ASCII-lowercased characters, which IGNORECASE matches
+    alike; a word with any other cased character keeps the plain alternation.
+    """
+    if any(not c.isascii() and c.lower() + c.upper() != c + c for w in words for c in w):
+        return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+    root: _Trie = {}
+    for word in words:
+        node = root
+        for ch in word.lower():
+            node = node.setdefault(ch, {})
+        node[""] = {}  # a word ends here
+
+    def branch(node: _Trie) -> str:
+        alts = [re.escape(ch) + branch(sub) for ch, sub in node.items() if ch]
+        if not alts:
+            return ""
+        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
+        return f"(?:{body})?" if "" in node else body
+
+    return branch(root)
 
 
 def _sentence_initial(text: str, start: int) -> bool:
@@ -95,19 +127,28 @@ def _find_latin(
     n = len(words)
     if not n:
         return []
-    first_clause_end = _first_clause_end(text)
-    # run[i]: how many words from i on are joined by single spaces (a multi-word name's reach)
-    run = [1] * n
-    for k in range(n - 2, -1, -1):
-        if _joined_by_spaces(text, words, k, 2):
-            run[k] = run[k + 1] + 1
+    first_clause_end = -1  # only an answer needs it: computed on first use
     found: list[PlaceMatch] = []
     i = 0
     while i < n:
         best: tuple[int, str] | None = None
-        for size in range(min(gaz.max_latin_words, run[i]), 0, -1):
+        word = words[i].group(0)
+        lowered = word.lower()
+        # Longer names are tried only as far as a name starting with this word reaches and
+        # the words are joined by single spaces (most words start no multi-word name).
+        reach = gaz.latin_reach.get(lowered if word.isascii() else _head(word))
+        longest = 1
+        if reach is not None:
+            reach = min(reach, gaz.max_latin_words)
+            while (
+                longest < reach
+                and i + longest < n
+                and _joined_by_spaces(text, words, i + longest - 1, 2)
+            ):
+                longest += 1
+        for size in range(longest, 0, -1):
             start, end = words[i].start(), words[i + size - 1].end()
-            key = fold_latin(text[start:end]) if size > 1 else words[i].group(0).lower()
+            key = fold_latin(text[start:end]) if size > 1 else lowered
             if not key.isascii():
                 key = fold_latin(key)
             canon = gaz.latin.get(key)
@@ -115,6 +156,8 @@ def _find_latin(
                 continue
             if blocked and overlaps(start, end, blocked):
                 continue
+            if answering and first_clause_end < 0:
+                first_clause_end = _first_clause_end(text)
             in_answer = answering and (n <= 4 or (end <= first_clause_end and not _is_common(key)))
             if not in_answer and not _has_evidence(text, words, i, key, gaz):
                 continue
@@ -135,6 +178,13 @@ def _find_latin(
         found.append(PlaceMatch(text[start:end], canon, start, end, "en"))
         i += size
     return _qualify_latin(text, found, gaz)
+
+
+def _head(word: str) -> str:
+    """The first word of the lookup key of a name that starts with ``word`` (folded as the
+    whole name is: a word's folding never yields a space or a period)."""
+    key = fold_latin(word)
+    return key if key.isascii() else fold_latin(key)
 
 
 # "Paris, Texas", "Portland, Maine", and after a correction "Paris in Texas"
@@ -165,8 +215,11 @@ def _qualify_latin(text: str, found: list[PlaceMatch], gaz: Gazetteer) -> list[P
     return [p for k, p in enumerate(out) if not (k and p.start < out[k - 1].end)]
 
 
+_CLAUSE_END = re.compile(r"[,，:：;；.。!！?？]")
+
+
 def _first_clause_end(text: str) -> int:
-    m = re.search(r"[,，:：;；.。!！?？]", text.strip())
+    m = _CLAUSE_END.search(text.strip())
     return len(text) if m is None else m.start() + (len(text) - len(text.lstrip()))
 
 

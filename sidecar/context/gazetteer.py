@@ -33,6 +33,16 @@ def fold_latin(name: str) -> str:
     return " ".join(stripped.replace(".", " ").replace("’", "'").lower().split())
 
 
+def _reach(latin: dict[str, str]) -> dict[str, int]:
+    reach: dict[str, int] = {}
+    for name in latin:
+        if " " in name:
+            words = name.split(" ")
+            if len(words) > reach.get(words[0], 1):
+                reach[words[0]] = len(words)
+    return reach
+
+
 @dataclass(frozen=True, slots=True)
 class Gazetteer:
     """Place names → canonical English name, split by script for cheap lookups."""
@@ -46,6 +56,13 @@ class Gazetteer:
     han_major: frozenset[str] = frozenset()  # Chinese names of major places
     han_regions: frozenset[str] = frozenset()  # Chinese names of countries and regions
     region_keys: frozenset[str] = frozenset()  # folded English names of those regions
+    # first word of a multi-word Latin name → most words of a name starting with it; a word
+    # missing here starts no longer name, so the matcher looks it up alone
+    latin_reach: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.latin_reach and self.latin:
+            object.__setattr__(self, "latin_reach", _reach(self.latin))
 
     def __len__(self) -> int:
         return len(self.latin) + len(self.han)
