@@ -20,6 +20,7 @@ from sidecar.context.places_zh import find_han
 from sidecar.context.spans import PlaceMatch as PlaceMatch
 from sidecar.context.spans import Span, overlaps
 from sidecar.context.spans import TopicMatch as TopicMatch
+from sidecar.context.trie import longest_first
 
 WEATHER_KEYWORDS: tuple[str, ...] = (
     "天气", "气温", "温度", "下雨", "下雪", "多少度", "几度", "刮风", "湿度", "预报", "降雨",
@@ -57,9 +58,9 @@ class TopicMatcher:
                 (latin if word.isascii() else han).append(word)
         parts = []
         if han:
-            parts.append(_longest_first(han))
+            parts.append(longest_first(han))
         if latin:
-            parts.append(rf"\b(?:{_longest_first(latin)})\b")
+            parts.append(rf"\b(?:{longest_first(latin)})\b")
         self._re = re.compile("|".join(parts) or r"(?!)", re.IGNORECASE)
         self.topics: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in topics.items()}
 
@@ -74,39 +75,6 @@ class TopicMatcher:
             word = m.group(0)
             found.append(TopicMatch(self._keywords[word.lower()], word, m.start(), m.end()))
         return found
-
-
-_Trie = dict[str, "_Trie"]
-
-
-def _longest_first(words: list[str]) -> str:
-    """A pattern for the longest of ``words`` that fits (IGNORECASE), written as a trie.
-
-    The regex engine tries the alternatives of "a|b|c" one by one at every position of a
-    message; a trie tries only the branch of the next character, several times faster for
-    dozens of keywords. It finds what the alternatives sorted longest first find: the words
-    that fit at a position are prefixes of one another, so they lie on one path of the trie,
-    and its greedy optional groups try the deepest first (backtracking when the word boundary
-    after it fails). Branches are keyed by ASCII-lowercased characters, which IGNORECASE matches
-    alike; a word with any other cased character keeps the plain alternation.
-    """
-    if any(not c.isascii() and c.lower() + c.upper() != c + c for w in words for c in w):
-        return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
-    root: _Trie = {}
-    for word in words:
-        node = root
-        for ch in word.lower():
-            node = node.setdefault(ch, {})
-        node[""] = {}  # a word ends here
-
-    def branch(node: _Trie) -> str:
-        alts = [re.escape(ch) + branch(sub) for ch, sub in node.items() if ch]
-        if not alts:
-            return ""
-        body = alts[0] if len(alts) == 1 else "(?:" + "|".join(alts) + ")"
-        return f"(?:{body})?" if "" in node else body
-
-    return branch(root)
 
 
 def _sentence_initial(text: str, start: int) -> bool:
@@ -268,7 +236,7 @@ def find_places(
     where, which makes a bare common-word name count. ``simple`` is ``text`` in Simplified
     characters (same length), for matching Chinese; places keep the user's characters.
     """
-    blocked = [*blocked, *load_placelike().spans(text)]
+    blocked = [*blocked, *load_placelike().spans(text, simple or None)]
     found: list[PlaceMatch] = []
     if not text.isascii():
         for p in find_han(simple or text, gaz, blocked, answering):

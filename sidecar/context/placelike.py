@@ -15,15 +15,17 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 
 from sidecar.context.lexicon import REGIONS_EN
 from sidecar.context.script import to_simplified
+from sidecar.context.trie import longest_first
 
 Span = tuple[int, int]
 
-_WORD = re.compile(r"[A-Za-z\u00c0-\u024f0-9]+(?:['’\-+][A-Za-z\u00c0-\u024f0-9]+)*|\+")
+_WORD_CHARS = r"A-Za-z\u00c0-\u024f0-9"
+_WORD = re.compile(rf"[{_WORD_CHARS}]+(?:['’\-+][{_WORD_CHARS}]+)*|\+")
 # A one-word "exact" name still names the place right after one of these ("flights to Nokia").
 _PLACE_LEAD = frozenset(["in", "to", "from", "at", "near", "visiting", "around"])
 
@@ -38,15 +40,29 @@ class PlaceLike:
     latin_first: frozenset[str]  # lowercase first words of either kind
     latin_max: int
     common_words: frozenset[str]
+    # Searches in C for where a listed name can start; most messages hold none, and then the
+    # per-character and per-word loops below are skipped.
+    _han_start: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _latin_start: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
-    def spans(self, text: str) -> list[Span]:
-        """Where ``text`` names one of the listed things; Chinese matched in Simplified."""
+    def __post_init__(self) -> None:
+        han_start = "[" + "".join(re.escape(c) for c in sorted(self.han_first)) + "]"
+        object.__setattr__(self, "_han_start", re.compile(han_start if self.han_first else "(?!)"))
+        # A first word standing as a word of its own (as _WORD cuts words; every first word is
+        # ASCII, so a word whose lowercase is one matches it).
+        first = longest_first(sorted(self.latin_first))
+        latin_start = rf"(?<![{_WORD_CHARS}])(?i:{first})(?![{_WORD_CHARS}])"
+        object.__setattr__(self, "_latin_start", re.compile(latin_start))
+
+    def spans(self, text: str, simple: str | None = None) -> list[Span]:
+        """Where ``text`` names one of the listed things; Chinese matched in Simplified
+        (``simple``: ``text`` already through ``to_simplified``)."""
         out: list[Span] = []
         if not text.isascii():
-            simple = to_simplified(text)
-            for i, ch in enumerate(simple):
-                if ch not in self.han_first:
-                    continue
+            if simple is None:
+                simple = to_simplified(text)
+            for start in self._han_start.finditer(simple):
+                i = start.start()
                 for size in range(min(self.han_max, len(simple) - i), 1, -1):
                     if simple[i : i + size] in self.han:
                         out.append((i, i + size))
@@ -55,6 +71,8 @@ class PlaceLike:
         return out
 
     def _latin_spans(self, text: str) -> Iterator[Span]:
+        if self._latin_start.search(text) is None:
+            return
         words = list(_WORD.finditer(text))
         for i, w in enumerate(words):
             if w.group(0).lower() not in self.latin_first:

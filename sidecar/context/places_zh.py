@@ -26,12 +26,11 @@ def find_han(
         i = s
         while i < e - 1:
             hit = None
-            for size in range(min(gaz.max_han_chars, e - i), 1, -1):
-                if blocked and overlaps(i, i + size, blocked):
-                    continue
+            # no name is longer than the longest one starting with this character
+            for size in range(min(gaz.han_reach.get(text[i], 0), e - i), 1, -1):
                 name = text[i : i + size]
                 canon = gaz.han.get(name)
-                if canon is None:
+                if canon is None or (blocked and overlaps(i, i + size, blocked)):
                     continue
                 if name in CJK_AMBIGUOUS:
                     if not _han_cue(text, i, i + size, blocked, answering):

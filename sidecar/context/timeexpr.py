@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 
 from sidecar.context.lexicon import words
+from sidecar.context.trie import longest_first
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +51,15 @@ _ZH_OFFSETS = {"今": 0, "明": 1, "后": 2, "大后": 3, "昨": -1, "前": -2, 
 
 _ZH_NUM = r"[0-9０-９]{1,2}|[一二三四五六七八九十]{1,3}"
 _ZH_COUNT = r"[0-9０-９]{1,3}|[一二两三四五六七八九十百]{1,4}"
+# The characters a match can start with (\d: the year and ISO dates take any digit). The
+# lookahead on them costs one test at each character; without it every alternative below was
+# tried at every character, most of the matcher's cost. The matches are the same.
+_ZH_FIRST = (
+    r"[\d０-９一二两三四五六七八九十百第次隔翌听寻元劳国圣平情万儿跨春过除大中重端"
+    r"下这本今明后昨前现此目当上呢周星礼]"
+)
 _ZH_RE = re.compile(
+    rf"(?={_ZH_FIRST})(?:"
     rf"(?P<cnt>(?P<cntn>{_ZH_COUNT})个?(?P<cntu>天|日|周|星期|礼拜|个月)(?P<cntd>以后|之后|过后|后|以前|之前|前))"
     r"|(?P<nxt>第二天|第二日|次日|隔天|翌日)"
     r"|(?P<yue>听日|寻日)"
@@ -65,28 +73,8 @@ _ZH_RE = re.compile(
     r"(?:(?:早上|上午|中午|下午|晚上|夜里|白天)|(?:和|跟|与)?(?:明|后)天)?"
     r"|今明两天|现在|此刻|目前|当前|这会儿"
     r"|(?P<wkpre>下下|下个?|上个?|这个?|本|呢个)?(?P<wk>周|星期|礼拜)(?P<wd>[一二三四五六日天1-7]|末)?"
+    r")"
 )
-
-# The characters a match of _ZH_RE can start with (\d: its year and ISO dates take any digit).
-# Searching for one of them runs in C; trying _ZH_RE only there finds what scanning every
-# character finds, at a fraction of the cost.
-_ZH_FIRST = re.compile(
-    r"[\d０-９一二两三四五六七八九十百第次隔翌听寻元劳国圣平情万儿跨春过除大中重端"
-    r"下这本今明后昨前现此目当上呢周星礼]"
-)
-
-
-def _zh_matches(text: str) -> Iterator[re.Match[str]]:
-    """What ``_ZH_RE.finditer(text)`` yields, trying the pattern only where it can start."""
-    pos = 0
-    while (first := _ZH_FIRST.search(text, pos)) is not None:
-        m = _ZH_RE.match(text, first.start())
-        if m is None:
-            pos = first.start() + 1
-        else:
-            pos = m.end()
-            yield m
-
 
 _EN_WD = r"(?:mon|tues|wednes|thurs|fri|satur|sun)days?"
 _EN_MON = (
@@ -99,8 +87,25 @@ _EN_NUM = (
 _EN_NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
                "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12,
                "a couple of": 2}  # fmt: skip
+# Every alternative below starts a word with one of these words or a digit. A lookahead on
+# them (or on a word with a non-ASCII letter, which IGNORECASE may fold: "ſ" matches "s")
+# costs little at each word; without it every alternative was tried at every word, most of the
+# matcher's cost. The matches are the same.
+_EN_FIRST_WORDS = words(
+    """
+    in a an one two three four five six seven eight nine ten eleven twelve couple few
+    jan january feb february mar march apr april may jun june jul july aug august
+    sep sept september oct october nov november dec december
+    christmas new halloween valentine valentines independence boxing
+    the this next coming any during for on weekend weekly
+    today tonight right currently current now tomorrow tmrw tmr yesterday
+    monday mondays tuesday tuesdays wednesday wednesdays thursday thursdays
+    friday fridays saturday saturdays sunday sundays
+    """
+)
+_EN_START = rf"(?:{longest_first(sorted(_EN_FIRST_WORDS))})\b|\d|(?-i:\w*[^\W\x00-\x7f])"
 _EN_RE = re.compile(
-    r"\b(?:"
+    rf"\b(?={_EN_START})(?:"
     rf"(?P<inn>in\s+(?P<innn>{_EN_NUM})\s+(?P<innu>days?|weeks?))"
     rf"|(?P<lat>(?P<latn>{_EN_NUM})\s+(?P<latu>days?|weeks?)\s+"
     r"(?P<latd>later|after(?:wards)?|from\s+now|from\s+today|ago))"
@@ -131,42 +136,6 @@ _EN_RE = re.compile(
 
 # "for this week" → "this week", "today's" → "today"
 _EN_TRIM = re.compile(r"^for\s+|'s$", re.IGNORECASE)
-
-# Every alternative of _EN_RE starts at a word boundary with one of these words or a digit.
-# Trying the big pattern only where such a word starts finds exactly what scanning every
-# character finds, at a fraction of the cost (most words of a message start no expression).
-_EN_FIRST_WORDS = words(
-    """
-    in a an one two three four five six seven eight nine ten eleven twelve couple few
-    jan january feb february mar march apr april may jun june jul july aug august
-    sep sept september oct october nov november dec december
-    christmas new halloween valentine valentines independence boxing
-    the this next coming any during for on weekend weekly
-    today tonight right currently current now tomorrow tmrw tmr yesterday
-    monday mondays tuesday tuesdays wednesday wednesdays thursday thursdays
-    friday fridays saturday saturdays sunday sundays
-    """
-)
-_WORD_RUN = re.compile(r"\w+")
-
-
-def _en_matches(text: str) -> Iterator[re.Match[str]]:
-    """What ``_EN_RE.finditer(text)`` yields, trying the pattern only where it can start.
-
-    A word with a non-ASCII letter is always tried: under IGNORECASE "ſ" matches "s".
-    """
-    end = 0
-    for word in _WORD_RUN.finditer(text):
-        start = word.start()
-        if start < end:
-            continue
-        w = word.group(0)
-        if w.isascii() and not w[0].isdigit() and w.lower() not in _EN_FIRST_WORDS:
-            continue
-        m = _EN_RE.match(text, start)
-        if m is not None:
-            end = m.end()
-            yield m
 
 
 def _zh_int(text: str) -> int:
@@ -410,7 +379,7 @@ def find_times(text: str, today: date, anchor: date | None = None) -> list[TimeM
     found: list[TimeMatch] = []
     base = anchor or today
     if not text.isascii() and _HAN.search(text):
-        for m in _zh_matches(text):
+        for m in _ZH_RE.finditer(text):
             if m.group("rel") in ("前", "后") and m.start() and text[m.start() - 1] in _ZH_GLUE:
                 continue  # 以前天气 / 之后天晴: the character belongs to the word before
             resolved = _zh_match(m, today, base)
@@ -419,7 +388,7 @@ def find_times(text: str, today: date, anchor: date | None = None) -> list[TimeM
                 found.append(TimeMatch(m.group(0), resolved, m.start(), m.end(), "zh", anchored))
     if not text.isascii() and not _LATIN.search(text):
         return found
-    for m in _en_matches(text):
+    for m in _EN_RE.finditer(text):
         if any(t.start < m.end() and m.start() < t.end for t in found):
             continue
         resolved = _en_match(m, today, base)
