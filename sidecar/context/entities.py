@@ -91,61 +91,82 @@ def _previous_word(words: list[re.Match[str]], index: int) -> str:
 def _find_latin(
     text: str, gaz: Gazetteer, blocked: Sequence[Span], answering: bool
 ) -> list[PlaceMatch]:
-    words = list(_LATIN_WORD.finditer(text))
-    n = len(words)
-    if not n:
+    # One lower() for a whole ASCII message: the same words.
+    words: list[re.Match[str]] = []
+    if text.isascii():
+        lowered = _LATIN_WORD.findall(text.lower())
+    else:
+        words = list(_LATIN_WORD.finditer(text))
+        lowered = [w.group(0).lower() for w in words]
+    # Only a word that is a name or starts one can begin a place (a word with a non-ASCII
+    # letter is looked up folded, so always tried): most words are skipped in this one pass,
+    # before any match object is made.
+    latin, reach = gaz.latin, gaz.latin_reach
+    starts = [k for k, w in enumerate(lowered) if w in latin or w in reach or not w.isascii()]
+    if not starts:
         return []
-    first_clause_end = -1  # only an answer needs it: computed on first use
+    words = words or list(_LATIN_WORD.finditer(text))
+    first_clause_end = _first_clause_end(text) if answering else 0
     found: list[PlaceMatch] = []
     i = 0
-    while i < n:
-        best: tuple[int, str] | None = None
-        word = words[i].group(0)
-        lowered = word.lower()
-        # Longer names are tried only as far as a name starting with this word reaches and
-        # the words are joined by single spaces (most words start no multi-word name).
-        reach = gaz.latin_reach.get(lowered if word.isascii() else _head(word))
-        longest = 1
-        if reach is not None:
-            reach = min(reach, gaz.max_latin_words)
-            while (
-                longest < reach
-                and i + longest < n
-                and _joined_by_spaces(text, words, i + longest - 1, 2)
-            ):
-                longest += 1
-        for size in range(longest, 0, -1):
-            start, end = words[i].start(), words[i + size - 1].end()
-            key = fold_latin(text[start:end]) if size > 1 else lowered
-            if not key.isascii():
-                key = fold_latin(key)
-            canon = gaz.latin.get(key)
-            if canon is None or (size == 1 and key in PLACE_MODIFIERS):
-                continue
-            if blocked and overlaps(start, end, blocked):
-                continue
-            if answering and first_clause_end < 0:
-                first_clause_end = _first_clause_end(text)
-            in_answer = answering and (n <= 4 or (end <= first_clause_end and not _is_common(key)))
-            if not in_answer and not _has_evidence(text, words, i, key, gaz):
-                continue
-            best = (size, canon)
-            break
+    for k in starts:
+        if k < i:
+            continue  # inside the place found before
+        i = k
+        best = _place_at(text, words, lowered[i], i, gaz, blocked, answering, first_clause_end)
         if best is None:
             i += 1
             continue
         size, canon = best
         first = i
-        if (
-            i > 0
-            and words[i - 1].group(0).lower() in PLACE_MODIFIERS
-            and _joined_by_spaces(text, words, i - 1, 2)
-        ):
+        if i > 0 and lowered[i - 1] in PLACE_MODIFIERS and _joined_by_spaces(text, words, i - 1, 2):
             first = i - 1
         start, end = words[first].start(), words[i + size - 1].end()
         found.append(PlaceMatch(text[start:end], canon, start, end, "en"))
         i += size
     return _qualify_latin(text, found, gaz)
+
+
+def _place_at(
+    text: str,
+    words: list[re.Match[str]],
+    lowered: str,
+    i: int,
+    gaz: Gazetteer,
+    blocked: Sequence[Span],
+    answering: bool,
+    first_clause_end: int,
+) -> tuple[int, str] | None:
+    """The longest name starting at ``words[i]`` that reads as a place: (words, canonical)."""
+    n = len(words)
+    word = words[i].group(0)
+    # Longer names are tried only as far as a name starting with this word reaches and the
+    # words are joined by single spaces (most words start no multi-word name).
+    reach = gaz.latin_reach.get(lowered if word.isascii() else _head(word))
+    longest = 1
+    if reach is not None:
+        reach = min(reach, gaz.max_latin_words)
+        while (
+            longest < reach
+            and i + longest < n
+            and _joined_by_spaces(text, words, i + longest - 1, 2)
+        ):
+            longest += 1
+    for size in range(longest, 0, -1):
+        start, end = words[i].start(), words[i + size - 1].end()
+        key = fold_latin(text[start:end]) if size > 1 else lowered
+        if not key.isascii():
+            key = fold_latin(key)
+        canon = gaz.latin.get(key)
+        if canon is None or (size == 1 and key in PLACE_MODIFIERS):
+            continue
+        if blocked and overlaps(start, end, blocked):
+            continue
+        in_answer = answering and (n <= 4 or (end <= first_clause_end and not _is_common(key)))
+        if not in_answer and not _has_evidence(text, words, i, key, gaz):
+            continue
+        return size, canon
+    return None
 
 
 def _head(word: str) -> str:

@@ -104,6 +104,7 @@ def traditional_context(context: Mapping[str, Any]) -> bool:
 
 
 _CORRECTION_ZH = re.compile("|".join(CORRECTION_ZH))
+_LOWER_WORD = re.compile(r"[a-z]+")
 _NEGATED_ZH = tuple(NEGATION_BEFORE_ZH)
 
 
@@ -132,8 +133,8 @@ def followup_name(text: str, blocked: Sequence[tuple[int, int]]) -> PlaceMatch |
 
 def is_correction(simple: str) -> bool:
     """ "不对，是伦敦", "sorry, I meant Lyon": the message corrects the last one."""
-    return bool(_CORRECTION_ZH.search(simple)) or any(
-        w in CORRECTION_EN for w in re.findall(r"[a-z]+", simple.lower())
+    return bool(_CORRECTION_ZH.search(simple)) or not CORRECTION_EN.isdisjoint(
+        _LOWER_WORD.findall(simple.lower())
     )
 
 

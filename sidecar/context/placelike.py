@@ -20,12 +20,10 @@ from importlib import resources
 
 from sidecar.context.lexicon import REGIONS_EN
 from sidecar.context.script import to_simplified
-from sidecar.context.trie import longest_first
 
 Span = tuple[int, int]
 
-_WORD_CHARS = r"A-Za-z\u00c0-\u024f0-9"
-_WORD = re.compile(rf"[{_WORD_CHARS}]+(?:['’\-+][{_WORD_CHARS}]+)*|\+")
+_WORD = re.compile(r"[A-Za-z\u00c0-\u024f0-9]+(?:['’\-+][A-Za-z\u00c0-\u024f0-9]+)*|\+")
 # A one-word "exact" name still names the place right after one of these ("flights to Nokia").
 _PLACE_LEAD = frozenset(["in", "to", "from", "at", "near", "visiting", "around"])
 
@@ -40,19 +38,13 @@ class PlaceLike:
     latin_first: frozenset[str]  # lowercase first words of either kind
     latin_max: int
     common_words: frozenset[str]
-    # Searches in C for where a listed name can start; most messages hold none, and then the
-    # per-character and per-word loops below are skipped.
+    # A search in C for the characters a listed Chinese name can start with: most messages
+    # hold none, and the per-character loop below then has nothing to do.
     _han_start: re.Pattern[str] = field(init=False, repr=False, compare=False)
-    _latin_start: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         han_start = "[" + "".join(re.escape(c) for c in sorted(self.han_first)) + "]"
         object.__setattr__(self, "_han_start", re.compile(han_start if self.han_first else "(?!)"))
-        # A first word standing as a word of its own (as _WORD cuts words; every first word is
-        # ASCII, so a word whose lowercase is one matches it).
-        first = longest_first(sorted(self.latin_first))
-        latin_start = rf"(?<![{_WORD_CHARS}])(?i:{first})(?![{_WORD_CHARS}])"
-        object.__setattr__(self, "_latin_start", re.compile(latin_start))
 
     def spans(self, text: str, simple: str | None = None) -> list[Span]:
         """Where ``text`` names one of the listed things; Chinese matched in Simplified
@@ -71,12 +63,20 @@ class PlaceLike:
         return out
 
     def _latin_spans(self, text: str) -> Iterator[Span]:
-        if self._latin_start.search(text) is None:
+        # One lower() for a whole ASCII message (the same words); the words that start a
+        # listed name, usually none, picked out in one pass before any match object is made.
+        words: list[re.Match[str]] = []
+        if text.isascii():
+            lowered = _WORD.findall(text.lower())
+        else:
+            words = list(_WORD.finditer(text))
+            lowered = [w.group(0).lower() for w in words]
+        starts = [i for i, w in enumerate(lowered) if w in self.latin_first]
+        if not starts:
             return
-        words = list(_WORD.finditer(text))
-        for i, w in enumerate(words):
-            if w.group(0).lower() not in self.latin_first:
-                continue
+        words = words or list(_WORD.finditer(text))
+        for i in starts:
+            w = words[i]
             for size in range(min(self.latin_max, len(words) - i), 0, -1):
                 start, end = w.start(), words[i + size - 1].end()
                 phrase = text[start:end]
