@@ -62,14 +62,22 @@ class TopicMatcher:
         if latin:
             parts.append(rf"\b(?:{longest_first(latin)})\b")
         self._re = re.compile("|".join(parts) or r"(?!)", re.IGNORECASE)
+        # An ASCII message needs only the Latin keywords when no other keyword can match ASCII
+        # text: each holds a non-ASCII character without case (a Chinese one), which matches
+        # only itself. Then the other keywords' branches are not tried at every character.
+        self._re_ascii = self._re
+        if all(any(not c.isascii() and c.lower() == c == c.upper() for c in w) for w in han):
+            self._re_ascii = re.compile(parts[-1] if latin else r"(?!)", re.IGNORECASE)
         self.topics: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in topics.items()}
 
     def find(self, text: str) -> list[TopicMatch]:
         found = []
         blocked: list[Span] = []
+        pattern = self._re_ascii
         if not text.isascii():
             blocked = [m.span() for m in _ZH_NOT_WEATHER.finditer(text)]
-        for m in self._re.finditer(text):
+            pattern = self._re
+        for m in pattern.finditer(text):
             if blocked and any(s <= m.start() < e for s, e in blocked):
                 continue
             word = m.group(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -53,6 +54,7 @@ _EN_ANSWER_FILLERS = (
 _WORD = re.compile(r"[A-Za-z\u00c0-\u024f0-9]+(?:['’][A-Za-z]+)?")
 _WORD = re.compile(r"[A-Za-z\u00c0-\u024f0-9]+(?:['’][A-Za-z]+)?")
 _PUNCT = " \t\r\n,.;:!?，。；：！？、\"'“”‘’()（）…~～"
+_LATIN_RUN = re.compile(r"[A-Za-z]+")
 
 
 def asks(last_assistant: str | None, pattern: re.Pattern[str]) -> bool:
@@ -76,9 +78,7 @@ def is_elliptical(
         rest = rest[: m.start] + " " + rest[m.end :]
     if lang == "zh":
         rest = _ZH_FILLERS.sub(" ", rest)
-        rest = re.sub(
-            r"[A-Za-z]+", lambda w: " " if w.group(0).lower() in _EN_FILLERS else "x", rest
-        )
+        rest = _LATIN_RUN.sub(lambda w: " " if w.group(0).lower() in _EN_FILLERS else "x", rest)
         return not rest.strip(_PUNCT + " ")
     fillers = _EN_ANSWER_FILLERS if answering else _EN_FILLERS
     words = [w.lower() for w in _WORD.findall(rest)]
@@ -98,9 +98,15 @@ def traditional_context(context: Mapping[str, Any]) -> bool:
     """Whether the session's recent words are in Traditional characters."""
     for key in ("time_expression", "location", "frame"):
         value = context.get(key)
-        if isinstance(value, str) and not value.isascii() and to_simplified(value) != value:
+        if isinstance(value, str) and not value.isascii() and _traditional(value):
             return True
     return False
+
+
+@functools.lru_cache(maxsize=1024)
+def _traditional(value: str) -> bool:
+    # A session's stored words come back with every turn: each is converted once.
+    return to_simplified(value) != value
 
 
 _CORRECTION_ZH = re.compile("|".join(CORRECTION_ZH))

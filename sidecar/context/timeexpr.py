@@ -103,9 +103,9 @@ _EN_FIRST_WORDS = words(
     friday fridays saturday saturdays sunday sundays
     """
 )
-_EN_START = rf"(?:{longest_first(sorted(_EN_FIRST_WORDS))})\b|\d|(?-i:\w*[^\W\x00-\x7f])"
-_EN_RE = re.compile(
-    rf"\b(?={_EN_START})(?:"
+_EN_START = rf"(?:{longest_first(sorted(_EN_FIRST_WORDS))})\b|\d"
+_EN_BODY = (
+    r"(?:"
     rf"(?P<inn>in\s+(?P<innn>{_EN_NUM})\s+(?P<innu>days?|weeks?))"
     rf"|(?P<lat>(?P<latn>{_EN_NUM})\s+(?P<latu>days?|weeks?)\s+"
     r"(?P<latd>later|after(?:wards)?|from\s+now|from\s+today|ago))"
@@ -129,9 +129,11 @@ _EN_RE = re.compile(
     r"|(?P<week>(?:any\s+day\s+|during\s+|for\s+)?(?P<weekpre>this|next|the|coming)\s+week(?:'s|s)?"
     r"|weekly)"
     rf"|(?:on\s+)?(?P<wdx>(?:(?P<wdpre>this|next|coming|this\s+coming)\s+)?(?P<wd>{_EN_WD}))"
-    r")\b",
-    re.IGNORECASE,
+    r")\b"
 )
+_EN_RE = re.compile(rf"\b(?={_EN_START}|(?-i:\w*[^\W\x00-\x7f])){_EN_BODY}", re.IGNORECASE)
+# The same for an ASCII message, which has no word with a non-ASCII letter to try.
+_EN_RE_ASCII = re.compile(rf"\b(?={_EN_START}){_EN_BODY}", re.IGNORECASE)
 
 
 # "for this week" → "this week", "today's" → "today"
@@ -266,7 +268,7 @@ def _month_start(today: date, ahead: int) -> date:
 
 
 def _zh_match(m: re.Match[str], today: date, anchor: date) -> date | None:
-    g = m.groupdict()
+    g = m  # m[name] is the group or None, as in groupdict() but without building it
     if g["mth"]:
         return _month_start(today, g["mth"].count("下"))
     if g["cnt"]:
@@ -317,7 +319,7 @@ def _en_count(number: str, unit: str) -> int:
 
 
 def _en_match(m: re.Match[str], today: date, anchor: date) -> date | None:
-    g = m.groupdict()
+    g = m  # m[name] is the group or None, as in groupdict() but without building it
     if g["inn"]:
         return today + timedelta(days=_en_count(g["innn"], g["innu"]))
     if g["lat"]:
@@ -388,7 +390,7 @@ def find_times(text: str, today: date, anchor: date | None = None) -> list[TimeM
                 found.append(TimeMatch(m.group(0), resolved, m.start(), m.end(), "zh", anchored))
     if not text.isascii() and not _LATIN.search(text):
         return found
-    for m in _EN_RE.finditer(text):
+    for m in (_EN_RE_ASCII if text.isascii() else _EN_RE).finditer(text):
         if any(t.start < m.end() and m.start() < t.end for t in found):
             continue
         resolved = _en_match(m, today, base)
