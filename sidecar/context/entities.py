@@ -64,23 +64,27 @@ class TopicMatcher:
         self._re = re.compile("|".join(parts) or r"(?!)", re.IGNORECASE)
         # An ASCII message needs only the Latin keywords when no other keyword can match ASCII
         # text: each holds a non-ASCII character without case (a Chinese one), which matches
-        # only itself. Then the other keywords' branches are not tried at every character.
-        self._re_ascii = self._re
+        # only itself. It is matched lowercased, without IGNORECASE (the trie's letters are
+        # lowercase), so the engine skips the branches that cannot fit in one test each.
+        self._lower: re.Pattern[str] | None = None
         if all(any(not c.isascii() and c.lower() == c == c.upper() for c in w) for w in han):
-            self._re_ascii = re.compile(parts[-1] if latin else r"(?!)", re.IGNORECASE)
+            self._lower = re.compile(rf"\b(?:{longest_first(latin)})\b" if latin else r"(?!)")
         self.topics: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in topics.items()}
 
     def find(self, text: str) -> list[TopicMatch]:
         found = []
         blocked: list[Span] = []
-        pattern = self._re_ascii
         if not text.isascii():
             blocked = [m.span() for m in _ZH_NOT_WEATHER.finditer(text)]
-            pattern = self._re
-        for m in pattern.finditer(text):
+            matches = self._re.finditer(text)
+        elif self._lower is not None:
+            matches = self._lower.finditer(text.lower())
+        else:
+            matches = self._re.finditer(text)
+        for m in matches:
             if blocked and any(s <= m.start() < e for s, e in blocked):
                 continue
-            word = m.group(0)
+            word = text[m.start() : m.end()]
             found.append(TopicMatch(self._keywords[word.lower()], word, m.start(), m.end()))
         return found
 

@@ -132,8 +132,10 @@ _EN_BODY = (
     r")\b"
 )
 _EN_RE = re.compile(rf"\b(?={_EN_START}|(?-i:\w*[^\W\x00-\x7f])){_EN_BODY}", re.IGNORECASE)
-# The same for an ASCII message, which has no word with a non-ASCII letter to try.
-_EN_RE_ASCII = re.compile(rf"\b(?={_EN_START}){_EN_BODY}", re.IGNORECASE)
+# The same for an ASCII message, matched lowercased: it has no word with a non-ASCII letter to
+# try, and without IGNORECASE (every letter of the pattern is lowercase) the engine skips the
+# branches of the first words that cannot fit in one test each, several times faster.
+_EN_RE_LOWER = re.compile(rf"\b(?={_EN_START}){_EN_BODY}")
 
 
 # "for this week" → "this week", "today's" → "today"
@@ -390,7 +392,10 @@ def find_times(text: str, today: date, anchor: date | None = None) -> list[TimeM
                 found.append(TimeMatch(m.group(0), resolved, m.start(), m.end(), "zh", anchored))
     if not text.isascii() and not _LATIN.search(text):
         return found
-    for m in (_EN_RE_ASCII if text.isascii() else _EN_RE).finditer(text):
+    # positions and groups are the same in the lowercased ASCII text (groups are lowercased
+    # where they are read)
+    matches = _EN_RE_LOWER.finditer(text.lower()) if text.isascii() else _EN_RE.finditer(text)
+    for m in matches:
         if any(t.start < m.end() and m.start() < t.end for t in found):
             continue
         resolved = _en_match(m, today, base)
