@@ -106,15 +106,28 @@ def _find_latin(
     # One lower() for a whole ASCII message: the same words.
     words: list[re.Match[str]] = []
     if text.isascii():
+        originals = _LATIN_WORD.findall(text)
         lowered = _LATIN_WORD.findall(text.lower())
     else:
         words = list(_LATIN_WORD.finditer(text))
-        lowered = [w.group(0).lower() for w in words]
+        originals = [w.group(0) for w in words]
+        lowered = [w.lower() for w in originals]
     # Only a word that is a name or starts one can begin a place (a word with a non-ASCII
     # letter is looked up folded, so always tried): most words are skipped in this one pass,
     # before any match object is made.
     latin, reach = gaz.latin, gaz.latin_reach
     starts = [k for k, w in enumerate(lowered) if w in latin or w in reach or not w.isascii()]
+    if starts and not answering:
+        # An everyday word in lower case ("rain", "to") names no place unless a longer name
+        # starts with it (_has_evidence would refuse it): dropped before any further work.
+        starts = [
+            k
+            for k in starts
+            if lowered[k] in reach
+            or originals[k][:1].isupper()
+            or not lowered[k].isascii()
+            or not _is_common(lowered[k])
+        ]
     if not starts:
         return []
     words = words or list(_LATIN_WORD.finditer(text))

@@ -16,6 +16,7 @@ question (place, time, topic) comes from the stored context rather than from the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
@@ -90,12 +91,16 @@ def _stored_str(context: Mapping[str, Any], key: str) -> str | None:
 
 def _stored_date(context: Mapping[str, Any]) -> date | None:
     value = context.get("date")
-    if isinstance(value, str):
-        try:
-            return date.fromisoformat(value[:10])
-        except ValueError:
-            return None
-    return None
+    return _iso_date(value[:10]) if isinstance(value, str) else None
+
+
+@functools.lru_cache(maxsize=256)
+def _iso_date(value: str) -> date | None:
+    # A session's stored date comes back with every turn: each is parsed once.
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def _lang_of(text: str) -> str:

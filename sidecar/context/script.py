@@ -32,8 +32,12 @@ def to_simplified(text: str) -> str:
     return "".join(ch if len(c := convert(ch)) != 1 else c for ch in text)
 
 
+@functools.lru_cache(maxsize=256)
 def to_traditional(text: str) -> str:
-    """Simplified words the engine adds to a completion, in Traditional characters."""
+    """Simplified words the engine adds to a completion, in Traditional characters.
+
+    Those are a few topic words and dates ("天气", "明天"): each is converted once.
+    """
     if text.isascii():
         return text
     return str(_converter("s2t").convert(text))
