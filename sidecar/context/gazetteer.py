@@ -59,7 +59,8 @@ class Gazetteer:
     # first word of a multi-word Latin name → most words of a name starting with it; a word
     # missing here starts no longer name, so the matcher looks it up alone
     latin_reach: dict[str, int] = dataclasses.field(default_factory=dict)
-    # first character of a Chinese name → length of the longest name starting with it
+    # first two characters of a Chinese name → length of the longest name starting with them;
+    # most pairs of characters in a message start no name and are passed over at once
     han_reach: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -68,8 +69,8 @@ class Gazetteer:
         if not self.han_reach and self.han:
             han_reach: dict[str, int] = {}
             for name in self.han:
-                if len(name) > han_reach.get(name[0], 0):
-                    han_reach[name[0]] = len(name)
+                if len(name) > han_reach.get(name[:2], 0):
+                    han_reach[name[:2]] = len(name)
             object.__setattr__(self, "han_reach", han_reach)
 
     def __len__(self) -> int:

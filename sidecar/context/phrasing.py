@@ -81,8 +81,9 @@ def is_elliptical(
         rest = _LATIN_RUN.sub(lambda w: " " if w.group(0).lower() in _EN_FILLERS else "x", rest)
         return not rest.strip(_PUNCT + " ")
     fillers = _EN_ANSWER_FILLERS if answering else _EN_FILLERS
-    words = [w.lower() for w in _WORD.findall(rest)]
-    return all(w in fillers for w in words)
+    if rest.isascii():  # one lower() for the whole text: the same words
+        return fillers.issuperset(_WORD.findall(rest.lower()))
+    return fillers.issuperset(w.lower() for w in _WORD.findall(rest))
 
 
 _EN_QUESTION_START = re.compile(

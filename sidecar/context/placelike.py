@@ -39,12 +39,19 @@ class PlaceLike:
     latin_max: int
     common_words: frozenset[str]
     # A search in C for the characters a listed Chinese name can start with: most messages
-    # hold none, and the per-character loop below then has nothing to do.
+    # hold none, and the per-character loop below then has nothing to do. Where one is, the
+    # longest name starting with its two characters bounds the lengths tried.
     _han_start: re.Pattern[str] = field(init=False, repr=False, compare=False)
+    _han_reach: dict[str, int] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         han_start = "[" + "".join(re.escape(c) for c in sorted(self.han_first)) + "]"
         object.__setattr__(self, "_han_start", re.compile(han_start if self.han_first else "(?!)"))
+        reach: dict[str, int] = {}
+        for name in self.han:
+            if len(name) > reach.get(name[:2], 0):
+                reach[name[:2]] = len(name)
+        object.__setattr__(self, "_han_reach", reach)
 
     def spans(self, text: str, simple: str | None = None) -> list[Span]:
         """Where ``text`` names one of the listed things; Chinese matched in Simplified
@@ -55,7 +62,8 @@ class PlaceLike:
                 simple = to_simplified(text)
             for start in self._han_start.finditer(simple):
                 i = start.start()
-                for size in range(min(self.han_max, len(simple) - i), 1, -1):
+                reach = min(self.han_max, self._han_reach.get(simple[i : i + 2], 0))
+                for size in range(min(reach, len(simple) - i), 1, -1):
                     if simple[i : i + size] in self.han:
                         out.append((i, i + size))
                         break

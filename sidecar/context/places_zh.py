@@ -26,8 +26,8 @@ def find_han(
         i = s
         while i < e - 1:
             hit = None
-            # no name is longer than the longest one starting with this character
-            for size in range(min(gaz.han_reach.get(text[i], 0), e - i), 1, -1):
+            # no name is longer than the longest one starting with these two characters
+            for size in range(min(gaz.han_reach.get(text[i : i + 2], 0), e - i), 1, -1):
                 name = text[i : i + size]
                 canon = gaz.han.get(name)
                 if canon is None or (blocked and overlaps(i, i + size, blocked)):
