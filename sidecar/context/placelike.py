@@ -43,6 +43,9 @@ class PlaceLike:
     # longest name starting with its two characters bounds the lengths tried.
     _han_start: re.Pattern[str] = field(init=False, repr=False, compare=False)
     _han_reach: dict[str, int] = field(init=False, repr=False, compare=False)
+    # The first two words (as _WORD cuts them, lowercase) of every listed name of two or more:
+    # a phrase longer than one word is tried only where its first two words are such a pair.
+    _latin_pairs: frozenset[tuple[str, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         han_start = "[" + "".join(re.escape(c) for c in sorted(self.han_first)) + "]"
@@ -52,6 +55,8 @@ class PlaceLike:
             if len(name) > reach.get(name[:2], 0):
                 reach[name[:2]] = len(name)
         object.__setattr__(self, "_han_reach", reach)
+        pairs = (tuple(_WORD.findall(n.lower())[:2]) for n in self.latin_any | self.latin_exact)
+        object.__setattr__(self, "_latin_pairs", frozenset(p for p in pairs if len(p) == 2))
 
     def spans(self, text: str, simple: str | None = None) -> list[Span]:
         """Where ``text`` names one of the listed things; Chinese matched in Simplified
@@ -85,7 +90,10 @@ class PlaceLike:
         words = words or list(_WORD.finditer(text))
         for i in starts:
             w = words[i]
-            for size in range(min(self.latin_max, len(words) - i), 0, -1):
+            longest = min(self.latin_max, len(words) - i)
+            if longest > 1 and tuple(lowered[i : i + 2]) not in self._latin_pairs:
+                longest = 1
+            for size in range(longest, 0, -1):
                 start, end = w.start(), words[i + size - 1].end()
                 phrase = text[start:end]
                 if " ".join(phrase.lower().split()) in self.latin_any:
