@@ -1,9 +1,9 @@
-"""Places and topics in a user's message (Chinese and English)."""
+"""Places in a user's message (Chinese and English)."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from sidecar.context.gazetteer import Gazetteer, fold_latin
 from sidecar.context.lexicon import (
@@ -15,78 +15,15 @@ from sidecar.context.lexicon import (
     PLACE_PREPOSITIONS,
     REGIONS_EN,
 )
-from sidecar.context.placelike import load_placelike
+from sidecar.context.placelike import PlaceLike, load_placelike
 from sidecar.context.places_zh import find_han
 from sidecar.context.spans import PlaceMatch as PlaceMatch
 from sidecar.context.spans import Span, overlaps
 from sidecar.context.spans import TopicMatch as TopicMatch
-from sidecar.context.trie import longest_first
-
-WEATHER_KEYWORDS: tuple[str, ...] = (
-    "天气", "气温", "温度", "下雨", "下雪", "多少度", "几度", "刮风", "湿度", "预报", "降雨",
-    "降温", "雾霾", "晴天", "阴天", "雷阵雨", "台风", "紫外线", "冷", "热", "晴", "雨", "雪",
-    "风", "雾",
-    "weather", "forecast", "temperature", "temperatures", "rain", "rainy", "raining", "rains",
-    "snow", "snowy", "snowing", "umbrella", "sunny", "cloudy", "clouds", "humid", "humidity",
-    "wind", "windy", "hot", "cold", "degrees", "drizzle", "fog", "foggy", "storm", "stormy",
-    "hail", "blizzard", "frost", "frosty", "overcast", "clear skies", "misty", "mist", "dew",
-    "warm", "chilly", "freezing", "sunshine", "heat", "dry",
-)  # fmt: skip
-
-# Everyday compounds in which a one-character weather word means something else.
-_ZH_NOT_WEATHER = re.compile(
-    r"热门|热情|热点|热心|热爱|热闹|热线|热搜|加热|发热|亲热|冷静|冷门|冷漠|冷笑|风格|风景|风险|"
-    r"风扇|作风|风俗|风采|威风|风度|兜风|风味|风水|雪碧|雨果|晴雯"
-)
 
 _HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
 _LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]+(?:['’\-][A-Za-z\u00c0-\u024f]+)*")
 _SENTENCE_END = frozenset(".!?。！？;；\n")
-
-
-class TopicMatcher:
-    """Finds the first topic keyword; weather is built in, more come from config."""
-
-    def __init__(self, topics: Mapping[str, Sequence[str]]) -> None:
-        self._keywords: dict[str, str] = {}
-        latin: list[str] = []
-        han: list[str] = []
-        for topic, words in topics.items():
-            for word in words:
-                key = word.lower()
-                self._keywords.setdefault(key, topic)
-                (latin if word.isascii() else han).append(word)
-        parts = []
-        if han:
-            parts.append(longest_first(han))
-        if latin:
-            parts.append(rf"\b(?:{longest_first(latin)})\b")
-        self._re = re.compile("|".join(parts) or r"(?!)", re.IGNORECASE)
-        # An ASCII message needs only the Latin keywords when no other keyword can match ASCII
-        # text: each holds a non-ASCII character without case (a Chinese one), which matches
-        # only itself. It is matched lowercased, without IGNORECASE (the trie's letters are
-        # lowercase), so the engine skips the branches that cannot fit in one test each.
-        self._lower: re.Pattern[str] | None = None
-        if all(any(not c.isascii() and c.lower() == c == c.upper() for c in w) for w in han):
-            self._lower = re.compile(rf"\b(?:{longest_first(latin)})\b" if latin else r"(?!)")
-        self.topics: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in topics.items()}
-
-    def find(self, text: str) -> list[TopicMatch]:
-        found = []
-        blocked: list[Span] = []
-        if not text.isascii():
-            blocked = [m.span() for m in _ZH_NOT_WEATHER.finditer(text)]
-            matches = self._re.finditer(text)
-        elif self._lower is not None:
-            matches = self._lower.finditer(text.lower())
-        else:
-            matches = self._re.finditer(text)
-        for m in matches:
-            if blocked and any(s <= m.start() < e for s, e in blocked):
-                continue
-            word = text[m.start() : m.end()]
-            found.append(TopicMatch(self._keywords[word.lower()], word, m.start(), m.end()))
-        return found
 
 
 def _sentence_initial(text: str, start: int) -> bool:
@@ -101,8 +38,14 @@ def _previous_word(words: list[re.Match[str]], index: int) -> str:
 
 
 def _find_latin(
-    text: str, gaz: Gazetteer, blocked: Sequence[Span], answering: bool
+    text: str,
+    gaz: Gazetteer,
+    blocked: Sequence[Span],
+    answering: bool,
+    listed: PlaceLike | None = None,
 ) -> list[PlaceMatch]:
+    """Latin-script places; ``listed``: brand/product names to block, looked for only when a
+    word could start a place (most messages have none)."""
     # One lower() for a whole ASCII message: the same words.
     words: list[re.Match[str]] = []
     if text.isascii():
@@ -112,24 +55,11 @@ def _find_latin(
         words = list(_LATIN_WORD.finditer(text))
         originals = [w.group(0) for w in words]
         lowered = [w.lower() for w in originals]
-    # Only a word that is a name or starts one can begin a place (a word with a non-ASCII
-    # letter is looked up folded, so always tried): most words are skipped in this one pass,
-    # before any match object is made.
-    latin, reach = gaz.latin, gaz.latin_reach
-    starts = [k for k, w in enumerate(lowered) if w in latin or w in reach or not w.isascii()]
-    if starts and not answering:
-        # An everyday word in lower case ("rain", "to") names no place unless a longer name
-        # starts with it (_has_evidence would refuse it): dropped before any further work.
-        starts = [
-            k
-            for k in starts
-            if lowered[k] in reach
-            or originals[k][:1].isupper()
-            or not lowered[k].isascii()
-            or not _is_common(lowered[k])
-        ]
+    starts = _latin_starts(lowered, originals, gaz, answering)
     if not starts:
         return []
+    if listed is not None:
+        blocked = [*blocked, *listed.spans(text)]
     words = words or list(_LATIN_WORD.finditer(text))
     first_clause_end = _first_clause_end(text) if answering else 0
     found: list[PlaceMatch] = []
@@ -138,7 +68,7 @@ def _find_latin(
         if k < i:
             continue  # inside the place found before
         i = k
-        best = _place_at(text, words, lowered[i], i, gaz, blocked, answering, first_clause_end)
+        best = _place_at(text, words, lowered, i, gaz, blocked, answering, first_clause_end)
         if best is None:
             i += 1
             continue
@@ -152,10 +82,37 @@ def _find_latin(
     return _qualify_latin(text, found, gaz)
 
 
+def _latin_starts(
+    lowered: list[str], originals: list[str], gaz: Gazetteer, answering: bool
+) -> list[int]:
+    """The words a place can start at, judged by the words alone, before any match object.
+
+    A word with a non-ASCII letter is looked up folded: always kept. Another is kept if it is
+    a name that can read as a place (a lower-case everyday word such as "rain" or "to" cannot,
+    unless it answers "which city?": ``_has_evidence`` refuses it), or if it and the next word
+    start a longer name ("san jose").
+    """
+    latin, reach, pairs = gaz.latin, gaz.latin_reach, gaz.latin_reach2
+    last = len(lowered) - 1
+
+    def may_start(k: int, w: str) -> bool:
+        if not w.isascii():
+            return True
+        if w in latin and (answering or originals[k][:1].isupper() or not _is_common(w)):
+            return True
+        return (
+            w in reach
+            and k < last
+            and (not lowered[k + 1].isascii() or f"{w} {lowered[k + 1]}" in pairs)
+        )
+
+    return [k for k, w in enumerate(lowered) if may_start(k, w)]
+
+
 def _place_at(
     text: str,
     words: list[re.Match[str]],
-    lowered: str,
+    lowered: list[str],
     i: int,
     gaz: Gazetteer,
     blocked: Sequence[Span],
@@ -165,21 +122,26 @@ def _place_at(
     """The longest name starting at ``words[i]`` that reads as a place: (words, canonical)."""
     n = len(words)
     word = words[i].group(0)
-    # Longer names are tried only as far as a name starting with this word reaches and the
-    # words are joined by single spaces (most words start no multi-word name).
-    reach = gaz.latin_reach.get(lowered if word.isascii() else _head(word))
+    head = lowered[i] if word.isascii() else _head(word)
+    # Longer names are tried only where the first two words start one, as far as such a name
+    # reaches and the words are joined by single spaces (most words start no longer name).
     longest = 1
-    if reach is not None:
-        reach = min(reach, gaz.max_latin_words)
-        while (
-            longest < reach
-            and i + longest < n
-            and _joined_by_spaces(text, words, i + longest - 1, 2)
-        ):
-            longest += 1
+    if head in gaz.latin_reach and i + 1 < n and _joined_by_spaces(text, words, i, 2):
+        second = words[i + 1].group(0)
+        pair = f"{head} {lowered[i + 1] if second.isascii() else _head(second)}"
+        reach = gaz.latin_reach2.get(pair)
+        if reach is not None:
+            reach = min(reach, gaz.max_latin_words)
+            longest = 2
+            while (
+                longest < reach
+                and i + longest < n
+                and _joined_by_spaces(text, words, i + longest - 1, 2)
+            ):
+                longest += 1
     for size in range(longest, 0, -1):
         start, end = words[i].start(), words[i + size - 1].end()
-        key = fold_latin(text[start:end]) if size > 1 else lowered
+        key = fold_latin(text[start:end]) if size > 1 else lowered[i]
         if not key.isascii():
             key = fold_latin(key)
         canon = gaz.latin.get(key)
@@ -282,11 +244,12 @@ def find_places(
     where, which makes a bare common-word name count. ``simple`` is ``text`` in Simplified
     characters (same length), for matching Chinese; places keep the user's characters.
     """
+    if text.isascii():
+        return _find_latin(text, gaz, blocked, answering, load_placelike())
     blocked = [*blocked, *load_placelike().spans(text, simple or None)]
     found: list[PlaceMatch] = []
-    if not text.isascii():
-        for p in find_han(simple or text, gaz, blocked, answering):
-            found.append(PlaceMatch(text[p.start : p.end], p.canonical, p.start, p.end, "zh"))
+    for p in find_han(simple or text, gaz, blocked, answering):
+        found.append(PlaceMatch(text[p.start : p.end], p.canonical, p.start, p.end, "zh"))
     found.extend(_find_latin(text, gaz, blocked, answering))
     found.sort(key=lambda p: p.start)
     return found

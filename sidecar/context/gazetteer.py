@@ -33,14 +33,17 @@ def fold_latin(name: str) -> str:
     return " ".join(stripped.replace(".", " ").replace("’", "'").lower().split())
 
 
-def _reach(latin: dict[str, str]) -> dict[str, int]:
-    reach: dict[str, int] = {}
+def _reach(latin: dict[str, str]) -> tuple[dict[str, int], dict[str, int]]:
+    """For multi-word names: the most words of a name by its first word, and by its first two."""
+    by_first: dict[str, int] = {}
+    by_pair: dict[str, int] = {}
     for name in latin:
         if " " in name:
             words = name.split(" ")
-            if len(words) > reach.get(words[0], 1):
-                reach[words[0]] = len(words)
-    return reach
+            pair = f"{words[0]} {words[1]}"
+            by_first[words[0]] = max(by_first.get(words[0], 1), len(words))
+            by_pair[pair] = max(by_pair.get(pair, 2), len(words))
+    return by_first, by_pair
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +62,17 @@ class Gazetteer:
     # first word of a multi-word Latin name → most words of a name starting with it; a word
     # missing here starts no longer name, so the matcher looks it up alone
     latin_reach: dict[str, int] = dataclasses.field(default_factory=dict)
+    # the same by the first two words ("san jose"); most pairs of words start no name
+    latin_reach2: dict[str, int] = dataclasses.field(default_factory=dict)
     # first two characters of a Chinese name → length of the longest name starting with them;
     # most pairs of characters in a message start no name and are passed over at once
     han_reach: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.latin_reach and self.latin:
-            object.__setattr__(self, "latin_reach", _reach(self.latin))
+            by_first, by_pair = _reach(self.latin)
+            object.__setattr__(self, "latin_reach", by_first)
+            object.__setattr__(self, "latin_reach2", by_pair)
         if not self.han_reach and self.han:
             han_reach: dict[str, int] = {}
             for name in self.han:

@@ -23,12 +23,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sidecar.context.entities import (
-    WEATHER_KEYWORDS,
-    TopicMatcher,
-    answer_place,
-    find_places,
-)
+from sidecar.context.entities import answer_place, find_places
 from sidecar.context.frame import Frame, complete_from_frame
 from sidecar.context.gazetteer import Gazetteer, load_gazetteer
 from sidecar.context.lexicon import (
@@ -53,6 +48,7 @@ from sidecar.context.resolution import Resolution
 from sidecar.context.script import to_simplified, to_traditional
 from sidecar.context.spans import PlaceMatch, TopicMatch
 from sidecar.context.timeexpr import TimeMatch, find_times, render_date
+from sidecar.context.topics import WEATHER_KEYWORDS, TopicMatcher
 
 _HAN = re.compile(r"[\u4e00-\u9fff]")
 # A request longer than this is not kept as the frame of follow-ups (pasted documents).
