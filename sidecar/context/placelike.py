@@ -88,6 +88,17 @@ class PlaceLike:
         if not starts:
             return
         words = words or list(_WORD.finditer(text))
+        # A start needs its own word listed (a one-word phrase is the word) or, for a longer
+        # phrase, its first two words a listed pair: "the" or "in" before an unlisted word
+        # start nothing.
+        pairs = self._latin_pairs
+        starts = [
+            i
+            for i in starts
+            if lowered[i] in self.latin_any
+            or words[i].group(0) in self.latin_exact
+            or tuple(lowered[i : i + 2]) in pairs
+        ]
         for i in starts:
             w = words[i]
             longest = min(self.latin_max, len(words) - i)
