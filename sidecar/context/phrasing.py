@@ -21,14 +21,16 @@ from sidecar.context.script import to_simplified
 from sidecar.context.spans import PlaceMatch, TopicMatch
 from sidecar.context.timeexpr import TimeMatch
 
+# Each question pattern opens with a lookahead on the characters its alternatives start
+# with: one test at most characters of the assistant's message instead of every alternative.
 LOCATION_QUESTION = re.compile(
-    r"哪个城市|哪座城市|哪个地方|什么地方|什么城市|哪个地区|哪里|哪儿|在哪|城市是|"
-    r"\b(?:which|what)\s+(?:city|town|location|place|area)\b|\bwhere\b|\blocation\b|\blocated\b",
+    r"(?=[哪什在城wl])(?:哪个城市|哪座城市|哪个地方|什么地方|什么城市|哪个地区|哪里|哪儿|在哪|城市是|"
+    r"\b(?:which|what)\s+(?:city|town|location|place|area)\b|\bwhere\b|\blocation\b|\blocated\b)",
     re.IGNORECASE,
 )
 TIME_QUESTION = re.compile(
-    r"哪天|哪一天|什么时候|什么时间|几号|哪个日期|"
-    r"\b(?:which|what)\s+(?:day|days|date)\b|\bwhen\b|\bspecific\s+day\b",
+    r"(?=[哪什几ws])(?:哪天|哪一天|什么时候|什么时间|几号|哪个日期|"
+    r"\b(?:which|what)\s+(?:day|days|date)\b|\bwhen\b|\bspecific\s+day\b)",
     re.IGNORECASE,
 )
 _ZH_FILLERS = re.compile(
@@ -140,9 +142,8 @@ def followup_name(text: str, blocked: Sequence[tuple[int, int]]) -> PlaceMatch |
 
 def is_correction(simple: str) -> bool:
     """ "不对，是伦敦", "sorry, I meant Lyon": the message corrects the last one."""
-    return bool(_CORRECTION_ZH.search(simple)) or not CORRECTION_EN.isdisjoint(
-        _LOWER_WORD.findall(simple.lower())
-    )
+    chinese = not simple.isascii() and bool(_CORRECTION_ZH.search(simple))  # words all Chinese
+    return chinese or not CORRECTION_EN.isdisjoint(_LOWER_WORD.findall(simple.lower()))
 
 
 def chosen_place(simple: str, places: list[PlaceMatch]) -> PlaceMatch | None:
