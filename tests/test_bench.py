@@ -33,6 +33,18 @@ def test_context_speed(capsys: pytest.CaptureFixture[str]) -> None:
     assert "ratio to baseline" in capsys.readouterr().out
 
 
+def test_context_speed_against_a_git_revision(capsys: pytest.CaptureFixture[str]) -> None:
+    report = context_speed.main(["--compare", "HEAD", "--rounds", "1"])
+    assert isinstance(report, context_speed.CompareReport)
+    assert report.queries > 300
+    # the REF side really ran its own unpacked copy, not this tree
+    assert "context-speed-" in report.ref_package
+    assert all(
+        _finite_positive(r) for r in (report.median_ratio, report.p99_ratio, report.query_p99_ratio)
+    )
+    assert "HEAD / this tree" in capsys.readouterr().out
+
+
 def test_context_eval_through_the_sidecar(
     stores: Stores, capsys: pytest.CaptureFixture[str]
 ) -> None:
