@@ -94,19 +94,21 @@ def _latin_starts(
     """
     latin, reach, pairs = gaz.latin, gaz.latin_reach, gaz.latin_reach2
     last = len(lowered) - 1
-
-    def may_start(k: int, w: str) -> bool:
-        if not w.isascii():
-            return True
-        if w in latin and (answering or originals[k][:1].isupper() or not _is_common(w)):
-            return True
-        return (
+    # one comprehension (a word is one word: _is_common(w) is len(w) <= 3 or a common word)
+    return [
+        k
+        for k, w in enumerate(lowered)
+        if not w.isascii()
+        or (
+            w in latin
+            and (answering or originals[k][:1].isupper() or not (len(w) <= 3 or w in COMMON_WORDS))
+        )
+        or (
             w in reach
             and k < last
             and (not lowered[k + 1].isascii() or f"{w} {lowered[k + 1]}" in pairs)
         )
-
-    return [k for k, w in enumerate(lowered) if may_start(k, w)]
+    ]
 
 
 def _place_at(
