@@ -70,14 +70,20 @@ _EN_DATE_LEAD = re.compile(
 
 def today_in(timezone: str, now: datetime | None) -> date:
     """The calendar date in ``timezone`` at ``now`` (naive ``now`` is taken as UTC)."""
-    try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        zone = ZoneInfo("UTC")
+    zone = _zone(timezone)
     moment = now if now is not None else datetime.now(UTC)
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.astimezone(zone).date()
+
+
+@functools.lru_cache(maxsize=64)
+def _zone(timezone: str) -> ZoneInfo:
+    # A deployment serves a few time zones: each name is resolved once.
+    try:
+        return ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
 
 
 def _stored_str(context: Mapping[str, Any], key: str) -> str | None:

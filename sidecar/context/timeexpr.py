@@ -407,7 +407,8 @@ def find_times(text: str, today: date, anchor: date | None = None) -> list[TimeM
             bool(m.group("lat")) and m.group("latd").lower().startswith(("later", "after"))
         )
         found.append(TimeMatch(" ".join(expr.split()), resolved, start, m.end(), "en", anchored))
-    found.sort(key=lambda t: t.start)
+    if len(found) > 1:
+        found.sort(key=lambda t: t.start)
     return found
 
 
