@@ -237,3 +237,14 @@ def test_extra_topics_from_config() -> None:
         "明天深圳路况", context={}, last_assistant=None, timezone="UTC", now=NOW
     )
     assert "topic" not in res.entities
+
+
+@pytest.mark.parametrize(("keyword", "text"), [("ſun", "sun in Oslo"), ("sun", "ſun in Oslo")])
+def test_a_configured_keyword_matched_under_another_case_spelling_names_its_topic(
+    keyword: str, text: str
+) -> None:
+    # Case-insensitive matching pairs spellings .lower() does not (the long s): the turn
+    # must still resolve, and the topic is the keyword's.
+    extractor = RulesExtractor(extra_topics={"road": [keyword]})
+    res = extractor.resolve_sync(text, context={}, last_assistant=None, timezone="UTC", now=NOW)
+    assert res.entities.get("topic") == "road"

@@ -35,8 +35,9 @@ class TopicMatcher:
         han: list[str] = []
         for topic, words in topics.items():
             for word in words:
-                key = word.lower()
-                self._keywords.setdefault(key, topic)
+                # casefold, not lower: IGNORECASE matches "sun" for a keyword "ſun" (long s),
+                # and the match must find its keyword back.
+                self._keywords.setdefault(word.casefold(), topic)
                 (latin if word.isascii() else han).append(word)
         parts = []
         if han:
@@ -67,5 +68,8 @@ class TopicMatcher:
             if blocked and any(s <= m.start() < e for s, e in blocked):
                 continue
             word = text[m.start() : m.end()]
-            found.append(TopicMatch(self._keywords[word.lower()], word, m.start(), m.end()))
+            topic = self._keywords.get(word.casefold())
+            if topic is None:  # a case pairing casefold does not make: not worth a failed turn
+                continue
+            found.append(TopicMatch(topic, word, m.start(), m.end()))
         return found
