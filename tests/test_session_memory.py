@@ -11,9 +11,10 @@ import aiohttp
 import orjson
 import redis.asyncio as aioredis
 
-from sidecar.app import REDIS_STORE
+from sidecar.app import REDIS_STORE, SESSIONS
 from sidecar.config import Config
 from sidecar.context import estimate_tokens
+from sidecar.session.cache import snapshot_bytes
 from sidecar.session.model import Message, SessionKey
 from sidecar.store.breaker import CircuitBreaker
 from sidecar.store.client import make_client
@@ -514,3 +515,20 @@ async def test_a_pasted_document_is_forwarded_without_holding_up_the_sidecar(
     assert "location" not in forwarded["context"]
     status, _, _ = await post_turn(http, sc.url, "那明天呢", "pasted")
     assert status == 200
+
+
+async def test_the_cache_counts_a_growing_window_as_it_holds_it(
+    start_sidecar: Any, upstream: FakeUpstream, http: aiohttp.ClientSession
+) -> None:
+    # The cache's byte bound (session.cache_max_bytes) rests on the size it counts for each
+    # window; a window grown by turns, and trimmed at history_limit, must count what it holds.
+    sc = await start_sidecar(session={"history_limit": 4})
+    for i in range(7):
+        status, _, _ = await post_turn(http, sc.url, f"question {i} " + "x" * (10 * i), "grown")
+        assert status == 200
+    cache = sc.app[SESSIONS].cache
+    (snapshot, counted), *_ = cache._entries.values()
+    assert [m.content for m in snapshot.window][-2].startswith("question 6")
+    assert len(snapshot.window) == 4
+    assert counted == snapshot_bytes(snapshot)
+    assert cache.bytes == counted

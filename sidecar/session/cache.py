@@ -8,17 +8,21 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from .model import SessionKey, SessionSnapshot
+from .model import Message, SessionKey, SessionSnapshot
 
 # A rough per-message overhead (the Message object, its id and timestamp strings).
 MESSAGE_OVERHEAD_BYTES = 200
 
 
+def message_bytes(message: Message) -> int:
+    """About what one message of a cached window holds: its text, its encoded history entry,
+    overhead."""
+    return len(message.content) + len(message.history_json) + MESSAGE_OVERHEAD_BYTES
+
+
 def snapshot_bytes(snapshot: SessionSnapshot) -> int:
-    """About what the window holds: each message's text, its encoded history entry, overhead."""
-    return sum(
-        len(m.content) + len(m.history_json) + MESSAGE_OVERHEAD_BYTES for m in snapshot.window
-    )
+    """About what the window holds."""
+    return sum(map(message_bytes, snapshot.window))
 
 
 class SessionCache:
@@ -40,10 +44,18 @@ class SessionCache:
         self._entries.move_to_end(key)
         return entry[0]
 
-    def put(self, snapshot: SessionSnapshot) -> None:
+    def size_of(self, key: SessionKey) -> int | None:
+        """The size counted for the cached entry of ``key`` (``snapshot_bytes``)."""
+        entry = self._entries.get(key)
+        return None if entry is None else entry[1]
+
+    def put(self, snapshot: SessionSnapshot, size: int | None = None) -> None:
+        """Cache ``snapshot``; ``size``: its ``snapshot_bytes`` when the caller knows it (a window
+        grown by a turn: counting its 50 messages again cost more than the rest of the update)."""
         if self.max_entries <= 0 or not snapshot.version:
             return
-        size = snapshot_bytes(snapshot)
+        if size is None:
+            size = snapshot_bytes(snapshot)
         if self.max_bytes and size > self.max_bytes:
             self.discard(snapshot.key)  # too large to keep; Redis serves it
             return

@@ -27,7 +27,7 @@ from ..profile.memory import ProfileMemory
 from ..store.postgres import PostgresSessionStore
 from ..store.redis import Committed, RedisSessionStore
 from .admin import SessionAdmin
-from .cache import SessionCache
+from .cache import SessionCache, message_bytes
 from .model import SessionKey, SessionSnapshot, Turn, utc_now_iso
 from .replay import JournalReplay
 from .stale import StaleCopies
@@ -262,10 +262,14 @@ class SessionService:
             return
         user = turn.user.with_seq(committed.first_seq)
         assistant = turn.assistant.with_seq(committed.first_seq + 1)
-        window = (
-            (*cached.window, user, assistant)[-self.cfg.history_limit :]
-            if self.cfg.history_limit > 0
-            else ()
+        grown = (*cached.window, user, assistant)
+        window = grown[-self.cfg.history_limit :] if self.cfg.history_limit > 0 else ()
+        dropped = grown[: len(grown) - len(window)]
+        size = (
+            (self.cache.size_of(turn.key) or 0)
+            + message_bytes(user)
+            + message_bytes(assistant)
+            - sum(map(message_bytes, dropped))
         )
         self.cache.put(
             dataclasses.replace(
@@ -277,7 +281,8 @@ class SessionService:
                 message_count=cached.message_count + 2,
                 last_seq=committed.first_seq + 1,
                 updated_at=turn.assistant.timestamp,
-            )
+            ),
+            size,
         )
 
     async def _commit_degraded(self, turn: Turn) -> Recorded:

@@ -27,11 +27,15 @@ def utc_now_iso() -> str:
     return f"{_second[1]}.{ms:03d}Z"
 
 
-def random_uuid4() -> str:
-    """``str(uuid.uuid4())`` without building a UUID object (a turn makes three)."""
-    h = os.urandom(16).hex()
+def _as_uuid4(h: str) -> str:
+    """32 random hex digits as a version 4 UUID's text (the version and variant set)."""
     variant = "89ab"[int(h[16], 16) & 3]
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
+
+
+def random_uuid4() -> str:
+    """``str(uuid.uuid4())`` without building a UUID object."""
+    return _as_uuid4(os.urandom(16).hex())
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +198,8 @@ def turn_ids(key: SessionKey, idempotency_key: str | None) -> tuple[str, str, st
     retried request writes the same rows, which PostgreSQL keeps once on every path (the outbox,
     a direct write while Redis is away, a journal replay)."""
     if not idempotency_key:
-        return random_uuid4(), random_uuid4(), random_uuid4()
+        h = os.urandom(48).hex()  # one read of the system's randomness for the three
+        return _as_uuid4(h[:32]), _as_uuid4(h[32:64]), _as_uuid4(h[64:])
     base = f"{key.tenant}\x00{key.session_id}\x00{idempotency_key}"
     return tuple(  # type: ignore[return-value]
         str(uuid.uuid5(_IDEMPOTENT, f"{base}\x00{part}")) for part in ("turn", "user", "assistant")
