@@ -4,11 +4,13 @@ repeated call completes."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
 
+from sidecar.app import REDIS_STORE
 from sidecar.devservices import TemporaryPostgres, TemporaryRedis
 from sidecar.session.model import SessionKey
 from sidecar.store.redis import RedisSessionStore
@@ -122,3 +124,24 @@ async def test_a_user_deletion_cut_short_answers_503_and_no_erased_session_comes
     assert [r["session_id"] for r in kept] == ["k-1", "k-2"]
     async with http.get(url, headers=AUTH) as r:
         assert r.status == 404
+
+
+async def test_a_user_deletion_is_stamped_with_the_clock_turns_are_compared_by(
+    start_sidecar: Any, http: aiohttp.ClientSession, pg_dsn: str, monkeypatch: Any
+) -> None:
+    # Turns carry the time they were asked on Redis's clock, the one all replicas share; a
+    # deletion stamped by this replica's own clock would let its skew decide which turns of the
+    # user come back. This replica's clock is made a minute behind Redis's.
+    sc = await start_sidecar(memory={"profile": True})
+    await ask(http, sc.url, "我住在广州", "d-1", "gone")
+    store: RedisSessionStore = sc.app[REDIS_STORE]
+    ahead_ms = 60_000
+    real_now = store.clock.now_ms
+    monkeypatch.setattr(store.clock, "now_ms", lambda: real_now() + ahead_ms)
+    before = time.time()
+    async with http.delete(f"{sc.url}/_sidecar/users/anonymous/gone", headers=AUTH) as r:
+        assert r.status == 204, await r.text()
+    deleted_at = await pg_value(
+        pg_dsn, "SELECT extract(epoch FROM deleted_at) FROM deleted_users WHERE scope = $1", SCOPE
+    )
+    assert before + ahead_ms / 1000 - 1 <= float(deleted_at) <= time.time() + ahead_ms / 1000 + 1

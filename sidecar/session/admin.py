@@ -61,7 +61,9 @@ class SessionAdmin:
         return await self.users.inspect(owner)
 
     async def delete_user(self, owner: Owner) -> None:
-        """Remove a user's profile and every session of the user, as ``delete`` does one."""
-        for key in await self.users.erase(owner, datetime.now(UTC)):
+        """Remove a user's profile and every session of the user, as ``delete`` does one, the
+        deletion stamped with Redis's clock too (a turn is compared with it by that clock)."""
+        at = datetime.fromtimestamp(self.redis.clock.now_ms() / 1000, UTC)
+        for key in await self.users.erase(owner, at):
             self.cache.discard(key)
             self.stale.local.discard(key)
