@@ -422,6 +422,45 @@ async def test_a_fact_stated_while_redis_is_down_is_kept_and_seen_after(
     )
 
 
+async def test_a_fact_stated_on_one_replica_while_redis_was_away_reaches_the_others(
+    start_sidecar: Any,
+    upstream: FakeUpstream,
+    http: aiohttp.ClientSession,
+    pg_dsn: str,
+    redis_server: TemporaryRedis,
+) -> None:
+    # Replica B has the profile cached (in Redis and in-process) when A writes a fact straight
+    # to PostgreSQL during an outage; Redis comes back with its old copy. Only A knows the copy
+    # is stale unless it says so through PostgreSQL, and B never asks A.
+    a = await start_sidecar(redis={"breaker_reset_s": 0.5}, **PROFILE)
+    b = await start_sidecar(redis={"breaker_reset_s": 0.5}, **PROFILE)
+    await ask(http, b.url, "hello", "r-1", user="roamer")
+    await ask(http, b.url, "hello again", "r-1", user="roamer")  # B's copy is current
+    await redis_server.stop()
+    body = {"query": "I live in Oslo", "session_id": "r-2", "user_id": "roamer"}
+    async with http.post(f"{a.url}/api/tasks", json=body) as r:
+        assert r.status == 200
+        assert r.headers["X-Sidecar-Degraded"] == "redis"
+    assert await stored_facts(pg_dsn, "roamer") == {"home_location": "Oslo"}
+    await redis_server.start()  # with its old, empty copy of the profile, from the AOF
+
+    async def profile_on_b() -> Any:
+        async with http.post(
+            f"{b.url}/api/tasks",
+            json={"query": "weather?", "session_id": "r-3", "user_id": "roamer"},
+        ) as r:
+            degraded = r.headers.get("X-Sidecar-Degraded")
+        return degraded, last_forwarded(upstream)["context"].get("profile")
+
+    await wait_until(
+        profile_on_b,
+        lambda seen: seen == (None, {"home_location": "Oslo"}),
+        timeout_s=10,
+        what="the fact stated on the other replica",
+    )
+    assert await pg_value(pg_dsn, "SELECT count(*) FROM redis_stale_profiles") == 0
+
+
 def _turn_event(turn_id: str, asked: str, facts: dict[str, str]) -> OutboxEvent:
     """An outbox entry of a turn of user ``late`` stating ``facts`` (the shape of
     ``Turn.outbox_payload``)."""

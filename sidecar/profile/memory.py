@@ -48,6 +48,13 @@ class ProfileMemory:
             self.cache.discard(owner)
             self.stale.add(owner)
 
+    async def drop(self, owner: Owner) -> None:
+        """Drop the user's profile copy in Redis and here (another replica wrote facts past
+        Redis): the next load restores it from PostgreSQL."""
+        self.cache.discard(owner)
+        self.stale.discard(owner)
+        await self.redis.drop_profile(owner)
+
     async def drop_if_stale(self, owner: Owner) -> None:
         """Before a load: a profile written past Redis is dropped there, to be restored."""
         if owner in self.stale:

@@ -65,7 +65,7 @@ class SessionService:
         self.cache = SessionCache(cfg.local_cache_size, cfg.local_cache_max_bytes)
         self.users = ProfileMemory(redis, pg, cfg)
         # Redis copies known to be stale, this process's and every replica's.
-        self.stale = StaleCopies(redis, pg, self.cache, cfg.restore_timeout_s)
+        self.stale = StaleCopies(redis, pg, self.cache, cfg.restore_timeout_s, self.users)
         self.replay = JournalReplay(journal, pg, self.cache, self.stale, metrics)
         # Reading and removing stored sessions and users, for the admin API.
         self.admin = SessionAdmin(redis, pg, cfg, self.cache, self.stale, self.users)

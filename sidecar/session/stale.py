@@ -1,8 +1,9 @@
 """Redis copies known to be stale, dropped so that they are restored from PostgreSQL.
 
 A copy goes stale when its session's turns are written elsewhere (straight to PostgreSQL while
-Redis was away, a journal replay, a renumbering) or the session is deleted while Redis is away.
-Such writes mark the session in PostgreSQL (``redis_stale``), which every replica reads: at once
+Redis was away, a journal replay, a renumbering) or the session is deleted while Redis is away;
+a user's profile copy, when such a turn stated facts. Such writes mark the session in PostgreSQL
+(``redis_stale``; the user in ``redis_stale_profiles``), which every replica reads: at once
 when it sees Redis come back (its breaker closes, or Redis lost its scripts: a restart or a
 failover), and about once a second otherwise. The replica that made the writes also keeps its
 own list, and drops those copies before serving the sessions again. See docs/consistency.md.
@@ -16,6 +17,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from ..errors import StoreError, StoreUnavailable
+from ..profile.memory import ProfileMemory
 from ..store.postgres import PostgresSessionStore
 from ..store.redis import RedisSessionStore
 from ..store.seqs import StaleSession
@@ -36,10 +38,12 @@ class StaleCopies:
         pg: PostgresSessionStore,
         cache: SessionCache,
         restore_timeout_s: float,
+        profiles: ProfileMemory | None = None,
     ) -> None:
         self.redis = redis
         self.pg = pg
         self.cache = cache
+        self.profiles = profiles
         self.restore_timeout_s = restore_timeout_s
         # Sessions this process wrote to PostgreSQL while Redis was away.
         self.local: set[SessionKey] = set()
@@ -127,11 +131,13 @@ class StaleCopies:
             while True:
                 stale = await self.pg.stale_sessions(BATCH)
                 if not stale:
-                    return
+                    break
                 handled = await self._drop_shared(stale)
                 await self.pg.clear_stale(handled)
                 if len(handled) < len(stale):
                     return  # Redis went away again; the next round goes on
+            if self.profiles is not None:
+                await self._drop_profiles(self.profiles)
         except StoreError as e:
             log.debug("reconciliation postponed, PostgreSQL unavailable: %s", e)
 
@@ -153,6 +159,20 @@ class StaleCopies:
         if handled:
             log.info("dropped %d stale Redis copies", len(handled))
         return handled
+
+    async def _drop_profiles(self, profiles: ProfileMemory) -> None:
+        while stale := await self.pg.stale_profiles(BATCH):
+            handled = []
+            for mark in stale:
+                try:
+                    await profiles.drop(mark.owner)
+                except StoreUnavailable:
+                    break
+                handled.append(mark)
+            await self.pg.clear_stale_profiles(handled)
+            if len(handled) < len(stale):
+                return  # Redis went away again; the next round goes on
+            log.info("dropped %d stale Redis profile copies", len(handled))
 
     async def _loop(self) -> None:
         """About once a second: re-measure Redis's clock and drop copies marked stale by any

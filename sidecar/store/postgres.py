@@ -18,7 +18,7 @@ from ..session.model import Message, SessionKey, SessionSnapshot
 from . import profiles, seqs
 from .batch import OutboxEvent, write_events
 from .schema import migrate
-from .seqs import StaleSession
+from .seqs import StaleProfile, StaleSession
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +188,18 @@ class PostgresSessionStore:
             async with self.pool.acquire() as conn:
                 return await seqs.stale_sessions(conn, limit)
 
+    async def stale_profiles(self, limit: int) -> list[StaleProfile]:
+        """Users whose profile's Redis copy must go (oldest marks first)."""
+        with guarded("read of stale Redis profiles"):
+            async with self.pool.acquire() as conn:
+                return await seqs.stale_profiles(conn, limit)
+
+    async def clear_stale_profiles(self, handled: list[StaleProfile]) -> None:
+        if handled:
+            with guarded("clearing stale profile marks"):
+                async with self.pool.acquire() as conn:
+                    await seqs.clear_stale_profiles(conn, handled)
+
     async def mark_stale(self, key: SessionKey, deleted_at_ms: int | None = None) -> None:
         """Record that a session's Redis copy is stale (or, ``deleted_at_ms``, deleted)."""
         with guarded(f"mark of session {key.session_id}"):
@@ -269,4 +281,8 @@ class PostgresSessionStore:
             await write_events(conn, [OutboxEvent("", "", "turn", seq, payload)])
             # Redis's copy of this session (if any) now lacks this turn: every replica must know.
             await conn.execute(seqs.MARK_STALE, [tenant], [session_id])
+            # And so does its copy of the user's profile, when the turn stated facts.
+            profile = payload.get("profile")
+            if isinstance(profile, dict) and profile.get("facts"):
+                await conn.execute(seqs.MARK_PROFILE_STALE, profile["tenant"], profile["user_id"])
             return seq

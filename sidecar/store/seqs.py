@@ -1,4 +1,4 @@
-"""Sequence numbers in PostgreSQL, and the marks of stale Redis copies.
+"""Sequence numbers in PostgreSQL, and the marks of stale Redis copies (sessions, profiles).
 
 ``(tenant, session_id, seq)`` is unique in ``messages``. A message whose seq is taken is never
 dropped: it is renumbered after the session's highest seq, under the session's lock, and the
@@ -27,6 +27,18 @@ INSERT INTO redis_stale (tenant, session_id)
 SELECT * FROM unnest($1::text[], $2::text[])
 ON CONFLICT (tenant, session_id) DO UPDATE SET marked_at = clock_timestamp()
 """
+
+
+MARK_PROFILE_STALE = """
+INSERT INTO redis_stale_profiles (tenant, user_id) VALUES ($1, $2)
+ON CONFLICT (tenant, user_id) DO UPDATE SET marked_at = clock_timestamp()
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StaleProfile:
+    owner: tuple[str, str]  # (tenant, user)
+    marked_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,4 +144,25 @@ async def clear_stale(conn: Conn, handled: list[StaleSession]) -> None:
         [s.key.tenant for s in handled],
         [s.key.session_id for s in handled],
         [s.marked_at for s in handled],
+    )
+
+
+async def stale_profiles(conn: Conn, limit: int) -> list[StaleProfile]:
+    """Users whose profile's Redis copy must go (oldest marks first)."""
+    rows = await conn.fetch(
+        "SELECT tenant, user_id, marked_at FROM redis_stale_profiles ORDER BY marked_at LIMIT $1",
+        limit,
+    )
+    return [StaleProfile((r["tenant"], r["user_id"]), r["marked_at"]) for r in rows]
+
+
+async def clear_stale_profiles(conn: Conn, handled: list[StaleProfile]) -> None:
+    """Forget profile marks once handled; a mark renewed since stays."""
+    await conn.execute(
+        "DELETE FROM redis_stale_profiles r USING unnest($1::text[], $2::text[], $3::timestamptz[])"
+        " AS h(tenant, user_id, marked_at) WHERE r.tenant = h.tenant AND r.user_id = h.user_id"
+        " AND r.marked_at <= h.marked_at",
+        [p.owner[0] for p in handled],
+        [p.owner[1] for p in handled],
+        [p.marked_at for p in handled],
     )
