@@ -398,19 +398,37 @@ async def test_a_fact_stated_while_redis_is_down_is_kept_and_seen_after(
 ) -> None:
     sc = await start_sidecar(redis={"breaker_reset_s": 0.5}, **PROFILE)
     await ask(http, sc.url, "hello", "o-1", user="ou")  # Redis now holds an empty profile
+    await state_oslo_while_redis_is_away(http, sc.url, "o-1", "ou", redis_server, pg_dsn)
+    await wait_for_oslo(http, upstream, sc.url, "o-2", "ou")
+
+
+async def state_oslo_while_redis_is_away(
+    http: aiohttp.ClientSession,
+    url: str,
+    sid: str,
+    user: str,
+    redis_server: TemporaryRedis,
+    pg_dsn: str,
+) -> None:
+    """Redis stops, the user says where they live, Redis starts again with its old copy."""
     await redis_server.stop()
-    body = {"query": "I live in Oslo", "session_id": "o-1", "user_id": "ou"}
-    async with http.post(f"{sc.url}/api/tasks", json=body) as r:
+    body = {"query": "I live in Oslo", "session_id": sid, "user_id": user}
+    async with http.post(f"{url}/api/tasks", json=body) as r:
         assert r.status == 200
         assert r.headers["X-Sidecar-Degraded"] == "redis"
     # Written straight to PostgreSQL, with the turn.
-    assert await stored_facts(pg_dsn, "ou") == {"home_location": "Oslo"}
+    assert await stored_facts(pg_dsn, user) == {"home_location": "Oslo"}
     await redis_server.start()  # with its old, empty copy of the profile, from the AOF
 
+
+async def wait_for_oslo(
+    http: aiohttp.ClientSession, upstream: FakeUpstream, url: str, sid: str, user: str
+) -> None:
+    """Until a turn through ``url`` is served whole and carries the fact to the upstream."""
+
     async def profile_seen() -> Any:
-        async with http.post(
-            f"{sc.url}/api/tasks", json={"query": "weather?", "session_id": "o-2", "user_id": "ou"}
-        ) as r:
+        body = {"query": "weather?", "session_id": sid, "user_id": user}
+        async with http.post(f"{url}/api/tasks", json=body) as r:
             degraded = r.headers.get("X-Sidecar-Degraded")
         return degraded, last_forwarded(upstream)["context"].get("profile")
 
@@ -436,28 +454,8 @@ async def test_a_fact_stated_on_one_replica_while_redis_was_away_reaches_the_oth
     b = await start_sidecar(redis={"breaker_reset_s": 0.5}, **PROFILE)
     await ask(http, b.url, "hello", "r-1", user="roamer")
     await ask(http, b.url, "hello again", "r-1", user="roamer")  # B's copy is current
-    await redis_server.stop()
-    body = {"query": "I live in Oslo", "session_id": "r-2", "user_id": "roamer"}
-    async with http.post(f"{a.url}/api/tasks", json=body) as r:
-        assert r.status == 200
-        assert r.headers["X-Sidecar-Degraded"] == "redis"
-    assert await stored_facts(pg_dsn, "roamer") == {"home_location": "Oslo"}
-    await redis_server.start()  # with its old, empty copy of the profile, from the AOF
-
-    async def profile_on_b() -> Any:
-        async with http.post(
-            f"{b.url}/api/tasks",
-            json={"query": "weather?", "session_id": "r-3", "user_id": "roamer"},
-        ) as r:
-            degraded = r.headers.get("X-Sidecar-Degraded")
-        return degraded, last_forwarded(upstream)["context"].get("profile")
-
-    await wait_until(
-        profile_on_b,
-        lambda seen: seen == (None, {"home_location": "Oslo"}),
-        timeout_s=10,
-        what="the fact stated on the other replica",
-    )
+    await state_oslo_while_redis_is_away(http, a.url, "r-2", "roamer", redis_server, pg_dsn)
+    await wait_for_oslo(http, upstream, b.url, "r-3", "roamer")
     assert await pg_value(pg_dsn, "SELECT count(*) FROM redis_stale_profiles") == 0
 
 
