@@ -109,3 +109,50 @@ async def test_changing_the_partition_count_orphans_no_entry(
     )
     await wait_for_rows(pg_dsn, "SELECT count(*) FROM token_usage", 40, timeout_s=30)
     assert await pg_value(pg_dsn, "SELECT count(DISTINCT session_id) FROM messages") == 40
+
+
+async def test_user_memory_and_a_users_deletion_on_a_cluster(
+    start_sidecar: Any,
+    sidecar_config: dict[str, Any],
+    redis_cluster_url: str,
+    upstream: FakeUpstream,
+    http: aiohttp.ClientSession,
+    pg_dsn: str,
+) -> None:
+    # A user's sessions and profile share one slot: the load reads both in one script, and the
+    # deletion's transaction (tombstone and profile) and key walk work across the masters.
+    config = {"redis": {"url": redis_cluster_url}, "memory": {"profile": True}}
+    sc = await start_sidecar(deep_merge(sidecar_config, config))
+
+    async def ask(sid: str, query: str, user: str) -> dict[str, Any]:
+        body = {"query": query, "session_id": sid, "user_id": user}
+        async with http.post(f"{sc.url}/api/tasks", json=body) as r:
+            assert r.status == 200, await r.text()
+            assert r.headers.get("X-Sidecar-Degraded") is None
+        forwarded: dict[str, Any] = upstream.requests_to("/api/tasks")[-1].json
+        return forwarded
+
+    for i in range(6):  # sessions spread over partitions if they were not the user's
+        await ask(f"u-{i}", "I live in Oslo" if i == 0 else "hello", "nomad")
+    await ask("k-1", "I live in Lima", "stays")
+    assert (await ask("u-9", "weather?", "nomad"))["context"]["profile"] == {
+        "home_location": "Oslo"
+    }
+
+    url = f"{sc.url}/_sidecar/users/anonymous/nomad"
+    async with http.get(url, headers=AUTH) as r:
+        assert r.status == 200
+        assert len((await r.json())["sessions"]) == 7
+    async with http.delete(url, headers=AUTH) as r:
+        assert r.status == 204, await r.text()
+    async with http.get(url, headers=AUTH) as r:
+        assert r.status == 404
+    fresh = await ask("u-1", "weather?", "nomad")
+    assert fresh["history"] == []
+    assert "profile" not in fresh["context"]
+    assert (await ask("k-2", "weather?", "stays"))["context"]["profile"] == {
+        "home_location": "Lima"
+    }
+    await wait_for_rows(
+        pg_dsn, "SELECT count(*) FROM sessions WHERE tenant = 'anonymous/stays'", 2, timeout_s=30
+    )
