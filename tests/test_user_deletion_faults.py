@@ -145,3 +145,49 @@ async def test_a_user_deletion_is_stamped_with_the_clock_turns_are_compared_by(
         pg_dsn, "SELECT extract(epoch FROM deleted_at) FROM deleted_users WHERE scope = $1", SCOPE
     )
     assert before + ahead_ms / 1000 - 1 <= float(deleted_at) <= time.time() + ahead_ms / 1000 + 1
+
+
+async def test_a_users_profile_left_in_redis_by_a_failed_deletion_is_not_served_again(
+    start_sidecar: Any,
+    upstream: FakeUpstream,
+    http: aiohttp.ClientSession,
+    pg_dsn: str,
+    redis_url: str,
+    redis_server: TemporaryRedis,
+    sidecar_config: dict[str, Any],
+) -> None:
+    # Redis is away for the whole call: PostgreSQL forgets the user, Redis keeps its copy of
+    # the profile (and restarts with it, from its AOF). Nobody repeats the call; the copy must
+    # still never reach the upstream again, through this replica or another.
+    sc = await start_sidecar(memory={"profile": True}, redis={"breaker_reset_s": 0.5})
+    other = await start_sidecar(memory={"profile": True}, redis={"breaker_reset_s": 0.5})
+    await ask(http, sc.url, "我住在广州", "d-1", "gone")
+    await ask(http, other.url, "你好", "d-2", "gone")  # the other replica has it cached too
+    assert upstream.requests_to("/api/tasks")[-1].json["context"]["profile"] == {
+        "home_location": "广州"
+    }
+    await wait_outbox_empty(redis_url, sidecar_config["redis"]["key_prefix"])
+    await redis_server.stop()
+    try:
+        async with http.delete(f"{sc.url}/_sidecar/users/anonymous/gone", headers=AUTH) as r:
+            assert r.status == 503
+    finally:
+        await redis_server.start()
+    assert await pg_value(pg_dsn, "SELECT count(*) FROM user_profiles") == 0
+
+    async def profile_forwarded() -> tuple[str | None, Any]:
+        degraded = await ask(http, other.url, "今天天气怎么样", "d-9", "gone")
+        return degraded, upstream.requests_to("/api/tasks")[-1].json["context"].get("profile")
+
+    await wait_until(
+        profile_forwarded,
+        lambda seen: seen == (None, None),
+        what="the deleted user's profile to stop being served",
+    )
+    # What Redis holds of the user now is what PostgreSQL restored: no fact.
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        for key in [k async for k in client.scan_iter(match="*:u:*:gone:profile")]:
+            assert not [f for f in await client.hkeys(key) if f.startswith(b"f:")]
+    finally:
+        await client.aclose()

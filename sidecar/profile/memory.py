@@ -134,9 +134,10 @@ class ProfileMemory:
         Returns the sessions erased, for the caller's caches.
 
         When Redis fails part-way, the sessions known to be left there (PostgreSQL's, and
-        Redis's own once listed) are marked deleted in PostgreSQL: every replica erases those
-        copies once Redis answers, so they are not served again even if the call is never
-        repeated. The caller is still told to repeat it (it is safe to, and completes)."""
+        Redis's own once listed) are marked deleted in PostgreSQL, and the profile's copy
+        marked stale: every replica erases those copies once Redis answers, so they are not
+        served again even if the call is never repeated. The caller is still told to repeat it
+        (it is safe to, and completes)."""
         in_postgres = await self.pg.delete_user(*owner, deleted_at)
         ms = int(deleted_at.timestamp() * 1000)
         self.cache.discard(owner)
@@ -161,6 +162,8 @@ class ProfileMemory:
     async def _mark_left(self, owner: Owner, left: list[SessionKey], ms: int) -> None:
         try:
             await self.pg.mark_deleted(left, ms)
+            # The profile's copy may still be in Redis (its erase is the first Redis call).
+            await self.pg.mark_profile_stale(owner)
         except StoreError as e:
             # Only a repeated call erases these copies now; the caller is told to repeat it.
             log.error(

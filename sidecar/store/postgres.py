@@ -194,6 +194,12 @@ class PostgresSessionStore:
             async with self.pool.acquire() as conn:
                 return await seqs.stale_profiles(conn, limit)
 
+    async def mark_profile_stale(self, owner: tuple[str, str]) -> None:
+        """Record that a user's profile copy in Redis must go (every replica drops it)."""
+        with guarded("mark of a stale profile"):
+            async with self.pool.acquire() as conn:
+                await conn.execute(seqs.MARK_PROFILE_STALE, *owner)
+
     async def clear_stale_profiles(self, handled: list[StaleProfile]) -> None:
         if handled:
             with guarded("clearing stale profile marks"):
