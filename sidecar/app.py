@@ -133,7 +133,11 @@ async def _http_client(app: web.Application) -> AsyncIterator[None]:
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     cfg = app[CONFIG].redis
     cluster = await resolve_cluster(cfg)
-    client = make_client(cfg, cluster=cluster)
+    # A single node's calls are bounded by the store alone (see store.client); a cluster
+    # client keeps socket timeouts, which is how it notices a failed master.
+    client = make_client(
+        cfg, cluster=cluster, socket_timeout_s=cfg.socket_timeout_s if cluster else None
+    )
     app[REDIS] = client
     # The writer blocks on XREADGROUP; its own client keeps that off the request path's pool.
     app[WRITER_REDIS] = make_client(

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,7 @@ class Journal:
         self.rejected = self.path.with_name(self.path.name + ".rejected")
         self.max_bytes = max_bytes
         self._lock = asyncio.Lock()
+        self._file_lock = threading.Lock()
 
     def pending(self) -> bool:
         return self.path.exists() or self.replaying.exists()
@@ -93,6 +95,13 @@ class Journal:
         again, so the file holds only whole lines and the next turn never joins a torn one."""
         path = path or self.path
         path.parent.mkdir(parents=True, exist_ok=True)
+        # One write at a time in this process, whatever the event loop does: an append whose
+        # caller was cancelled runs on in its thread, and a cut-off must never take another's
+        # line with it.
+        with self._file_lock:
+            self._append_locked(line, path)
+
+    def _append_locked(self, line: bytes, path: Path) -> None:
         # Read-write: the last byte is read to find a torn line.
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:

@@ -150,6 +150,7 @@ class LogHandler(logging.StreamHandler[TextIO]):
         self.line_formatter = formatter
         self._pending: list[str] = []
         self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._owner = threading.get_ident()
 
     def add_access(self, created: float, message: str, fields: Mapping[str, Any]) -> None:
@@ -158,13 +159,16 @@ class LogHandler(logging.StreamHandler[TextIO]):
             self._pending.append(line)
         if len(self._pending) >= ACCESS_BATCH:
             self.flush()
-        elif self._timer is None:
+        else:
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
                 self.flush()
                 return
-            self._timer = loop.call_later(ACCESS_FLUSH_S, self.flush)
+            # A timer of a loop that has since stopped would never fire: one per loop.
+            if self._timer is None or self._timer_loop is not loop:
+                self._timer_loop = loop
+                self._timer = loop.call_later(ACCESS_FLUSH_S, self.flush)
 
     def _write_pending(self) -> None:
         if self._timer is not None:
@@ -178,7 +182,10 @@ class LogHandler(logging.StreamHandler[TextIO]):
     def emit(self, record: logging.LogRecord) -> None:
         if self._pending:
             with self.lock or contextlib.nullcontext():
-                self._write_pending()
+                try:
+                    self._write_pending()
+                except Exception:  # a closed stream: reported as logging does, never raised
+                    self.handleError(record)
         super().emit(record)
 
     def flush(self) -> None:

@@ -17,6 +17,7 @@ from sidecar.errors import StoreUnavailable
 from sidecar.store.breaker import CircuitBreaker
 from sidecar.store.client import make_client
 from sidecar.store.redis import RedisSessionStore
+from sidecar.store.redis_tasks import RedisTaskStore
 
 RESET_S = 30.0
 CALLERS = 10
@@ -45,7 +46,7 @@ async def _outcomes(store: RedisSessionStore) -> list[str]:
 
     async def one() -> str:
         try:
-            await store.get_task("t", "/api/tasks", "no-such-task")
+            await RedisTaskStore(store).get_task("t", "/api/tasks", "no-such-task")
         except StoreUnavailable as e:
             return "skipped" if "circuit open" in str(e) else "failed"
         return "redis"
@@ -89,6 +90,6 @@ async def test_a_failed_probe_opens_the_breaker_again() -> None:
         clock.now += 1
         assert sorted(await _outcomes(store)) == ["failed"] + ["skipped"] * (CALLERS - 1)
         with pytest.raises(StoreUnavailable, match="circuit open"):
-            await store.get_task("t", "/api/tasks", "x")
+            await RedisTaskStore(store).get_task("t", "/api/tasks", "x")
     finally:
         await store.client.aclose()

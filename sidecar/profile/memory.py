@@ -52,8 +52,14 @@ class ProfileMemory:
         """Drop the user's profile copy in Redis and here (another replica wrote facts past
         Redis): the next load restores it from PostgreSQL."""
         self.cache.discard(owner)
+        marked = owner in self.stale
         self.stale.discard(owner)
-        await self.redis.drop_profile(owner)
+        try:
+            await self.redis.drop_profile(owner)
+        except StoreUnavailable:
+            if marked:  # still stale here too: dropped before this replica serves it
+                self.stale.add(owner)
+            raise
 
     async def drop_if_stale(self, owner: Owner) -> None:
         """Before a load: a profile written past Redis is dropped there, to be restored."""

@@ -5,11 +5,12 @@ one hash slot (``store.keys``), and the writer reads each outbox stream on its o
 mode. A dead pooled connection is replaced once (``connection_retry``), beyond that the circuit
 breaker decides.
 
-Each call is bounded as a whole by its caller (``RedisSessionStore._call``), not per socket
-operation: redis-py runs every send under a socket timeout as a task of its own
+Each call on a single node is bounded as a whole by its caller (``RedisSessionStore._call``),
+not per socket operation: redis-py runs every send under a socket timeout as a task of its own
 (``asyncio.wait_for``) and every read under a timeout context, which cost about as much CPU as
-the rest of the call. The writer's client, whose blocking reads are not on the request path,
-keeps its socket timeout.
+the rest of the call. A cluster client keeps its socket timeouts: a timeout it sees itself is
+what makes it mark a silent master failed and refresh the topology (a cancellation would not).
+The writer's client, whose blocking reads are not on the request path, keeps its socket timeout.
 """
 
 from __future__ import annotations

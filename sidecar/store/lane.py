@@ -16,6 +16,7 @@ any other failure, cancellation included, drops it.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -25,17 +26,28 @@ from redis.exceptions import ResponseError
 
 # Idle connections kept beyond this are closed: a burst does not leave sockets open for good.
 MAX_IDLE = 64
+# At most this many calls (and so connections) at once; more wait for one to end, within the
+# caller's bound. As many as the client's own pool allows.
+MAX_OPEN = 256
 
 
 class ScriptLane:
     """``EVALSHA`` on connections held here, for a single-node client."""
 
-    def __init__(self, client: aioredis.Redis, max_idle: int = MAX_IDLE) -> None:
+    def __init__(
+        self, client: aioredis.Redis, max_idle: int = MAX_IDLE, max_open: int = MAX_OPEN
+    ) -> None:
         self._pool = client.connection_pool
         self._idle: list[AbstractConnection] = []
         self._max_idle = max_idle
+        self._slots = asyncio.Semaphore(max_open)
+        self._closed = False
 
     async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
+        async with self._slots:
+            return await self._evalsha(sha, keys, args)
+
+    async def _evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
         conn = self._idle.pop() if self._idle else self._new()
         command = conn.pack_command("EVALSHA", sha, len(keys), *keys, *args)
         served_before = conn.is_connected
@@ -68,12 +80,14 @@ class ScriptLane:
         return await conn.read_response()
 
     async def _keep(self, conn: AbstractConnection) -> None:
-        if len(self._idle) < self._max_idle:
+        if not self._closed and len(self._idle) < self._max_idle:
             self._idle.append(conn)
         else:
             await conn.disconnect(nowait=True)
 
     async def aclose(self) -> None:
+        """Close the idle connections; those of calls still running close as the calls end."""
+        self._closed = True
         idle, self._idle = self._idle, []
         for conn in idle:
             await conn.disconnect(nowait=True)

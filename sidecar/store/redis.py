@@ -72,6 +72,10 @@ class RedisSessionStore:
         # Script calls skip the client's pool on a single node; a cluster client routes each
         # call to its slot's master itself.
         self._lane = ScriptLane(client) if isinstance(client, aioredis.Redis) else None
+        # Each call is bounded as a whole. A cluster client keeps its socket timeouts (see
+        # store.client): its calls get room for a connect and a timed-out read first.
+        bound = cfg.socket_timeout_s
+        self._bound_s = bound if self._lane else 2 * bound + cfg.connect_timeout_s
         self._load = client.register_script(_script("load.lua"))
         self._commit = client.register_script(_script("commit.lua"))
         self._seed = client.register_script(_script("seed.lua"))
@@ -104,18 +108,23 @@ class RedisSessionStore:
         seconds, micros = reply
         self.clock.observe(seconds * 1000 + micros / 1000, sent, time.time() * 1000)
 
-    async def _eval(self, script: Any, keys: list[str], args: list[Any]) -> Any:
-        """Run a loaded script. NOSCRIPT means Redis lost its script cache (a restart or a
-        failover): copies it kept may be stale, so ``on_restart`` runs before anything else."""
+    async def _eval(
+        self, script: Any, keys: list[str], args: list[Any], *, probe: bool = False
+    ) -> Any:
+        """Run a loaded script through the breaker and the call bound. NOSCRIPT means Redis
+        lost its script cache (a restart or a failover): copies it kept may be stale, so
+        ``on_restart`` runs before anything else, outside the call's bound (reconciling takes
+        what it takes, bounded by ``session.restore_timeout_s``), and the script is sent again
+        as a probe: Redis has just answered."""
         try:
-            return await self._evalsha(script.sha, keys, args)
+            return await self._call(self._evalsha(script.sha, keys, args), probe=probe)
         except NoScriptError:
             log.info("Redis lost its scripts (restarted or failed over); reconciling")
             for s in self._scripts:
-                s.sha = as_str(await self.client.script_load(s.script))
+                s.sha = as_str(await self._call(self.client.script_load(s.script), probe=True))
             if self.on_restart is not None:
                 await self.on_restart()
-            return await self._evalsha(script.sha, keys, args)
+            return await self._call(self._evalsha(script.sha, keys, args), probe=True)
 
     async def _evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
         if self._lane is not None:
@@ -135,8 +144,11 @@ class RedisSessionStore:
             coro.close()
             raise StoreUnavailable("redis circuit open")
         try:
-            async with asyncio.timeout(timeout_s or self.cfg.socket_timeout_s):
+            async with asyncio.timeout(timeout_s or self._bound_s):
                 result = await coro
+        except NoScriptError:
+            self.breaker.release()  # Redis answered; the caller reloads the scripts
+            raise
         except (
             RedisConnectionError,
             RedisTimeoutError,
@@ -146,7 +158,12 @@ class RedisSessionStore:
         ) as e:
             # RedisClusterException: no node reachable to learn the topology from, or a slot no
             # master serves (SlotNotCoveredError): as absent as an unreachable single node.
-            self.breaker.failure(timed_out=isinstance(e, (RedisTimeoutError, TimeoutError)))
+            if timeout_s is not None and isinstance(e, TimeoutError):
+                # A long walk over many keys (the admin API) that ran out of time says nothing
+                # about Redis's health: the requests' breaker is left as it was.
+                self.breaker.release()
+            else:
+                self.breaker.failure(timed_out=isinstance(e, (RedisTimeoutError, TimeoutError)))
             raise StoreUnavailable(f"redis unavailable: {e}") from e
         except RedisError as e:
             # Redis answered but refused (out of memory, read-only replica after a failover,
@@ -186,7 +203,7 @@ class RedisSessionStore:
         if owner is not None:
             keys.append(self.keys.user(*owner).profile)
             args.append(known_profile)
-        res = await self._call(self._eval(self._load, keys, args))
+        res = await self._eval(self._load, keys, args)
         kind = int(res[0])
         if kind == 0:
             return Lookup("absent")
@@ -247,9 +264,7 @@ class RedisSessionStore:
         for field_, value in context.items():
             args += [field_, orjson.dumps(value)]
         args += [m.encode() for m in messages]
-        res = await self._call(
-            self._eval(self._seed, [k.meta, k.messages, k.context, k.outbox, k.floor], args)
-        )
+        res = await self._eval(self._seed, [k.meta, k.messages, k.context, k.outbox, k.floor], args)
         return bool(int(res))
 
     async def commit(self, turn: Turn, max_stored: int) -> Committed:
@@ -287,7 +302,7 @@ class RedisSessionStore:
                 args += [fact, orjson.dumps(value)]
         for field_, value in turn.context_patch.items():
             args += [field_, orjson.dumps(value)]
-        res = await self._call(self._eval(self._commit, keys, args))
+        res = await self._eval(self._commit, keys, args)
         kind = int(res[0])
         if kind == -1:
             raise SessionAbsent(turn.key.session_id)
@@ -304,9 +319,8 @@ class RedisSessionStore:
         its highest seq so that the restored copy never numbers a turn below it. ``probe``: even
         while the breaker is half-open (reconciling, right after Redis answered again)."""
         k = self.keys.session(key)
-        await self._call(
-            self._eval(self._drop, [k.meta, k.messages, k.context, k.floor], [self.ttl_ms]),
-            probe=probe,
+        await self._eval(
+            self._drop, [k.meta, k.messages, k.context, k.floor], [self.ttl_ms], probe=probe
         )
 
     async def erase(
@@ -318,23 +332,7 @@ class RedisSessionStore:
         k = self.keys.session(key)
         keys = [k.meta, k.messages, k.context, k.tombstone, k.floor]
         args = [TOMBSTONE_TTL_MS, "" if deleted_at_ms is None else deleted_at_ms]
-        return int(await self._call(self._eval(self._erase, keys, args), probe=probe))
-
-    # --- asynchronous tasks: what the turn of a submitted task needs, until its result is read ---
-
-    async def put_task(
-        self, tenant: str, route: str, task_id: str, data: bytes, ttl_s: int
-    ) -> None:
-        await self._call(self.client.set(self.keys.task(tenant, route, task_id), data, ex=ttl_s))
-
-    async def get_task(self, tenant: str, route: str, task_id: str) -> bytes | None:
-        raw: bytes | None = await self._call(
-            self.client.get(self.keys.task(tenant, route, task_id))
-        )
-        return raw
-
-    async def delete_task(self, tenant: str, route: str, task_id: str) -> None:
-        await self._call(self.client.delete(self.keys.task(tenant, route, task_id)))
+        return int(await self._eval(self._erase, keys, args, probe=probe))
 
     async def guarded(self, coro: Any, *, timeout_s: float | None = None) -> Any:
         """One Redis call through the breaker, failures as ``StoreUnavailable`` (for the other

@@ -32,6 +32,7 @@ from ..proxy import (
 )
 from ..session.model import SessionKey, utc_now_iso
 from ..store.redis import RedisSessionStore
+from ..store.redis_tasks import RedisTaskStore
 from .capture import Answer, read_answer, too_large
 from .prepare import Prepared, Question
 from .recorder import TurnRecorder
@@ -160,7 +161,7 @@ class TaskRegistry:
     a task is not remembered (its turn is then not recorded) but the client is served as usual."""
 
     def __init__(self, store: RedisSessionStore, ttl_s: int = TASK_TTL_S) -> None:
-        self.store = store
+        self.store = RedisTaskStore(store)
         self.ttl_s = ttl_s
 
     async def remember(self, route: str, task_id: str, task: PendingTask) -> bool:
