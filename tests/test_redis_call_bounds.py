@@ -73,7 +73,7 @@ async def test_an_admin_walk_out_of_time_leaves_the_requests_breaker_closed(
 
 async def test_the_lane_opens_no_more_connections_than_it_may(redis_url: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
-    lane = ScriptLane(client, max_open=2)
+    lane = ScriptLane(client, 0.5, 0.5, max_open=2)
     opened: list[Any] = []
     new = lane._new
 

@@ -10,7 +10,8 @@ sends each call on an idle one.
 
 What the pool's retry did is kept: a call that fails on a connection that had served before
 (Redis restarted, or a firewall cut an idle connection) is sent once more on a fresh one; a
-timeout is not retried. An error reply (NOSCRIPT, OOM, READONLY) leaves its connection usable;
+timeout is not retried. Connecting is bounded by the connect timeout, each exchange by
+``redis.socket_timeout_s``, as they were on the client's own connections. An error reply (NOSCRIPT, OOM, READONLY) leaves its connection usable;
 any other failure, cancellation included, drops it.
 """
 
@@ -35,9 +36,18 @@ class ScriptLane:
     """``EVALSHA`` on connections held here, for a single-node client."""
 
     def __init__(
-        self, client: aioredis.Redis, max_idle: int = MAX_IDLE, max_open: int = MAX_OPEN
+        self,
+        client: aioredis.Redis,
+        timeout_s: float,
+        connect_timeout_s: float,
+        max_idle: int = MAX_IDLE,
+        max_open: int = MAX_OPEN,
     ) -> None:
         self._pool = client.connection_pool
+        # Each exchange (send and reply) is bounded by this; connecting (and the handshake),
+        # when a call needs a connection first, by the connect timeout apart.
+        self._timeout_s = timeout_s
+        self._connect_timeout_s = connect_timeout_s
         self._idle: list[AbstractConnection] = []
         self._max_idle = max_idle
         self._slots = asyncio.Semaphore(max_open)
@@ -54,8 +64,9 @@ class ScriptLane:
         try:
             try:
                 reply = await self._send(conn, command)
-            except (RedisConnectionError, OSError):
-                if not served_before:
+            except (RedisConnectionError, OSError) as e:
+                # (TimeoutError is an OSError: a Redis that does not answer is not resent to.)
+                if not served_before or isinstance(e, TimeoutError):
                     raise
                 # Dead while idle: one more try on a fresh connection (every script call is
                 # safe to send twice, see ``store.client.connection_retry``).
@@ -74,10 +85,13 @@ class ScriptLane:
         conn: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
         return conn
 
-    @staticmethod
-    async def _send(conn: AbstractConnection, command: Any) -> Any:
-        await conn.send_packed_command(command, check_health=False)
-        return await conn.read_response()
+    async def _send(self, conn: AbstractConnection, command: Any) -> Any:
+        if not conn.is_connected:
+            async with asyncio.timeout(self._connect_timeout_s):
+                await conn.connect()  # type: ignore[no-untyped-call]
+        async with asyncio.timeout(self._timeout_s):
+            await conn.send_packed_command(command, check_health=False)
+            return await conn.read_response()
 
     async def _keep(self, conn: AbstractConnection) -> None:
         if not self._closed and len(self._idle) < self._max_idle:

@@ -71,11 +71,12 @@ class RedisSessionStore:
         self.on_restart: Callable[[], Awaitable[None]] | None = None
         # Script calls skip the client's pool on a single node; a cluster client routes each
         # call to its slot's master itself.
-        self._lane = ScriptLane(client) if isinstance(client, aioredis.Redis) else None
-        # Each call is bounded as a whole. A cluster client keeps its socket timeouts (see
-        # store.client): its calls get room for a connect and a timed-out read first.
-        bound = cfg.socket_timeout_s
-        self._bound_s = bound if self._lane else 2 * bound + cfg.connect_timeout_s
+        single = isinstance(client, aioredis.Redis)
+        bound, connect = cfg.socket_timeout_s, cfg.connect_timeout_s
+        self._lane = ScriptLane(client, bound, connect) if single else None  # type: ignore[arg-type]
+        # Other calls are bounded as a whole: room for a connect and the exchange (a cluster
+        # client keeps its socket timeouts, see store.client: room for one to fire first).
+        self._bound_s = bound + connect if single else 2 * bound + connect
         self._load = client.register_script(_script("load.lua"))
         self._commit = client.register_script(_script("commit.lua"))
         self._seed = client.register_script(_script("seed.lua"))
@@ -117,14 +118,14 @@ class RedisSessionStore:
         what it takes, bounded by ``session.restore_timeout_s``), and the script is sent again
         as a probe: Redis has just answered."""
         try:
-            return await self._call(self._evalsha(script.sha, keys, args), probe=probe)
+            return await self._call(self._evalsha(script.sha, keys, args), probe=probe, own=True)
         except NoScriptError:
             log.info("Redis lost its scripts (restarted or failed over); reconciling")
             for s in self._scripts:
                 s.sha = as_str(await self._call(self.client.script_load(s.script), probe=True))
             if self.on_restart is not None:
                 await self.on_restart()
-            return await self._call(self._evalsha(script.sha, keys, args), probe=True)
+            return await self._call(self._evalsha(script.sha, keys, args), probe=True, own=True)
 
     async def _evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
         if self._lane is not None:
@@ -136,15 +137,17 @@ class RedisSessionStore:
         if self._lane is not None:
             await self._lane.aclose()
 
-    async def _call(self, coro: Any, *, probe: bool = False, timeout_s: float | None = None) -> Any:
+    async def _call(
+        self, coro: Any, *, probe: bool = False, timeout_s: float | None = None, own: bool = False
+    ) -> Any:
         """The one way to Redis: skipped while the breaker is open (``probe``: asked anyway),
-        bounded as a whole by ``redis.socket_timeout_s`` (or ``timeout_s``), and every failure
-        raised as ``StoreUnavailable``."""
+        bounded (``timeout_s``: a longer bound; ``own``: a script call the lane bounds itself),
+        and every failure raised as ``StoreUnavailable``."""
         if not probe and not self.breaker.allow():
             coro.close()
             raise StoreUnavailable("redis circuit open")
         try:
-            async with asyncio.timeout(timeout_s or self._bound_s):
+            async with asyncio.timeout(None if own and self._lane else timeout_s or self._bound_s):
                 result = await coro
         except NoScriptError:
             self.breaker.release()  # Redis answered; the caller reloads the scripts
