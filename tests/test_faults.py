@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections import Counter
 from typing import Any
@@ -19,6 +18,7 @@ from aiohttp import web
 
 from sidecar.devservices import TemporaryPostgres, TemporaryRedis
 from tests.harness import FakeUpstream, SidecarProcess, deep_merge
+from tests.harness.killing import kill_holding_entries, stored_user_turns
 from tests.harness.waiting import pg_fetch, pg_value, wait_for_rows, wait_until
 from tests.turns import Answered, post_turn
 
@@ -95,54 +95,16 @@ async def test_sidecar_killed_mid_load_keeps_every_answered_turn(
     redis_url: str,
 ) -> None:
     config = deep_merge(sidecar_config, {"writer": {"claim_idle_ms": 1000, "block_ms": 200}})
-    answered: list[tuple[str, str]] = []
-    async with SidecarProcess(config) as proc:
-        upstream.tasks_delay_s = 0.02
-
-        async def client(n: int) -> None:
-            for i in range(1000):
-                try:
-                    status, _, _ = await post_turn(
-                        http, proc.url, f"c{n} q{i}", f"kill-{n}", timeout_s=5
-                    )
-                except (aiohttp.ClientError, TimeoutError):
-                    return
-                if status == 200:
-                    answered.append((f"kill-{n}", f"c{n} q{i}"))
-
-        clients = [asyncio.create_task(client(n)) for n in range(8)]
-        await wait_until(lambda: _async(len(answered)), lambda n: n >= 30, what="30 answers")
-        # Freeze PostgreSQL so the writer is caught holding entries it read but never
-        # acknowledged: the restarted process must claim them from the dead consumer.
-        await postgres_server.pause()
-        try:
-            await wait_until(lambda: _async(len(answered)), lambda n: n >= 80, what="80 answers")
-            proc.kill()
-            await asyncio.gather(*clients)
-            assert await proc.wait() == -signal.SIGKILL
-        finally:
-            await postgres_server.resume()
-
-    upstream.tasks_delay_s = 0
     prefix = config["redis"]["key_prefix"]
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        held = 0
-        async for key in client.scan_iter(match=f"{prefix}:*:outbox"):
-            held += (await client.xpending(key, "pg-writer"))["pending"]
-        assert held > 0, "the killed writer held no entries: the claim path was not exercised"
-    finally:
-        await client.aclose()
-
-    async def stored_pairs() -> Counter[tuple[str, str]]:
-        rows = await pg_fetch(
-            pg_dsn, "SELECT session_id, content FROM messages WHERE role = 'user'"
+    # The restarted process must take over the entries the dead one held.
+    async with SidecarProcess(config) as proc:
+        answered = await kill_holding_entries(
+            proc, http, upstream, postgres_server, redis_url, prefix, "kill"
         )
-        return Counter((r["session_id"], r["content"]) for r in rows)
 
     async with SidecarProcess(config):
         await wait_until(
-            stored_pairs,
+            lambda: stored_user_turns(pg_dsn),
             lambda s: all(pair in s for pair in answered),
             timeout_s=30,
             what="every answered turn in PostgreSQL",
@@ -157,7 +119,7 @@ async def test_sidecar_killed_mid_load_keeps_every_answered_turn(
             )
         finally:
             await client.aclose()
-    stored = await stored_pairs()
+    stored = await stored_user_turns(pg_dsn)
     assert all(stored[pair] == 1 for pair in answered)
     assert max(stored.values()) == 1  # nothing twice, answered or not
 

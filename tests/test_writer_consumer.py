@@ -3,17 +3,14 @@ two live processes never write under one name."""
 
 from __future__ import annotations
 
-import asyncio
-import signal
-from collections import Counter
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
 
 from sidecar.devservices import TemporaryPostgres, free_port
 from tests.harness import FakeUpstream, SidecarProcess, deep_merge
-from tests.harness.waiting import pg_fetch, wait_until
+from tests.harness.killing import kill_holding_entries, stored_user_turns
+from tests.harness.waiting import wait_until
 
 
 async def turn(http: aiohttp.ClientSession, url: str, sid: str, query: str) -> int:
@@ -24,10 +21,6 @@ async def turn(http: aiohttp.ClientSession, url: str, sid: str, query: str) -> i
     ) as r:
         await r.read()
         return r.status
-
-
-async def _value(value: Any) -> Any:
-    return value
 
 
 async def test_restart_under_the_same_name_resumes_pending_turns_at_once(
@@ -44,58 +37,22 @@ async def test_restart_under_the_same_name_resumes_pending_turns_at_once(
         sidecar_config,
         {"writer": {"consumer": "pod-a", "claim_idle_ms": 3_600_000, "block_ms": 200}},
     )
-    answered: list[tuple[str, str]] = []
-    async with SidecarProcess(config) as proc:
-        upstream.tasks_delay_s = 0.02
-
-        async def client(n: int) -> None:
-            for i in range(1000):
-                try:
-                    status = await turn(http, proc.url, f"crash-{n}", f"c{n} q{i}")
-                except (aiohttp.ClientError, TimeoutError):
-                    return
-                if status == 200:
-                    answered.append((f"crash-{n}", f"c{n} q{i}"))
-
-        clients = [asyncio.create_task(client(n)) for n in range(8)]
-        await wait_until(lambda: _value(len(answered)), lambda n: n >= 30, what="30 answers")
-        # A frozen PostgreSQL catches the writer holding entries it read but never acknowledged.
-        await postgres_server.pause()
-        try:
-            await wait_until(lambda: _value(len(answered)), lambda n: n >= 80, what="80 answers")
-            proc.kill()
-            await asyncio.gather(*clients)
-            assert await proc.wait() == -signal.SIGKILL
-        finally:
-            await postgres_server.resume()
-
-    upstream.tasks_delay_s = 0
     prefix = config["redis"]["key_prefix"]
-    client = aioredis.Redis.from_url(redis_url)
-    try:
-        held = 0
-        async for key in client.scan_iter(match=f"{prefix}:*:outbox"):
-            held += (await client.xpending(key, "pg-writer"))["pending"]
-        assert held > 0, "the killed writer held no entries: nothing to resume"
-    finally:
-        await client.aclose()
-
-    async def stored_pairs() -> Counter[tuple[str, str]]:
-        rows = await pg_fetch(
-            pg_dsn, "SELECT session_id, content FROM messages WHERE role = 'user'"
+    async with SidecarProcess(config) as proc:
+        answered = await kill_holding_entries(
+            proc, http, upstream, postgres_server, redis_url, prefix, "crash"
         )
-        return Counter((r["session_id"], r["content"]) for r in rows)
 
     restarted = SidecarProcess(deep_merge(config, {"listen": {"port": free_port()}}))
     async with restarted:
         await wait_until(
-            stored_pairs,
+            lambda: stored_user_turns(pg_dsn),
             lambda s: all(pair in s for pair in answered),
             timeout_s=30,
             what="every answered turn in PostgreSQL",
         )
         assert "resuming" in restarted.log_text()
-    stored = await stored_pairs()
+    stored = await stored_user_turns(pg_dsn)
     assert all(stored[pair] == 1 for pair in answered)
 
 
