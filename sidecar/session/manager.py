@@ -26,6 +26,7 @@ from ..profile.cache import Owner
 from ..profile.memory import ProfileMemory
 from ..store.postgres import PostgresSessionStore
 from ..store.redis import Committed, RedisSessionStore
+from ..store.replies import Lookup
 from .admin import SessionAdmin
 from .cache import SessionCache, message_bytes
 from .model import SessionKey, SessionSnapshot, Turn, utc_now_iso
@@ -91,25 +92,13 @@ class SessionService:
             if self.stale.settling:
                 await self.stale.settle()
             returns = self.stale.returns
-            res = await self.redis.load(
-                key,
-                cached.version if cached else "",
-                self.cfg.history_limit,
-                owner=owner,
-                known_profile=self.users.version(owner),
-            )
+            res = await self._read(key, cached, owner)
             if self.stale.returns != returns:
                 # Redis came back during this call (this call may be what found it back): what
                 # it holds may be stale until the reconciliation has run. Read again after it.
                 await self.stale.settle()
                 cached = self.cache.get(key)
-                res = await self.redis.load(
-                    key,
-                    cached.version if cached else "",
-                    self.cfg.history_limit,
-                    owner=owner,
-                    known_profile=self.users.version(owner),
-                )
+                res = await self._read(key, cached, owner)
             if res.state == "current" and cached is not None:
                 return Loaded(cached, profile=await self.users.resolve(owner, res.profile))
             if res.state == "fresh" and res.snapshot is not None:
@@ -120,6 +109,19 @@ class SessionService:
             self.cache.discard(key)
             self.users.forget(owner)
             return await self._load_degraded(key, owner)
+
+    async def _read(
+        self, key: SessionKey, cached: SessionSnapshot | None, owner: Owner | None
+    ) -> Lookup:
+        """One load round trip: the session (only its version when ``cached`` is current) and
+        the owner's profile."""
+        return await self.redis.load(
+            key,
+            cached.version if cached else "",
+            self.cfg.history_limit,
+            owner=owner,
+            known_profile=self.users.version(owner),
+        )
 
     async def _fetch(self, key: SessionKey, limit: int) -> SessionSnapshot | None:
         """Read a session from PostgreSQL within the request path's bound.

@@ -12,7 +12,6 @@ import orjson
 
 from ..adapters.base import Adapter, StreamReader
 from ..adapters.sse import UsageChunkFilter
-from ..errors import UpstreamTimeout, UpstreamUnavailable
 from ..proxy import ChunkFilter
 from ..session.model import Usage
 
@@ -32,16 +31,6 @@ class Answer:
 def too_large(up: aiohttp.ClientResponse) -> bool:
     """An answer announced larger than the sidecar reads: relayed as it comes, not remembered."""
     return up.content_length is not None and up.content_length > MAX_PARSED_ANSWER
-
-
-async def read_answer(up: aiohttp.ClientResponse) -> bytes:
-    """The upstream's whole answer; a stall or a cut while reading it is a 504 or a 502."""
-    try:
-        return await up.read()
-    except TimeoutError as e:
-        raise UpstreamTimeout("the upstream stopped sending its answer") from e
-    except aiohttp.ClientError as e:
-        raise UpstreamUnavailable(f"the upstream's answer broke off: {type(e).__name__}") from e
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,12 +30,13 @@ from ..proxy import (
     client_response_headers,
     open_upstream,
     raise_client_fault,
+    read_whole,
     relay_response,
     upstream_request_headers,
     upstream_url,
 )
 from ..session.manager import SessionService
-from .capture import StreamCapture, capture_json, read_answer, too_large
+from .capture import StreamCapture, capture_json, too_large
 from .prepare import Prepared, Preparer
 from .recorder import TurnRecorder
 from .request import read_body
@@ -183,7 +184,7 @@ class TurnRoute:
         clock: Clock,
     ) -> web.StreamResponse:
         clock.pause()
-        body = await read_answer(up)
+        body = await read_whole(up)
         clock.resume()
         captured = capture_json(self.adapter, up.status, body)
         if captured is not None:

@@ -26,6 +26,7 @@ from ..metrics import Metrics
 from ..proxy import (
     client_response_headers,
     open_upstream,
+    read_whole,
     relay_response,
     upstream_request_headers,
     upstream_url,
@@ -33,7 +34,7 @@ from ..proxy import (
 from ..session.model import SessionKey, utc_now_iso
 from ..store.redis import RedisSessionStore
 from ..store.redis_tasks import RedisTaskStore
-from .capture import Answer, read_answer, too_large
+from .capture import Answer, too_large
 from .prepare import Prepared, Question
 from .recorder import TurnRecorder
 
@@ -260,7 +261,7 @@ class TaskPolls:
             if up.content_type == "text/event-stream" or too_large(up):
                 resp, _ = await relay_response(request, up, client_response_headers(up, ours=True))
                 return resp
-            body = await read_answer(up)
+            body = await read_whole(up)
             out_headers = client_response_headers(up, body_changed=True, ours=True)
             out_headers["X-Session-ID"] = pending.session_id
             degraded: list[str] = []
