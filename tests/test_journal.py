@@ -4,9 +4,12 @@ disk refuses half-way is cut off again, and a line torn by a crash is skipped, n
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import errno
 import logging
 import os
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -281,3 +284,44 @@ async def test_a_turn_the_full_disk_refuses_is_reported_unrecorded_and_the_rest_
     assert await pg_value(pg_dsn, "SELECT count(*) FROM token_usage") == 2
     rows = await pg_fetch(pg_dsn, "SELECT content FROM messages WHERE role = 'user' ORDER BY seq")
     assert [r["content"] for r in rows] == ["kept before", "kept after"]
+
+
+async def test_a_cancelled_append_failing_late_never_cuts_off_the_next_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The caller of an append goes away (its request was cancelled) while the write still runs
+    # in its thread; that write then fails and is cut off. The next turn's line, acknowledged
+    # meanwhile, must not go with it.
+    path = tmp_path / "j.jsonl"
+    journal = Journal(path)
+    real_write = os.write
+    entered, release = threading.Event(), threading.Event()
+    calls: list[int] = []
+
+    def write(fd: int, data: bytes | memoryview) -> int:
+        if os.readlink(f"/proc/self/fd/{fd}") != str(path):
+            return real_write(fd, data)
+        calls.append(len(data))
+        if len(calls) == 1:  # the first append: stuck on the disk, then refused
+            entered.set()
+            release.wait(10)
+            real_write(fd, memoryview(data)[:10])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(fd, data)
+
+    monkeypatch.setattr(journal_module.os, "write", write)
+    doomed, _ = _line(1)
+    kept, line = _line(2)
+    first = asyncio.create_task(journal.append("t", "s1", doomed))
+    assert await asyncio.to_thread(entered.wait, 10)
+    first.cancel()
+    with contextlib.suppress(asyncio.CancelledError, JournalUnwritable):
+        await first
+    second = asyncio.create_task(journal.append("t", "s2", kept))
+    # Room for the second write to go ahead while the first is still stuck, if it could.
+    await asyncio.wait({second}, timeout=0.5)
+    release.set()
+    await second
+    monkeypatch.undo()
+    assert path.read_bytes() == line
+    assert await _replayed(journal) == [kept]
