@@ -1,7 +1,8 @@
 """How long a Redis call may take, and what running out of time means for the breaker, against a
 real redis-server: a reconciliation after Redis lost its scripts is not cut short by one call's
-bound, an admin walk that runs out of time does not stop the requests, and the script lane never
-opens more connections than it may."""
+bound, an admin walk that runs out of time does not stop the requests, the script lane never
+opens more connections than it may, and every script call waiting on a frozen Redis ends as a
+timeout."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from sidecar.config import Config
+from sidecar.devservices import TemporaryRedis
 from sidecar.errors import StoreUnavailable
 from sidecar.session.model import SessionKey
 from sidecar.store.breaker import CircuitBreaker
@@ -88,6 +90,34 @@ async def test_the_lane_opens_no_more_connections_than_it_may(redis_url: str) ->
         answers = await asyncio.gather(*(lane.evalsha(sha, [], [str(i)]) for i in range(12)))
         assert answers == [str(i).encode() for i in range(12)]
         assert len(opened) <= 2
+    finally:
+        await lane.aclose()
+        await client.aclose()
+
+
+async def test_every_script_call_waiting_on_a_frozen_redis_ends_as_a_timeout(
+    redis_server: TemporaryRedis,
+) -> None:
+    client = aioredis.Redis.from_url(redis_server.url)
+    lane = ScriptLane(client, 0.3, 0.3)
+    try:
+        sha = await client.script_load("return ARGV[1]")
+        # Connections that served before the freeze, so each could be resent on (it must not be).
+        await asyncio.gather(*(lane.evalsha(sha, [], [str(i)]) for i in range(3)))
+        await redis_server.pause()
+        try:
+            async with asyncio.timeout(10):  # a call that hangs fails the test here
+                first = [asyncio.create_task(lane.evalsha(sha, [], ["a"])) for _ in range(2)]
+                await asyncio.sleep(0)
+                later = [asyncio.create_task(lane.evalsha(sha, [], ["b"])) for _ in range(2)]
+                outcomes = await asyncio.gather(*first, *later, return_exceptions=True)
+                assert all(isinstance(o, TimeoutError) for o in outcomes), outcomes
+                # The bound also holds for a call that starts once no other is waiting.
+                with pytest.raises(TimeoutError):
+                    await lane.evalsha(sha, [], ["c"])
+        finally:
+            await redis_server.resume()
+        assert await lane.evalsha(sha, [], ["back"]) == b"back"
     finally:
         await lane.aclose()
         await client.aclose()

@@ -11,8 +11,14 @@ sends each call on an idle one.
 What the pool's retry did is kept: a call that fails on a connection that had served before
 (Redis restarted, or a firewall cut an idle connection) is sent once more on a fresh one; a
 timeout is not retried. Connecting is bounded by the connect timeout, each exchange by
-``redis.socket_timeout_s``, as they were on the client's own connections. An error reply (NOSCRIPT, OOM, READONLY) leaves its connection usable;
-any other failure, cancellation included, drops it.
+``redis.socket_timeout_s``, as they were on the client's own connections. An error reply
+(NOSCRIPT, OOM, READONLY) leaves its connection usable; any other failure, cancellation
+included, drops it.
+
+Per call, the redis-py way cost as much again as the exchange's own I/O: its command encoder
+runs per argument in Python, and a timeout context per exchange arms and cancels a loop timer.
+Commands are packed by hiredis's C ``pack_command`` (the bytes are the same), and the exchanges
+share one watchdog timer (``_Watchdog``) instead of a timer each.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -30,6 +37,66 @@ MAX_IDLE = 64
 # At most this many calls (and so connections) at once; more wait for one to end, within the
 # caller's bound. As many as the client's own pool allows.
 MAX_OPEN = 256
+TIMER_SLACK_S = 0.001
+
+
+def pack_evalsha(conn: AbstractConnection, sha: str, keys: list[str], args: list[Any]) -> Any:
+    """The ``EVALSHA`` command as RESP bytes, encoded in C by hiredis (str as UTF-8, int and
+    float as their digits: what redis-py's encoder sends). What hiredis refuses (None, bool)
+    goes to redis-py's encoder, so it fails with redis-py's ``DataError`` as it always did."""
+    try:
+        return hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, *args))
+    except TypeError:
+        return conn.pack_command("EVALSHA", sha, len(keys), *keys, *args)
+
+
+class _Watchdog:
+    """Bounds the exchanges with one loop timer between them, not one timer (and a timeout
+    context) each. An exchange past its deadline has its connection cut (the transport aborted),
+    so its pending write or read fails at once; ``stop`` then tells that it was the bound."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self._timeout_s = timeout_s
+        # One timeout for all, so deadlines are set in the order they fall due: the first entry
+        # (dicts keep insertion order) is always the next to expire.
+        self._due: dict[AbstractConnection, float] = {}
+        self._expired: set[AbstractConnection] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def start(self, conn: AbstractConnection) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeout_s
+        self._due[conn] = deadline
+        if self._timer is None or self._loop is not loop:
+            self._loop, self._timer = loop, loop.call_at(deadline, self._check)
+
+    def stop(self, conn: AbstractConnection) -> bool:
+        """End the exchange's bound; True when it ran out (its connection is cut)."""
+        self._due.pop(conn, None)
+        if conn in self._expired:
+            self._expired.discard(conn)
+            return True
+        return False
+
+    def _check(self) -> None:
+        self._timer = None
+        loop = self._loop
+        assert loop is not None
+        # A loop may run a timer up to its clock's resolution early (uvloop: a millisecond):
+        # what falls due within that is due now, or the timer would be re-armed in a spin.
+        now = loop.time() + TIMER_SLACK_S
+        while self._due:
+            conn, deadline = next(iter(self._due.items()))
+            if deadline > now:
+                self._timer = loop.call_at(deadline, self._check)
+                return
+            del self._due[conn]
+            self._expired.add(conn)
+            # redis-py has no public way to cut a connection from a loop callback.
+            writer = conn._writer
+            if writer is not None:
+                writer.transport.abort()
 
 
 class ScriptLane:
@@ -47,6 +114,7 @@ class ScriptLane:
         # Each exchange (send and reply) is bounded by this; connecting (and the handshake),
         # when a call needs a connection first, by the connect timeout apart.
         self._timeout_s = timeout_s
+        self._watch = _Watchdog(timeout_s)
         self._connect_timeout_s = connect_timeout_s
         self._idle: list[AbstractConnection] = []
         self._max_idle = max_idle
@@ -59,7 +127,7 @@ class ScriptLane:
 
     async def _evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
         conn = self._idle.pop() if self._idle else self._new()
-        command = conn.pack_command("EVALSHA", sha, len(keys), *keys, *args)
+        command = pack_evalsha(conn, sha, keys, args)
         served_before = conn.is_connected
         try:
             try:
@@ -89,9 +157,22 @@ class ScriptLane:
         if not conn.is_connected:
             async with asyncio.timeout(self._connect_timeout_s):
                 await conn.connect()  # type: ignore[no-untyped-call]
-        async with asyncio.timeout(self._timeout_s):
+        watch = self._watch
+        watch.start(conn)
+        try:
             await conn.send_packed_command(command, check_health=False)
-            return await conn.read_response()
+            reply = await conn.read_response()
+        except Exception as e:
+            if watch.stop(conn):
+                raise TimeoutError(f"Redis did not answer within {self._timeout_s}s") from e
+            raise
+        except BaseException:  # cancelled: the caller's own bound, or shutting down
+            watch.stop(conn)
+            raise
+        if watch.stop(conn):
+            # The answer came just as the time ran out, and the connection is cut already.
+            raise TimeoutError(f"Redis did not answer within {self._timeout_s}s")
+        return reply
 
     async def _keep(self, conn: AbstractConnection) -> None:
         if not self._closed and len(self._idle) < self._max_idle:
