@@ -73,11 +73,17 @@ def user_scope(tenant: str, user: str) -> str:
     return f"{tenant}/{user}"
 
 
+# Sessions whose keys are kept built (a turn needs them twice, its next turn again); past this
+# many the lot is dropped and rebuilt as used, so memory stays bounded without an LRU's upkeep.
+SESSION_KEYS_KEPT = 4096
+
+
 class KeySpace:
     def __init__(self, prefix: str, partitions: int) -> None:
         self.prefix = prefix
         self.partitions = partitions
         self._tags = spread_tags(prefix, partitions)
+        self._sessions: dict[SessionKey, SessionKeys] = {}
 
     def partition(self, key: SessionKey) -> int:
         if "/" in key.tenant:
@@ -119,6 +125,14 @@ class KeySpace:
         return f"{self.tag(self._scope_partition(scope))}:s:{len(scope)}:{scope}:"
 
     def session(self, key: SessionKey) -> SessionKeys:
+        found = self._sessions.get(key)
+        if found is None:
+            if len(self._sessions) >= SESSION_KEYS_KEPT:
+                self._sessions.clear()
+            found = self._sessions[key] = self._session(key)
+        return found
+
+    def _session(self, key: SessionKey) -> SessionKeys:
         tag = self.tag(self.partition(key))
         base = f"{tag}:s:{len(key.tenant)}:{key.tenant}:{key.session_id}"
         return SessionKeys(
