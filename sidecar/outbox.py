@@ -36,16 +36,20 @@ T = TypeVar("T")
 
 
 def decode_entry(stream: str, entry_id: str, fields: dict[Any, Any]) -> OutboxEvent:
-    f = {as_str(k): v for k, v in fields.items()}
-    kind = as_str(f.get("kind", b"turn"))
-    data = orjson.loads(f["data"])
-    if "asked" in f:  # when the turn was asked, Redis's clock (what tombstones compare with)
-        data["asked_ms"] = int(f["asked"])
+    # The writer's client answers bytes, so the field names are looked up as they come (no
+    # dict rebuilt per entry); a client that decodes answers str, turned into bytes here.
+    if b"data" not in fields:
+        fields = {k.encode() if isinstance(k, str) else k: v for k, v in fields.items()}
+    data = orjson.loads(fields[b"data"])
+    asked = fields.get(b"asked")
+    if asked is not None:  # when the turn was asked, Redis's clock (what tombstones compare with)
+        data["asked_ms"] = int(asked)
+    kind = fields.get(b"kind", b"turn")
     return OutboxEvent(
         stream=stream,
         entry_id=entry_id,
-        kind="session" if kind == "session" else "turn",
-        seq=int(f.get("seq", 0)),
+        kind="session" if kind in (b"session", "session") else "turn",
+        seq=int(fields.get(b"seq", 0)),
         data=data,
     )
 
@@ -150,18 +154,19 @@ class Outbox:
 
     async def _decode(self, reply: Any) -> list[OutboxEvent]:
         events = []
-        for stream, entries in reply or []:
+        for raw_stream, entries in reply or []:
+            stream = as_str(raw_stream)
             for eid, fields in entries:
                 if not fields:
                     # Deleted while pending (written and deleted by another consumer that had
                     # claimed it): nothing to write, but it must leave this pending list.
-                    await self.redis.xack(as_str(stream), GROUP, as_str(eid))
+                    await self.redis.xack(stream, GROUP, as_str(eid))
                     continue
                 try:
-                    events.append(decode_entry(as_str(stream), as_str(eid), fields))
+                    events.append(decode_entry(stream, as_str(eid), fields))
                 except (KeyError, ValueError, TypeError) as e:
                     # Unreadable (another version's format, say): set aside, never a blocker.
-                    await self._dead_letter_raw(as_str(stream), as_str(eid), fields, e)
+                    await self._dead_letter_raw(stream, as_str(eid), fields, e)
         return events
 
     async def claim_stale(self) -> list[OutboxEvent]:

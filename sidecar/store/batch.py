@@ -104,59 +104,71 @@ ON CONFLICT (tenant, session_id) DO UPDATE SET
 """
 
 
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows of ten values as the ten column arrays the inserts unnest."""
+    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(10)]
+
+
 async def write_events(conn: Conn, events: list[OutboxEvent]) -> None:
     """Write a batch in the caller's transaction. Idempotent: messages and usage rows are keyed by
     their ids, and session counters grow only by what this call actually inserted."""
     events = await _drop_deleted(conn, events)
-    msg_cols: list[list[Any]] = [[] for _ in range(10)]
-    use_cols: list[list[Any]] = [[] for _ in range(10)]
     turns = [e for e in events if e.kind == "turn"]
+    # Rows are built whole, then turned into the columns unnest() takes in one pass (zip in C):
+    # per entry, this is most of the writer's Python.
+    msg_rows: list[tuple[Any, ...]] = []
+    use_rows: list[tuple[Any, ...]] = []
     for e in turns:
         d = e.data
-        for offset, (mid, role, content, ts, tokens) in enumerate(d["messages"]):
-            row = (
-                mid,
-                d["tenant"],
-                d["session_id"],
-                e.seq + offset,
-                role,
-                _text(content),
-                tokens,
-                d["turn_id"],
-                bool(d.get("partial")) and role == "assistant",  # the question itself was whole
-                _ts(ts),
+        tenant, sid, turn_id = d["tenant"], d["session_id"], d["turn_id"]
+        partial = bool(d.get("partial"))
+        seq = e.seq
+        for mid, role, content, ts, tokens in d["messages"]:
+            # (the question itself was whole: only the answer can be partial)
+            msg_rows.append(
+                (
+                    mid,
+                    tenant,
+                    sid,
+                    seq,
+                    role,
+                    _text(content),
+                    tokens,
+                    turn_id,
+                    partial and role == "assistant",
+                    _ts(ts),
+                )
             )
-            for col, value in zip(msg_cols, row, strict=True):
-                col.append(value)
+            seq += 1
+        at = _ts(d["at"])
         for index, (model, prompt, completion, total, cost, provider) in enumerate(_usage_rows(d)):
-            row2 = (
-                usage_row_id(d["turn_id"], index),
-                d["tenant"],
-                d["session_id"],
-                _text(model),
-                prompt,
-                completion,
-                total,
-                _cost(cost),
-                _text(provider) if isinstance(provider, str) and provider else None,
-                _ts(d["at"]),
+            use_rows.append(
+                (
+                    usage_row_id(turn_id, index),
+                    tenant,
+                    sid,
+                    _text(model),
+                    prompt,
+                    completion,
+                    total,
+                    _cost(cost),
+                    _text(provider) if isinstance(provider, str) and provider else None,
+                    at,
+                )
             )
-            for col, value in zip(use_cols, row2, strict=True):
-                col.append(value)
 
     inserted_msgs: dict[tuple[str, str], int] = defaultdict(int)
     new_turns: set[str] = set()
     if turns:
-        inserted = {str(r["id"]) for r in await conn.fetch(_INSERT_MESSAGES, *msg_cols)}
-        rows = list(zip(*msg_cols, strict=True))
-        left = [row for row in rows if str(row[0]) not in inserted]
+        inserted = {str(r["id"]) for r in await conn.fetch(_INSERT_MESSAGES, *_columns(msg_rows))}
+        left = [row for row in msg_rows if row[0] not in inserted]
         if left:
             # Not inserted: stored already (a batch written twice), or its seq is taken.
             inserted |= await seqs.renumber_clashes(conn, left)
-        for row in rows:
-            if str(row[0]) in inserted:
+        for row in msg_rows:
+            if row[0] in inserted:
                 inserted_msgs[(row[1], row[2])] += 1
-        new_turns = {str(r["id"]) for r in await conn.fetch(_INSERT_USAGE, *use_cols)}
+        new_turns = {str(r["id"]) for r in await conn.fetch(_INSERT_USAGE, *_columns(use_rows))}
 
     # Per session: counters from what was inserted now, context patches applied in order.
     sessions: dict[tuple[str, str], list[Any]] = {}
