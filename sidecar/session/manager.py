@@ -11,7 +11,6 @@ sees Redis come back, and about once a second otherwise (``stale``, docs/consist
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,6 +62,7 @@ class SessionService:
         self.pg = pg
         self.cfg = cfg
         self.metrics = metrics
+        self._recorded_in_redis = metrics.turns_recorded.labels("redis")  # looked up once
         self.cache = SessionCache(cfg.local_cache_size, cfg.local_cache_max_bytes)
         self.users = ProfileMemory(redis, pg, cfg)
         # Redis copies known to be stale, this process's and every replica's.
@@ -250,7 +250,7 @@ class SessionService:
             self.users.forget(turn.profile_owner)
         self._update_cache(turn, committed)
         if committed.recorded:
-            self.metrics.turns_recorded.labels("redis").inc()
+            self._recorded_in_redis.inc()
         return Recorded(committed.recorded)
 
     def _update_cache(self, turn: Turn, committed: Committed) -> None:
@@ -273,19 +273,19 @@ class SessionService:
             + message_bytes(assistant)
             - sum(map(message_bytes, dropped))
         )
-        self.cache.put(
-            dataclasses.replace(
-                cached,
-                version=committed.version,
-                window=window,
-                context={**cached.context, **turn.context_patch},
-                tokens_used=cached.tokens_used + turn.usage.total_tokens,
-                message_count=cached.message_count + 2,
-                last_seq=committed.first_seq + 1,
-                updated_at=turn.assistant.timestamp,
-            ),
-            size,
+        # Built whole rather than by ``dataclasses.replace``, which walks the fields per call.
+        grown_snapshot = SessionSnapshot(
+            key=cached.key,
+            version=committed.version,
+            window=window,
+            context={**cached.context, **turn.context_patch},
+            tokens_used=cached.tokens_used + turn.usage.total_tokens,
+            message_count=cached.message_count + 2,
+            last_seq=committed.first_seq + 1,
+            created_at=cached.created_at,
+            updated_at=turn.assistant.timestamp,
         )
+        self.cache.put(grown_snapshot, size)
 
     async def _commit_degraded(self, turn: Turn) -> Recorded:
         self.cache.discard(turn.key)
