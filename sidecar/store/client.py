@@ -11,6 +11,10 @@ not per socket operation: redis-py runs every send under a socket timeout as a t
 the rest of the call. A cluster client keeps its socket timeouts: a timeout it sees itself is
 what makes it mark a silent master failed and refresh the topology (a cancellation would not).
 The writer's client, whose blocking reads are not on the request path, keeps its socket timeout.
+
+A single node's connections pack commands with hiredis's C ``pack_command`` (``PackedInC``):
+redis-py's own encoder runs per argument in Python, and the writer's commands are long (a read
+names every outbox stream, an acknowledgement every entry of a batch).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import hiredis
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -36,6 +42,41 @@ RedisClient = aioredis.Redis | RedisCluster
 # RedisClusterException (no slot covered, no node reachable to learn the topology from) is not
 # a RedisError.
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
+
+
+class PackedInC:
+    """Packs a command with hiredis: the same bytes as redis-py's encoder (str as UTF-8, int and
+    float as ``repr``), in C. A multi-word command name (``"XINFO CONSUMERS"``) and anything
+    hiredis refuses (bool, None: redis-py's ``DataError``) take redis-py's way."""
+
+    def pack_command(self, *args: Any) -> list[Any]:
+        name = args[0]
+        if isinstance(name, str) and " " not in name:
+            try:
+                return [hiredis.pack_command(args)]
+            except TypeError:
+                pass
+        packed: list[Any] = super().pack_command(*args)  # type: ignore[misc]
+        return packed
+
+
+class PackedConnection(PackedInC, Connection):
+    pass
+
+
+class PackedSSLConnection(PackedInC, SSLConnection):
+    pass
+
+
+class PackedUnixConnection(PackedInC, UnixDomainSocketConnection):
+    pass
+
+
+_PACKED: dict[type[Any], type[Any]] = {
+    Connection: PackedConnection,
+    SSLConnection: PackedSSLConnection,
+    UnixDomainSocketConnection: PackedUnixConnection,
+}
 
 
 def connection_retry() -> Retry:
@@ -114,4 +155,8 @@ def make_client(
         # The retry covers the cluster level too: on a connection error the topology is
         # refreshed and the call sent once more. MOVED and ASK are followed by the client.
         return RedisCluster.from_url(cfg.url, max_connections=256, **common)
-    return aioredis.Redis.from_url(cfg.url, max_connections=256, **common)
+    client = aioredis.Redis.from_url(cfg.url, max_connections=256, **common)
+    pool = client.connection_pool
+    # The class the URL's scheme chose (TCP, TLS, a Unix socket), packing in C.
+    pool.connection_class = _PACKED.get(pool.connection_class, pool.connection_class)
+    return client
