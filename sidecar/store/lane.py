@@ -77,23 +77,24 @@ class _Watchdog:
         self._timeout_s = timeout_s
         # One timeout for all, so deadlines are set in the order they fall due: the first entry
         # (dicts keep insertion order) is always the next to expire.
-        self._due: dict[AbstractConnection, float] = {}
-        self._expired: set[AbstractConnection] = set()
+        # Keyed by identity: a connection class may define equality (redis-py's does not).
+        self._due: dict[int, tuple[float, AbstractConnection]] = {}
+        self._expired: set[int] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     def start(self, conn: AbstractConnection) -> None:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout_s
-        self._due[conn] = deadline
+        self._due[id(conn)] = (deadline, conn)
         if self._timer is None or self._loop is not loop:
             self._loop, self._timer = loop, loop.call_at(deadline, self._check)
 
     def stop(self, conn: AbstractConnection) -> bool:
         """End the exchange's bound; True when it ran out (its connection is cut)."""
-        self._due.pop(conn, None)
-        if conn in self._expired:
-            self._expired.discard(conn)
+        self._due.pop(id(conn), None)
+        if id(conn) in self._expired:
+            self._expired.discard(id(conn))
             return True
         return False
 
@@ -105,12 +106,12 @@ class _Watchdog:
         # what falls due within that is due now, or the timer would be re-armed in a spin.
         now = loop.time() + TIMER_SLACK_S
         while self._due:
-            conn, deadline = next(iter(self._due.items()))
+            key, (deadline, conn) = next(iter(self._due.items()))
             if deadline > now:
                 self._timer = loop.call_at(deadline, self._check)
                 return
-            del self._due[conn]
-            self._expired.add(conn)
+            del self._due[key]
+            self._expired.add(key)
             # redis-py has no public way to cut a connection from a loop callback.
             writer = conn._writer
             if writer is not None:
