@@ -19,10 +19,10 @@ import dataclasses
 import functools
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sidecar.context.clock import today_in
 from sidecar.context.entities import answer_place, find_places
 from sidecar.context.frame import Frame, complete_from_frame
 from sidecar.context.gazetteer import Gazetteer, load_gazetteer
@@ -66,24 +66,6 @@ _EN_DATE_LEAD = re.compile(
     r"^(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\s+\d",
     re.IGNORECASE,
 )
-
-
-def today_in(timezone: str, now: datetime | None) -> date:
-    """The calendar date in ``timezone`` at ``now`` (naive ``now`` is taken as UTC)."""
-    zone = _zone(timezone)
-    moment = now if now is not None else datetime.now(UTC)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(zone).date()
-
-
-@functools.lru_cache(maxsize=64)
-def _zone(timezone: str) -> ZoneInfo:
-    # A deployment serves a few time zones: each name is resolved once.
-    try:
-        return ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
 
 
 def _stored_str(context: Mapping[str, Any], key: str) -> str | None:
