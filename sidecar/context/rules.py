@@ -88,7 +88,7 @@ def _iso_date(value: str) -> date | None:
 
 
 def _lang_of(text: str) -> str:
-    return "zh" if _HAN.search(text) else "en"
+    return "zh" if not text.isascii() and _HAN.search(text) else "en"
 
 
 class RulesExtractor:
