@@ -249,9 +249,11 @@ def find_places(
     if text.isascii():
         return _find_latin(text, gaz, blocked, answering, load_placelike())
     blocked = [*blocked, *load_placelike().spans(text, simple or None)]
-    found: list[PlaceMatch] = []
-    for p in find_han(simple or text, gaz, blocked, answering):
-        found.append(PlaceMatch(text[p.start : p.end], p.canonical, p.start, p.end, "zh"))
+    found = find_han(simple or text, gaz, blocked, answering)
+    if simple and simple != text:  # found in Simplified: the places keep the user's characters
+        found = [
+            PlaceMatch(text[p.start : p.end], p.canonical, p.start, p.end, "zh") for p in found
+        ]
     found.extend(_find_latin(text, gaz, blocked, answering))
     found.sort(key=lambda p: p.start)
     return found
