@@ -60,13 +60,15 @@ _PUNCT = " \t\r\n,.;:!?，。；：！？、\"'“”‘’()（）…~～"
 _LATIN_RUN = re.compile(r"[A-Za-z]+")
 
 
-def asks(last_assistant: str | None, pattern: re.Pattern[str]) -> bool:
+def asked(last_assistant: str | None) -> tuple[bool, bool]:
+    """Whether the assistant's last message asked where, and whether it asked when (its end
+    reads as a question, which is looked at once for both)."""
     if not last_assistant:
-        return False
+        return False, False
     tail = last_assistant[-240:]
-    return ("?" in tail or "？" in tail or tail.rstrip().endswith(("吗", "呢"))) and bool(
-        pattern.search(tail)
-    )
+    if not ("?" in tail or "？" in tail or tail.rstrip().endswith(("吗", "呢"))):
+        return False, False
+    return bool(LOCATION_QUESTION.search(tail)), bool(TIME_QUESTION.search(tail))
 
 
 def is_elliptical(

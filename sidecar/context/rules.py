@@ -30,9 +30,7 @@ from sidecar.context.lexicon import (
     words,
 )
 from sidecar.context.phrasing import (
-    LOCATION_QUESTION,
-    TIME_QUESTION,
-    asks,
+    asked,
     chosen_place,
     chosen_time,
     followup_name,
@@ -141,8 +139,7 @@ class RulesExtractor:
         if not text:
             return Resolution({}, None)
         today = today_in(timezone, now)
-        asked_place = asks(last_assistant, LOCATION_QUESTION)
-        asked_time = asks(last_assistant, TIME_QUESTION)
+        asked_place, asked_time = asked(last_assistant)
         simple = to_simplified(text)
         places, times, topics = self._analyse(
             text, simple, today, _stored_date(context), answering=asked_place
