@@ -174,7 +174,8 @@ def _qualify_latin(text: str, found: list[PlaceMatch], gaz: Gazetteer) -> list[P
     out: list[PlaceMatch] = []
     for place in found:
         m = _QUALIFIER.match(text, place.end)
-        key = fold_latin(place.text)
+        # folded only when something follows that could qualify it (seldom)
+        key = fold_latin(place.text) if m is not None else ""
         if m is not None and key not in REGIONS_EN and key not in gaz.region_keys:
             for size in (2, 1):
                 words = m.group(1).split()[:size]
