@@ -33,14 +33,13 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol
 from unittest import mock
 
 import aiohttp
 
-import sidecar.context.rules as engine_rules
 from bench.stack import (
     ScriptedUpstream,
     Stores,
@@ -166,16 +165,19 @@ class Clock:
 @contextlib.contextmanager
 def pinned_clock(now: datetime | Clock) -> Iterator[Clock]:
     """Make the engine resolve "today" at ``now`` instead of the wall clock."""
+    # imported here: context_speed --compare loads this module beside older engines without it
+    import sidecar.context.clock as engine_clock
+
     clock = now if isinstance(now, Clock) else Clock(now)
 
-    class PinnedDatetime(datetime):
-        @classmethod
-        def now(cls, tz: tzinfo | None = None) -> PinnedDatetime:  # type: ignore[override]
-            at = clock.now
-            moment = at.astimezone(tz) if tz is not None else at.replace(tzinfo=None)
-            return cls.fromtimestamp(moment.timestamp(), moment.tzinfo)
+    class PinnedTime:
+        """Stands in for the ``time`` module the engine's clock reads the current time from."""
 
-    with mock.patch.object(engine_rules, "datetime", PinnedDatetime):
+        @staticmethod
+        def time() -> float:
+            return clock.now.timestamp()
+
+    with mock.patch.object(engine_clock, "time", PinnedTime):
         yield clock
 
 

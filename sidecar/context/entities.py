@@ -174,7 +174,8 @@ def _qualify_latin(text: str, found: list[PlaceMatch], gaz: Gazetteer) -> list[P
     out: list[PlaceMatch] = []
     for place in found:
         m = _QUALIFIER.match(text, place.end)
-        key = fold_latin(place.text)
+        # folded only when something follows that could qualify it (seldom)
+        key = fold_latin(place.text) if m is not None else ""
         if m is not None and key not in REGIONS_EN and key not in gaz.region_keys:
             for size in (2, 1):
                 words = m.group(1).split()[:size]
@@ -249,9 +250,11 @@ def find_places(
     if text.isascii():
         return _find_latin(text, gaz, blocked, answering, load_placelike())
     blocked = [*blocked, *load_placelike().spans(text, simple or None)]
-    found: list[PlaceMatch] = []
-    for p in find_han(simple or text, gaz, blocked, answering):
-        found.append(PlaceMatch(text[p.start : p.end], p.canonical, p.start, p.end, "zh"))
+    found = find_han(simple or text, gaz, blocked, answering)
+    if simple and simple != text:  # found in Simplified: the places keep the user's characters
+        found = [
+            PlaceMatch(text[p.start : p.end], p.canonical, p.start, p.end, "zh") for p in found
+        ]
     found.extend(_find_latin(text, gaz, blocked, answering))
     found.sort(key=lambda p: p.start)
     return found

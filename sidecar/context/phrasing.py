@@ -20,6 +20,7 @@ from sidecar.context.placelike import load_placelike
 from sidecar.context.script import to_simplified
 from sidecar.context.spans import PlaceMatch, TopicMatch
 from sidecar.context.timeexpr import TimeMatch
+from sidecar.context.trie import longest_first
 
 # Each question pattern opens with a lookahead on the characters its alternatives start
 # with: one test at most characters of the assistant's message instead of every alternative.
@@ -59,13 +60,15 @@ _PUNCT = " \t\r\n,.;:!?，。；：！？、\"'“”‘’()（）…~～"
 _LATIN_RUN = re.compile(r"[A-Za-z]+")
 
 
-def asks(last_assistant: str | None, pattern: re.Pattern[str]) -> bool:
+def asked(last_assistant: str | None) -> tuple[bool, bool]:
+    """Whether the assistant's last message asked where, and whether it asked when (its end
+    reads as a question, which is looked at once for both)."""
     if not last_assistant:
-        return False
+        return False, False
     tail = last_assistant[-240:]
-    return ("?" in tail or "？" in tail or tail.rstrip().endswith(("吗", "呢"))) and bool(
-        pattern.search(tail)
-    )
+    if not ("?" in tail or "？" in tail or tail.rstrip().endswith(("吗", "呢"))):
+        return False, False
+    return bool(LOCATION_QUESTION.search(tail)), bool(TIME_QUESTION.search(tail))
 
 
 def is_elliptical(
@@ -113,7 +116,10 @@ def _traditional(value: str) -> bool:
 
 
 _CORRECTION_ZH = re.compile("|".join(CORRECTION_ZH))
-_LOWER_WORD = re.compile(r"[a-z]+")
+# A correction word as a whole run of letters a-z ("no", not the "no" of "nope" or "know"):
+# one search, where listing the message's words and intersecting them cost a list and a set.
+_RUN_WORDS = sorted(w for w in CORRECTION_EN if re.fullmatch("[a-z]+", w))  # all, as it is
+_CORRECTION_EN = re.compile(rf"(?<![a-z])(?:{longest_first(_RUN_WORDS)})(?![a-z])")
 _NEGATED_ZH = tuple(NEGATION_BEFORE_ZH)
 
 
@@ -143,7 +149,7 @@ def followup_name(text: str, blocked: Sequence[tuple[int, int]]) -> PlaceMatch |
 def is_correction(simple: str) -> bool:
     """ "不对，是伦敦", "sorry, I meant Lyon": the message corrects the last one."""
     chinese = not simple.isascii() and bool(_CORRECTION_ZH.search(simple))  # words all Chinese
-    return chinese or not CORRECTION_EN.isdisjoint(_LOWER_WORD.findall(simple.lower()))
+    return chinese or _CORRECTION_EN.search(simple.lower()) is not None
 
 
 def chosen_place(simple: str, places: list[PlaceMatch]) -> PlaceMatch | None:

@@ -46,6 +46,7 @@ class PlaceLike:
     # The first two words (as _WORD cuts them, lowercase) of every listed name of two or more:
     # a phrase longer than one word is tried only where its first two words are such a pair.
     _latin_pairs: frozenset[tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    _exact_lower: frozenset[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         han_start = "[" + "".join(re.escape(c) for c in sorted(self.han_first)) + "]"
@@ -57,6 +58,7 @@ class PlaceLike:
         object.__setattr__(self, "_han_reach", reach)
         pairs = (tuple(_WORD.findall(n.lower())[:2]) for n in self.latin_any | self.latin_exact)
         object.__setattr__(self, "_latin_pairs", frozenset(p for p in pairs if len(p) == 2))
+        object.__setattr__(self, "_exact_lower", frozenset(n.lower() for n in self.latin_exact))
 
     def spans(self, text: str, simple: str | None = None) -> list[Span]:
         """Where ``text`` names one of the listed things; Chinese matched in Simplified
@@ -84,14 +86,22 @@ class PlaceLike:
         else:
             words = list(_WORD.finditer(text))
             lowered = [w.group(0).lower() for w in words]
-        starts = [i for i, w in enumerate(lowered) if w in self.latin_first]
+        # A start needs its own word listed (a one-word phrase is the word) or, for a longer
+        # phrase, its first two words a listed pair: "the" or "in" before an unlisted word
+        # start nothing. Judged on the lowercase words first, so that most messages end here
+        # without match objects; a name listed as written is then checked as written.
+        pairs = self._latin_pairs
+        starts = [
+            i
+            for i, w in enumerate(lowered)
+            if w in self.latin_first
+            and (
+                w in self.latin_any or w in self._exact_lower or tuple(lowered[i : i + 2]) in pairs
+            )
+        ]
         if not starts:
             return
         words = words or list(_WORD.finditer(text))
-        # A start needs its own word listed (a one-word phrase is the word) or, for a longer
-        # phrase, its first two words a listed pair: "the" or "in" before an unlisted word
-        # start nothing.
-        pairs = self._latin_pairs
         starts = [
             i
             for i in starts

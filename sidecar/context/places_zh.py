@@ -21,13 +21,17 @@ def find_han(
 ) -> list[PlaceMatch]:
     """Chinese places in ``text`` (already in Simplified characters), by evidence."""
     found: list[PlaceMatch] = []
+    reach = gaz.han_reach
     for run in _HAN_RUN.finditer(text):
         s, e = run.span()
-        i = s
-        while i < e - 1:
-            hit = None
+        # The positions whose two characters start a name, in one pass: most start none.
+        starts = [k for k in range(s, e - 1) if text[k : k + 2] in reach]
+        after = s  # a position before it is inside the place found last
+        for i in starts:
+            if i < after:
+                continue
             # no name is longer than the longest one starting with these two characters
-            for size in range(min(gaz.han_reach.get(text[i : i + 2], 0), e - i), 1, -1):
+            for size in range(min(reach[text[i : i + 2]], e - i), 1, -1):
                 name = text[i : i + size]
                 canon = gaz.han.get(name)
                 if canon is None or (blocked and overlaps(i, i + size, blocked)):
@@ -37,13 +41,9 @@ def find_han(
                         continue
                 elif not _han_evidence(text, i, i + size, name, gaz, blocked, answering):
                     continue
-                hit = PlaceMatch(name, canon, i, i + size, "zh")
+                found.append(PlaceMatch(name, canon, i, i + size, "zh"))
+                after = i + size
                 break
-            if hit is not None:
-                found.append(hit)
-                i = hit.end
-            else:
-                i += 1
     return _qualify_han(text, found, gaz)
 
 

@@ -19,10 +19,10 @@ import dataclasses
 import functools
 import re
 from collections.abc import Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from sidecar.context.clock import today_in
 from sidecar.context.entities import answer_place, find_places
 from sidecar.context.frame import Frame, complete_from_frame
 from sidecar.context.gazetteer import Gazetteer, load_gazetteer
@@ -30,9 +30,7 @@ from sidecar.context.lexicon import (
     words,
 )
 from sidecar.context.phrasing import (
-    LOCATION_QUESTION,
-    TIME_QUESTION,
-    asks,
+    asked,
     chosen_place,
     chosen_time,
     followup_name,
@@ -68,24 +66,6 @@ _EN_DATE_LEAD = re.compile(
 )
 
 
-def today_in(timezone: str, now: datetime | None) -> date:
-    """The calendar date in ``timezone`` at ``now`` (naive ``now`` is taken as UTC)."""
-    zone = _zone(timezone)
-    moment = now if now is not None else datetime.now(UTC)
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(zone).date()
-
-
-@functools.lru_cache(maxsize=64)
-def _zone(timezone: str) -> ZoneInfo:
-    # A deployment serves a few time zones: each name is resolved once.
-    try:
-        return ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
 def _stored_str(context: Mapping[str, Any], key: str) -> str | None:
     value = context.get(key)
     return value.strip() or None if isinstance(value, str) else None
@@ -106,7 +86,7 @@ def _iso_date(value: str) -> date | None:
 
 
 def _lang_of(text: str) -> str:
-    return "zh" if _HAN.search(text) else "en"
+    return "zh" if not text.isascii() and _HAN.search(text) else "en"
 
 
 class RulesExtractor:
@@ -159,8 +139,7 @@ class RulesExtractor:
         if not text:
             return Resolution({}, None)
         today = today_in(timezone, now)
-        asked_place = asks(last_assistant, LOCATION_QUESTION)
-        asked_time = asks(last_assistant, TIME_QUESTION)
+        asked_place, asked_time = asked(last_assistant)
         simple = to_simplified(text)
         places, times, topics = self._analyse(
             text, simple, today, _stored_date(context), answering=asked_place

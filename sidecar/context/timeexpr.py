@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from sidecar.context.cues import EN_TIME_CUE
 from sidecar.context.lexicon import words
 from sidecar.context.trie import longest_first
 
@@ -51,9 +52,8 @@ _ZH_OFFSETS = {"今": 0, "明": 1, "后": 2, "大后": 3, "昨": -1, "前": -2, 
 
 _ZH_NUM = r"[0-9０-９]{1,2}|[一二三四五六七八九十]{1,3}"
 _ZH_COUNT = r"[0-9０-９]{1,3}|[一二两三四五六七八九十百]{1,4}"
-# The characters a match can start with (\d: the year and ISO dates take any digit). The
-# lookahead on them costs one test at each character; without it every alternative below was
-# tried at every character, most of the matcher's cost. The matches are the same.
+# The characters a match can start with (\d: years, ISO dates): one test at each character
+# instead of every alternative below at every character. The matches are the same.
 _ZH_FIRST = (
     r"[\d０-９一二两三四五六七八九十百第次隔翌听寻元劳国圣平情万儿跨春过除大中重端"
     r"下这本今明后昨前现此目当上呢周星礼]"
@@ -87,10 +87,8 @@ _EN_NUM = (
 _EN_NUMBERS = {"a": 1, "an": 1, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6,
                "seven": 7, "eight": 8, "nine": 9, "ten": 10, "eleven": 11, "twelve": 12,
                "a couple of": 2}  # fmt: skip
-# Every alternative below starts a word with one of these words or a digit. A lookahead on
-# them (or on a word with a non-ASCII letter, which IGNORECASE may fold: "ſ" matches "s")
-# costs little at each word; without it every alternative was tried at every word, most of the
-# matcher's cost. The matches are the same.
+# Every alternative below starts a word with one of these or a digit: a lookahead on them (or on
+# a non-ASCII word, IGNORECASE folds "ſ" to "s") instead of every alternative at every word.
 _EN_FIRST_WORDS = words(
     """
     in a an one two three four five six seven eight nine ten eleven twelve couple few
@@ -132,9 +130,8 @@ _EN_BODY = (
     r")\b"
 )
 _EN_RE = re.compile(rf"\b(?={_EN_START}|(?-i:\w*[^\W\x00-\x7f])){_EN_BODY}", re.IGNORECASE)
-# The same for an ASCII message, matched lowercased: it has no word with a non-ASCII letter to
-# try, and without IGNORECASE (every letter of the pattern is lowercase) the engine skips the
-# branches of the first words that cannot fit in one test each, several times faster.
+# An ASCII message is matched lowercased: no word with a non-ASCII letter to try, and without
+# IGNORECASE the engine skips the first words' branches that cannot fit in one test each.
 _EN_RE_LOWER = re.compile(rf"\b(?={_EN_START}){_EN_BODY}")
 
 
@@ -390,11 +387,14 @@ def find_times(text: str, today: date, anchor: date | None = None) -> list[TimeM
             if resolved is not None:
                 anchored = bool(m.group("nxt"))
                 found.append(TimeMatch(m.group(0), resolved, m.start(), m.end(), "zh", anchored))
-    if not text.isascii() and not _LATIN.search(text):
+    if text.isascii():  # lowercased: the same positions and groups (read lowercased)
+        if not EN_TIME_CUE.search(lowered := text.lower()):
+            return found  # empty: an ASCII message holds no Chinese time either
+        matches = _EN_RE_LOWER.finditer(lowered)
+    elif _LATIN.search(text):
+        matches = _EN_RE.finditer(text)
+    else:
         return found
-    # positions and groups are the same in the lowercased ASCII text (groups are lowercased
-    # where they are read)
-    matches = _EN_RE_LOWER.finditer(text.lower()) if text.isascii() else _EN_RE.finditer(text)
     for m in matches:
         if any(t.start < m.end() and m.start() < t.end for t in found):
             continue

@@ -1,0 +1,52 @@
+"""The quick searches that let a matcher skip its full scan: none may skip a real match."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from sidecar.context.cues import EN_TIME_CUE
+from sidecar.context.timeexpr import _EN_RE_LOWER, find_times
+
+# One or more examples of each alternative of the English time pattern, lowercased.
+EN_TIMES = [
+    "in 3 days", "in a couple of weeks", "in two days", "two weeks from now", "3 days ago",
+    "a day later", "2025-06-04", "march 3", "mar. 3rd", "3rd of march", "5 jan", "6/4", "6/4/25",
+    "christmas", "christmas eve", "new year's", "new years day", "halloween", "valentine's day",
+    "independence day", "the fourth of july", "boxing day", "the day after tomorrow", "the 15th",
+    "this month", "next month", "the day after", "the night after", "the next day",
+    "the following day", "today and tomorrow", "tomorrow", "tmrw", "tmr", "tomorrow morning",
+    "today", "tonight", "right now", "currently", "current", "now", "this morning",
+    "this afternoon", "this evening", "today's", "yesterday", "weekend", "this weekend",
+    "next weekend", "the next 7 days", "few days", "couple of days", "next 3-days",
+    "any day this week", "during the coming week", "for next week", "weekly", "friday",
+    "on this friday", "next monday", "this coming tuesday", "wednesdays", "thursday", "saturday",
+    "sunday",
+]  # fmt: skip
+# Named groups of the pattern that are its top-level alternatives.
+ALTERNATIVES = {"inn", "lat", "iso", "md", "dm", "slash", "hol", "dat", "dom", "mth", "aft",
+                "tt", "tom", "tod", "yes", "wend", "days", "week", "wdx"}  # fmt: skip
+PARTS = {"innn", "innu", "latn", "latu", "latd", "mdm", "mdd", "dmd", "dmm", "sm", "sd", "sy",
+         "domd", "wendpre", "weekpre", "wdpre", "wd"}  # fmt: skip
+
+
+def test_every_english_time_holds_a_cue() -> None:
+    seen: set[str] = set()
+    for text in EN_TIMES:
+        matches = list(_EN_RE_LOWER.finditer(text))
+        assert matches, text
+        for m in matches:
+            seen.update(name for name in ALTERNATIVES if m.group(name))
+            assert EN_TIME_CUE.search(m.group(0)), m.group(0)
+    # A new alternative in the pattern needs an example here (and a cue).
+    assert set(_EN_RE_LOWER.groupindex) == ALTERNATIVES | PARTS
+
+
+def test_a_message_without_a_cue_has_no_time_and_one_with_a_cue_keeps_its_times() -> None:
+    today = date(2026, 3, 4)
+    assert find_times("tell me a joke", today) == []
+    assert find_times("and in Berlin?", today) == []
+    found = find_times("Weather in Paris on Friday, then Tomorrow", today)
+    assert [(t.expression, t.date) for t in found] == [
+        ("Friday", date(2026, 3, 6)),
+        ("Tomorrow", date(2026, 3, 5)),
+    ]
