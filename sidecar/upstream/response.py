@@ -140,8 +140,9 @@ class Response:
         chunked = "chunked" in headers.get("Transfer-Encoding", "").lower()
         self._until_close = length is None and not chunked
         if self._head_only:
-            # llhttp cannot be told an answer is to HEAD; its parser is not used again.
-            self._end(False)
+            # llhttp cannot be told an answer is to HEAD (it would wait for the announced body);
+            # the answer ends here, and this parser is not used again.
+            self._end(self.parser.should_keep_alive())
         else:
             self._wake()
 
