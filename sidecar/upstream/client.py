@@ -135,6 +135,7 @@ class UpstreamClient:
                 transport.write(head + body)  # one write: one system call, one packet
             else:
                 transport.write(head)
+                response.sending()
                 conn.sender = asyncio.create_task(_send(conn, response, body, chunked))
             await response.start()
         except BaseException:
@@ -162,6 +163,7 @@ async def _send(conn: Connection, response: Response, body: StreamReader, chunke
             await conn.drain()
         if chunked:
             transport.write(b"0\r\n\r\n")
+        response.sent()
     except asyncio.CancelledError:
         raise
     except Exception as e:  # whatever broke the upload, the exchange cannot go on

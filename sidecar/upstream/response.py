@@ -56,6 +56,7 @@ class Response:
         "_paused",
         "_raw",
         "_reason",
+        "_sending",
         "_timeout",
         "_transport",
         "_until_close",
@@ -82,7 +83,7 @@ class Response:
         self._timeout = read_timeout_s
         self._head_only = head_only
         self._finished = finished
-        self.parser = httptools.HttpResponseParser(self)
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.status = 0
         self.reason = ""
         self.headers = _NO_HEADERS
@@ -100,6 +101,9 @@ class Response:
         self._waiter: asyncio.Future[None] | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._mark = 0.0
+        # While a streamed request body is still going out, no answer is due yet: as aiohttp
+        # did, the read timeout starts once the request has been sent whole.
+        self._sending = False
 
     # --- llhttp callbacks (called from inside ``parser.feed_data``) ---------------------------
 
@@ -117,6 +121,7 @@ class Response:
         self._raw.append((name, value))
 
     def on_headers_complete(self) -> None:
+        assert self.parser is not None
         status = self.parser.get_status_code()
         self.status = status
         # 1xx answers (100 Continue, 103 Early Hints) come before the real one: skipped.
@@ -161,18 +166,26 @@ class Response:
             self._informational = False
             self.status = 0
             return
-        if not self.complete:
+        if not self.complete and self.parser is not None:
             self._end(self.parser.should_keep_alive())
 
     # --- from the connection ------------------------------------------------------------------
 
     def feed(self, data: bytes) -> None:
+        parser = self.parser
+        if parser is None:
+            return
         self._mark = self._loop.time()
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self.fail(UpstreamBroke("the upstream switched protocols"))
         except httptools.HttpParserError as e:
+            if self.complete:
+                # Bytes after the end of the answer: the connection (back in its pool already)
+                # is out of step with its requests; closing it keeps it from being used again.
+                self._transport.close()
+                return
             cause = e.__context__ if isinstance(e.__context__, UpstreamBroke) else e
             self.fail(UpstreamBroke(f"malformed answer from the upstream: {cause}"))
 
@@ -191,9 +204,21 @@ class Response:
         if self.complete or self._error is not None:
             return
         self._error = error
+        self.parser = None
         self._stop_timer()
         self._wake()
         self._finished(False)
+
+    def sending(self) -> None:
+        """A streamed request body starts going out."""
+        self._sending = True
+
+    def sent(self) -> None:
+        """The request went out whole: from now on the answer is due."""
+        self._sending = False
+        self._mark = self._loop.time()
+        if self._waiter is not None and self._handle is None:
+            self._handle = self._loop.call_at(self._mark + self._timeout, self._check_timeout)
 
     # --- for the reader -----------------------------------------------------------------------
 
@@ -245,7 +270,7 @@ class Response:
     async def _wait(self) -> None:
         waiter = self._waiter = self._loop.create_future()
         self._mark = self._loop.time()
-        if self._handle is None:
+        if self._handle is None and not self._sending:
             self._handle = self._loop.call_at(self._mark + self._timeout, self._check_timeout)
         try:
             await waiter
@@ -256,7 +281,7 @@ class Response:
         """One timer serves every wait: arriving bytes only move ``_mark`` (cheaper than a timer
         re-armed per packet); when it fires early for the latest mark it is set again."""
         self._handle = None
-        if self._waiter is None or self.complete or self._error is not None:
+        if self._waiter is None or self._sending or self.complete or self._error is not None:
             return
         due = self._mark + self._timeout
         if self._loop.time() < due:
@@ -278,6 +303,9 @@ class Response:
         if self._error is not None:
             return
         self.complete = True
+        # The parser refers back to this response (its callbacks): let go of it now rather
+        # than leave a reference cycle per request for the garbage collector.
+        self.parser = None
         self._stop_timer()
         if self._paused:
             self._paused = False
