@@ -4,12 +4,16 @@ TCP ones for what a framework would not send (1xx, bodies until close, an idle c
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
-from aiohttp import web
+import trustme
+from aiohttp import StreamReader, web
+from aiohttp.base_protocol import BaseProtocol
 from multidict import CIMultiDict
 from yarl import URL
 
@@ -18,6 +22,15 @@ from sidecar.errors import SidecarError, UpstreamTimeout, UpstreamUnavailable
 from sidecar.proxy import open_upstream, read_whole
 from sidecar.upstream import UpstreamBroke, UpstreamClient
 from sidecar.upstream.client import request_head
+
+
+class _Protocol(BaseProtocol):
+    """What an aiohttp ``StreamReader`` needs of its protocol, for a body fed by hand."""
+
+    def __init__(self) -> None:
+        super().__init__(asyncio.get_running_loop())
+        self.transport = asyncio.Transport()  # "connected": the reader waits rather than fails
+
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -332,3 +345,53 @@ def test_keep_alive_and_streams_under_uvloop() -> None:
             await client.close()
 
     assert uvloop.run(exchange()) == [b"ok", b"abc"]
+
+
+async def test_https_upstream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ca = trustme.CA()
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(served)
+    # The client trusts what the system does; here the system's store is this test's CA.
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.Response(body=b"secret " + await request.read())
+
+    app = web.Application()
+    app.router.add_post("/s", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port, ssl_context=served).start()
+    client = UpstreamClient(connect_timeout_s=2.0, read_timeout_s=2.0, pool_size=2)
+    try:
+        url = URL(f"https://127.0.0.1:{port}/s")
+        for _ in range(2):
+            resp = await client.request("POST", url, CIMultiDict(), b"hi")
+            assert (resp.status, await resp.read()) == (200, b"secret hi")
+            resp.close()
+        assert client.pools[("https", f"127.0.0.1:{port}")].open == 1
+    finally:
+        await client.close()
+        await runner.cleanup()
+
+
+async def test_slow_upload_is_not_a_read_timeout(client: UpstreamClient) -> None:
+    # The read timeout (0.3 s here) counts from the end of the request, as aiohttp's did.
+    stream = StreamReader(_Protocol(), 2**16, loop=asyncio.get_running_loop())
+    got: list[bytes] = []
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await r.readuntil(b"\r\n\r\n")
+        got.append(await r.readexactly(len(b"3\r\nabc\r\n0\r\n\r\n")))
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    async with Scripted(script) as server:
+        sending = asyncio.ensure_future(client.request("PUT", server.url, CIMultiDict(), stream))
+        await asyncio.sleep(0.5)  # longer than the read timeout: the upload is slow on purpose
+        stream.feed_data(b"abc")
+        stream.feed_eof()
+        resp = await sending
+        assert resp.status == 200
+    assert got == [b"3\r\nabc\r\n0\r\n\r\n"]
