@@ -240,24 +240,30 @@ class Response:
         self._chunks.clear()
         return body
 
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        """The body's chunks as they arrive, as many as have arrived joined into one."""
+    def iter_any(self) -> AsyncIterator[bytes]:
+        """The body's chunks as they arrive, as many as have arrived joined into one. (The
+        response is its own iterator: an async generator left unfinished, as a relay to a
+        client that went away leaves it, would cost a finalizer task.)"""
+        return self
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
         chunks = self._chunks
-        while True:
-            if chunks:
-                data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
-                chunks.clear()
-                self._buffered = 0
-                if self._paused:
-                    self._paused = False
-                    self._transport.resume_reading()
-                yield data
-            elif self.complete:
-                return
-            elif self._error is not None:
+        while not chunks:
+            if self.complete:
+                raise StopAsyncIteration
+            if self._error is not None:
                 raise self._error
-            else:
-                await self._wait()
+            await self._wait()
+        data = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            self._transport.resume_reading()
+        return data
 
     def close(self) -> None:
         """Give up on the rest of the body: a connection still carrying it is closed."""
