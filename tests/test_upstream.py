@@ -292,6 +292,21 @@ async def test_pool_limit_makes_callers_wait(app_server: AppServer) -> None:
         await client.close()
 
 
+async def test_waiting_for_a_free_connection_is_bounded_by_the_connect_timeout(
+    app_server: AppServer,
+) -> None:
+    client = UpstreamClient(connect_timeout_s=0.2, read_timeout_s=5.0, pool_size=1)
+    try:
+        first = await client.request("GET", app_server.base / "sse", CIMultiDict(), None)
+        with pytest.raises(UpstreamUnavailable, match="connect timed out"):
+            await fetch(client, app_server.base / "next")
+        assert len(app_server.seen) == 1
+        first.close()
+        assert await fetch(client, app_server.base / "next") == (200, b"body of /next")
+    finally:
+        await client.close()
+
+
 async def test_cancelled_request_drops_its_connection(client: UpstreamClient) -> None:
     async def silent(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await r.readuntil(b"\r\n\r\n")

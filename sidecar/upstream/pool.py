@@ -147,7 +147,18 @@ class Pool:
         waiter: asyncio.Future[Connection | None] = self.loop.create_future()
         self.waiters.append(waiter)
         try:
-            given = await waiter
+            # As with aiohttp's connector, waiting for a free connection counts as connecting.
+            async with asyncio.timeout(self.connect_timeout_s):
+                given = await self._wait(waiter)
+        except TimeoutError as e:
+            raise ConnectTimedOut("the upstream is unreachable: connect timed out") from e
+        if given is not None:
+            return given
+        return await self._connect()  # handed the place of a connection that was closed
+
+    async def _wait(self, waiter: asyncio.Future[Connection | None]) -> Connection | None:
+        try:
+            return await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
                 # Handed a connection (or a free place) just as the wait was cancelled: pass it on.
@@ -159,9 +170,6 @@ class Pool:
             elif waiter in self.waiters:  # a release may have passed over it already
                 self.waiters.remove(waiter)
             raise
-        if given is not None:
-            return given
-        return await self._connect()  # handed the place of a connection that was closed
 
     async def _connect(self) -> Connection:
         """A new connection, in a place already counted in ``open``."""
