@@ -182,6 +182,26 @@ async def test_event_stream_chunks_arrive_as_sent(
     assert client.in_use == 0
 
 
+async def test_large_bodies_read_whole_and_streamed(client: UpstreamClient) -> None:
+    # Far more than the client buffers before it stops reading from the upstream.
+    body = bytes(range(256)) * 8192  # 2 MiB
+    head = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(body)
+
+    async def script(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await answer(r, w, head + body)
+        await answer(r, w, head + body)
+
+    async with Scripted(script) as server:
+        assert await fetch(client, server.url) == (200, body)
+        resp = await client.request("GET", server.url, CIMultiDict(), None)
+        got = bytearray()
+        async for chunk in resp.iter_any():
+            got += chunk
+            await asyncio.sleep(0)  # a reader slower than the socket
+        assert got == body
+        assert server.connections == 1
+
+
 async def test_server_closing_an_idle_connection_is_not_reused(client: UpstreamClient) -> None:
     async def once_then_close(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await answer(r, w, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")

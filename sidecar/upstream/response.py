@@ -61,6 +61,7 @@ class Response:
         "_transport",
         "_until_close",
         "_waiter",
+        "_whole",
         "complete",
         "content_length",
         "content_type",
@@ -97,6 +98,7 @@ class Response:
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._paused = False
+        self._whole = False  # read whole: no point pausing the upstream, it is all wanted
         self._error: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._handle: asyncio.TimerHandle | None = None
@@ -156,7 +158,7 @@ class Response:
             return  # the announced length of a HEAD answer: no body follows it
         self._chunks.append(body)
         self._buffered += len(body)
-        if self._buffered > HIGH_WATER and not self._paused:
+        if self._buffered > HIGH_WATER and not self._paused and not self._whole:
             self._paused = True
             self._transport.pause_reading()
         self._wake()
@@ -232,6 +234,10 @@ class Response:
 
     async def read(self) -> bytes:
         """The whole body."""
+        self._whole = True
+        if self._paused:
+            self._paused = False
+            self._transport.resume_reading()
         while not self.complete and self._error is None:
             await self._wait()
         if self._error is not None:
