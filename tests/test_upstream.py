@@ -214,6 +214,25 @@ async def test_server_closing_an_idle_connection_is_not_reused(client: UpstreamC
         assert server.connections == 2
 
 
+async def test_a_kept_alive_connection_closed_unanswered_is_retried_when_safe(
+    client: UpstreamClient,
+) -> None:
+    # The upstream's idle timeout striking just as a request goes out: the second request on
+    # each connection finds it closed without an answer.
+    async def one_answer(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await answer(r, w, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await r.readuntil(b"\r\n\r\n")
+
+    async with Scripted(one_answer) as server:
+        assert await fetch(client, server.url) == (200, b"ok")
+        assert await fetch(client, server.url) == (200, b"ok")  # sent again, answered
+        assert server.connections == 2
+        # A POST is not sent twice: the upstream may have acted on it.
+        with pytest.raises(UpstreamBroke, match="without answering"):
+            await fetch(client, server.url, "POST")
+        assert server.connections == 2
+
+
 async def test_connection_close_answer_is_not_pooled(client: UpstreamClient) -> None:
     async def keep_open(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         await answer(r, w, b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")

@@ -21,7 +21,7 @@ from yarl import URL
 
 from ..errors import SidecarError
 from .pool import Connection, Pool
-from .response import Response, UpstreamBroke
+from .response import Response, Unanswered, UpstreamBroke
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ Body = bytes | StreamReader | None
 
 # Methods aiohttp sends without ``Content-Length: 0`` when they have no body.
 _BODILESS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"})
+# What aiohttp sends again when a kept-alive connection turns out closed.
+_IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 # A streamed upload is read from the client in pieces of at most this size.
 _UPLOAD_CHUNK = 64 * 1024
 
@@ -121,6 +123,19 @@ class UpstreamClient:
         """
         pool, host = self._pool(url)
         head, chunked = request_head(method, url.raw_path_qs, host, headers, body)
+        try:
+            return await self._send(pool, head, method, body, chunked)
+        except Unanswered:
+            # A kept-alive connection the upstream closed just as the request went out (its
+            # idle timeout): as aiohttp did, an idempotent request whose body is still at hand
+            # is sent once more.
+            if method not in _IDEMPOTENT or not (body is None or isinstance(body, bytes)):
+                raise
+            return await self._send(pool, head, method, body, chunked)
+
+    async def _send(
+        self, pool: Pool, head: bytes, method: str, body: Body, chunked: bool
+    ) -> Response:
         conn = await pool.acquire()
         transport = conn.transport
         assert transport is not None
@@ -138,6 +153,13 @@ class UpstreamClient:
                 response.sending()
                 conn.sender = asyncio.create_task(_send(conn, response, body, chunked))
             await response.start()
+        except Unanswered:
+            response.close()
+            if not conn.reused:
+                raise UpstreamBroke(
+                    "the upstream closed the connection without answering"
+                ) from None
+            raise
         except BaseException:
             response.close()
             raise

@@ -32,6 +32,7 @@ class Connection(asyncio.Protocol):
         # it has gone out whole.
         self.sender: asyncio.Task[None] | None = None
         self.closed = False
+        self.reused = False  # carried a request before this one
         self.idle_since = 0.0
         self._drained: asyncio.Future[None] | None = None
 
@@ -134,10 +135,13 @@ class Pool:
         return self.open - len(self.idle)
 
     async def acquire(self) -> Connection:
+        """A connection for one request: the idle one used last, else a new one if there is
+        room, else the next one released."""
         idle = self.idle
         while idle:
             conn = idle.pop()
             if conn.usable():
+                conn.reused = True
                 return conn
             conn.close()
             self.open -= 1
@@ -153,6 +157,7 @@ class Pool:
         except TimeoutError as e:
             raise ConnectTimedOut("the upstream is unreachable: connect timed out") from e
         if given is not None:
+            given.reused = True
             return given
         return await self._connect()  # handed the place of a connection that was closed
 

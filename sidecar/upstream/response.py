@@ -29,6 +29,10 @@ class UpstreamBroke(UpstreamUnavailable):
     """The upstream's connection broke, or it sent something that is not HTTP/1.1."""
 
 
+class Unanswered(UpstreamBroke):
+    """The upstream closed the connection before a byte of its answer came."""
+
+
 def _mime(content_type: str | None) -> str:
     """The media type alone, lower-cased, as ``aiohttp.ClientResponse.content_type`` gives it."""
     if not content_type:
@@ -200,7 +204,7 @@ class Response:
         elif self.status and not self._informational:
             self.fail(UpstreamBroke("the upstream closed the connection mid-answer"))
         else:
-            self.fail(UpstreamBroke("the upstream closed the connection without answering"))
+            self.fail(Unanswered("the upstream closed the connection without answering"))
 
     def fail(self, error: BaseException) -> None:
         if self.complete or self._error is not None:
