@@ -39,6 +39,7 @@ from .store.retention import Pruner
 from .tracing import Tracer
 from .turns import TurnRecorder, TurnRoute
 from .turns.shannon import ShannonStreams
+from .upstream import UpstreamClient
 from .wire import ServerLog
 from .writer import OutboxWriter
 
@@ -47,7 +48,8 @@ log = logging.getLogger(__name__)
 CONFIG = web.AppKey("config", Config)
 METRICS = web.AppKey("metrics", Metrics)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
-HTTP = web.AppKey("http", aiohttp.ClientSession)
+HTTP = web.AppKey("http", UpstreamClient)
+EXTRACTOR_HTTP = web.AppKey("extractor_http", aiohttp.ClientSession)
 REDIS: web.AppKey[RedisClient] = web.AppKey("redis")
 WRITER_REDIS: web.AppKey[RedisClient] = web.AppKey("writer_redis")
 REDIS_STORE = web.AppKey("redis_store", RedisSessionStore)
@@ -126,7 +128,9 @@ async def _identity(app: web.Application) -> AsyncIterator[None]:
 async def _http_client(app: web.Application) -> AsyncIterator[None]:
     up = app[CONFIG].upstream
     app[HTTP] = make_client_session(up.connect_timeout_s, up.read_timeout_s, up.pool_size)
-    yield
+    # The extraction service keeps aiohttp's client: a few JSON calls, each with its own bound.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as app[EXTRACTOR_HTTP]:
+        yield
     await app[HTTP].close()
 
 
@@ -237,7 +241,7 @@ def build_extractor(app: web.Application) -> Extractor | None:
     if config.context.extractor == "http" and config.context.http_extractor.url:
         return HttpExtractor(
             config.context.http_extractor.url,
-            app[HTTP],
+            app[EXTRACTOR_HTTP],
             timeout_s=config.context.http_extractor.timeout_ms / 1000,
             fallback=rules,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import Any, Protocol
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
@@ -20,6 +20,7 @@ from yarl import URL
 
 from .errors import NotFound, UpstreamTimeout, UpstreamUnavailable
 from .observe import upstream_call
+from .upstream import Response, UpstreamClient
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +120,7 @@ def upstream_request_headers(
 
 
 def client_response_headers(
-    upstream: aiohttp.ClientResponse, *, body_changed: bool = False, ours: bool = False
+    upstream: Response, *, body_changed: bool = False, ours: bool = False
 ) -> CIMultiDict[str]:
     """The upstream's end-to-end headers for the client. ``ours``: an intercepted route, where
     ``X-Sidecar-*`` are the sidecar's to set, so the upstream's are dropped."""
@@ -133,32 +134,20 @@ def upstream_url(base: URL, request: web.Request) -> URL:
 
 def make_client_session(
     connect_timeout_s: float, read_timeout_s: float, pool_size: int
-) -> aiohttp.ClientSession:
-    """The one upstream client: pooled keep-alive connections, explicit timeouts, no cookie jar.
-
-    ``auto_decompress=False`` keeps compressed bodies byte-identical; the cookie jar is a dummy so
-    one client's cookies never leak to another.
-    """
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=pool_size, keepalive_timeout=30, ttl_dns_cache=60),
-        timeout=aiohttp.ClientTimeout(
-            total=None, connect=connect_timeout_s, sock_read=read_timeout_s
-        ),
-        auto_decompress=False,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-        raise_for_status=False,
-    )
+) -> UpstreamClient:
+    """The one upstream client: pooled keep-alive connections, explicit timeouts; it keeps no
+    cookies, follows no redirects and never decompresses (bodies stay byte-identical)."""
+    return UpstreamClient(connect_timeout_s, read_timeout_s, pool_size)
 
 
 @asynccontextmanager
 async def open_upstream(
-    client: aiohttp.ClientSession,
+    client: UpstreamClient,
     method: str,
     url: URL,
     headers: CIMultiDict[str],
-    data: Any,
-) -> AsyncIterator[aiohttp.ClientResponse]:
+    data: bytes | aiohttp.StreamReader | None,
+) -> AsyncIterator[Response]:
     """Send one request upstream; connection errors become 502 and timeouts 504. The request id
     and trace context go with it (``observe.upstream_call``).
 
@@ -167,20 +156,12 @@ async def open_upstream(
     """
     with upstream_call(headers) as answered:
         try:
-            resp = await client.request(
-                method,
-                url,
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-                compress=None,
-            )
-        except aiohttp.ConnectionTimeoutError as e:
-            # No connection within connect_timeout_s: as unreachable as a refused one.
-            raise UpstreamUnavailable("the upstream is unreachable: connect timed out") from e
+            resp = await client.request(method, url, headers, data)
+        except UpstreamUnavailable:
+            raise  # a connect timeout or a broken connection, worded already
         except TimeoutError as e:
             raise UpstreamTimeout("the upstream did not answer in time") from e
-        except aiohttp.ClientError as e:
+        except OSError as e:
             raise UpstreamUnavailable(f"the upstream is unreachable: {type(e).__name__}") from e
         answered(resp.status)
         try:
@@ -206,7 +187,7 @@ class ChunkFilter(Protocol):
 
 async def relay_response(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: Response,
     headers: CIMultiDict[str],
     *,
     observe: ChunkObserver | None = None,
@@ -224,7 +205,7 @@ async def relay_response(
         await before_start(resp)
     await resp.prepare(request)
     try:
-        async for chunk in upstream.content.iter_any():
+        async for chunk in upstream.iter_any():
             if observe is not None:
                 observe(chunk)
             if transform is not None:
@@ -237,7 +218,7 @@ async def relay_response(
     except (ConnectionResetError, aiohttp.ClientConnectionResetError):
         log.debug("client went away mid-response: %s %s", request.method, request.path)
         return resp, False
-    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError, TimeoutError) as e:
+    except (UpstreamUnavailable, TimeoutError) as e:
         log.warning("upstream stopped mid-response on %s %s: %s", request.method, request.path, e)
         # Headers are gone already; the only honest signal left is to cut the connection.
         if request.transport is not None:
@@ -254,7 +235,7 @@ class Forwarder:
     """The catch-all handler: passes a request through untouched."""
 
     def __init__(
-        self, client: aiohttp.ClientSession, base_url: str, *, keep_identity: bool = False
+        self, client: UpstreamClient, base_url: str, *, keep_identity: bool = False
     ) -> None:
         self.client = client
         self.base = URL(base_url)
@@ -301,7 +282,7 @@ async def request_data(request: web.Request) -> bytes | aiohttp.StreamReader | N
     return request.content
 
 
-def small_answer(request: web.Request, up: aiohttp.ClientResponse) -> bool:
+def small_answer(request: web.Request, up: Response) -> bool:
     """An answer small enough to read whole and send with its headers in one write: a declared
     length of at most ``SMALL_BODY``, not an event stream, and a body there is to send."""
     length = up.content_length
@@ -315,11 +296,11 @@ def small_answer(request: web.Request, up: aiohttp.ClientResponse) -> bool:
     )
 
 
-async def read_whole(up: aiohttp.ClientResponse) -> bytes:
+async def read_whole(up: Response) -> bytes:
     """The upstream's whole answer; a stall or a cut while reading it is a 504 or a 502."""
     try:
         return await up.read()
     except TimeoutError as e:
         raise UpstreamTimeout("the upstream stopped sending its answer") from e
-    except aiohttp.ClientError as e:
-        raise UpstreamUnavailable(f"the upstream's answer broke off: {type(e).__name__}") from e
+    except UpstreamUnavailable as e:
+        raise UpstreamUnavailable(f"the upstream's answer broke off: {e}") from e

@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 import bench.__main__ as bench_all
-from bench import context_eval, context_speed, history_load, overhead, restore_plan, sidebyside
+from bench import (
+    context_eval,
+    context_speed,
+    history_load,
+    overhead,
+    restore_plan,
+    sidebyside,
+    upstream_client,
+)
 from bench.stack import Stores
 
 
@@ -125,6 +133,12 @@ def test_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
     assert report.drain_messages > 0
     assert report.rss_sessions >= sidebyside.QUICK.rss_sessions
     assert "x fwd" in capsys.readouterr().out
+
+
+def test_upstream_client(capsys: pytest.CaptureFixture[str]) -> None:
+    result = upstream_client.main(["--requests", "200", "--rounds", "1", "--concurrency", "4"])
+    assert all(_finite_positive(result[name]) for name in ("aiohttp", "sidecar", "ratio"))
+    assert "ratio" in capsys.readouterr().out
 
 
 def test_restore_plan(stores: Stores, capsys: pytest.CaptureFixture[str]) -> None:

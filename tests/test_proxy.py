@@ -455,12 +455,8 @@ async def test_client_disconnect_mid_stream_releases_everything(
     await wait_for(lambda: upstream.open_streams == 0, what="the upstream stream to close")
     await wait_for(upstream.sse_client_gone.is_set, what="the upstream to see the client gone")
     assert upstream.sse.completed == 0
-    connector = sidecar.app[HTTP].connector
-    assert connector is not None
-    await wait_for(
-        lambda: not connector._acquired,  # aiohttp keeps no public count of connections in use
-        what="the upstream connection to be released",
-    )
+    client = sidecar.app[HTTP]
+    await wait_for(lambda: client.in_use == 0, what="the upstream connection to be released")
     current = asyncio.current_task()
 
     def stray() -> set[asyncio.Task[Any]]:

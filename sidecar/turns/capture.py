@@ -7,13 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from ..adapters.base import Adapter, StreamReader
 from ..adapters.sse import UsageChunkFilter
 from ..proxy import ChunkFilter
 from ..session.model import Usage
+from ..upstream import Response
 
 # Answers larger than this are relayed but not parsed for memory.
 MAX_PARSED_ANSWER = 32 * 1024 * 1024
@@ -28,7 +28,7 @@ class Answer:
     partial: bool = False
 
 
-def too_large(up: aiohttp.ClientResponse) -> bool:
+def too_large(up: Response) -> bool:
     """An answer announced larger than the sidecar reads: relayed as it comes, not remembered."""
     return up.content_length is not None and up.content_length > MAX_PARSED_ANSWER
 

@@ -12,7 +12,6 @@ import asyncio
 import time
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 from yarl import URL
@@ -36,6 +35,7 @@ from ..proxy import (
     upstream_url,
 )
 from ..session.manager import SessionService
+from ..upstream import Response, UpstreamClient
 from .capture import StreamCapture, capture_json, too_large
 from .prepare import Prepared, Preparer
 from .recorder import TurnRecorder
@@ -70,7 +70,7 @@ class TurnRoute:
         self,
         adapter: Adapter,
         config: Config,
-        client: aiohttp.ClientSession,
+        client: UpstreamClient,
         sessions: SessionService,
         extractor: Extractor | None,
         recorder: TurnRecorder,
@@ -178,7 +178,7 @@ class TurnRoute:
     async def _relay_json(
         self,
         request: web.Request,
-        up: aiohttp.ClientResponse,
+        up: Response,
         headers: Any,
         prepared: Prepared,
         clock: Clock,
@@ -200,7 +200,7 @@ class TurnRoute:
     async def _relay_stream(
         self,
         request: web.Request,
-        up: aiohttp.ClientResponse,
+        up: Response,
         headers: Any,
         prepared: Prepared,
         clock: Clock,

@@ -14,7 +14,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
 import orjson
 from aiohttp import web
 from yarl import URL
@@ -34,6 +33,7 @@ from ..proxy import (
 from ..session.model import SessionKey, utc_now_iso
 from ..store.redis import RedisSessionStore
 from ..store.redis_tasks import RedisTaskStore
+from ..upstream import UpstreamClient
 from .capture import Answer, too_large
 from .prepare import Prepared, Question
 from .recorder import TurnRecorder
@@ -206,7 +206,7 @@ class TaskPolls:
         adapter: Adapter,
         base: URL,
         identity: IdentityResolver,
-        client: aiohttp.ClientSession,
+        client: UpstreamClient,
         registry: TaskRegistry,
         recorder: TurnRecorder,
         metrics: Metrics,
