@@ -14,6 +14,9 @@ from .wire import log_bad_http, log_client_gone
 
 log = logging.getLogger(__name__)
 
+# Not an HTTP status: the client went away before it was answered (as nginx logs it).
+CLIENT_GONE = 499
+
 
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
@@ -25,6 +28,16 @@ def error_response(
 
 def to_response(err: SidecarError) -> web.Response:
     return error_response(err.status, err.code, str(err))
+
+
+def status_of(error: Exception) -> int:
+    """The status a handler's error is counted and logged with: the client that went away
+    mid-request (a reset, a timeout) is logged as 499, as nobody reads the answer."""
+    if isinstance(error, (SidecarError, web.HTTPException)):
+        return error.status
+    if isinstance(error, (ConnectionResetError, TimeoutError)):
+        return CLIENT_GONE
+    return 500
 
 
 def answer_error(request: web.Request, error: Exception) -> web.StreamResponse:

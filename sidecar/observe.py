@@ -9,20 +9,21 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from random import getrandbits
+from types import TracebackType
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_urldispatcher import AbstractResource
 
 from . import tracing
-from .errors import SidecarError, UpstreamTimeout, UpstreamUnavailable
+from .errors import UpstreamTimeout, UpstreamUnavailable
 from .lifecycle import Lifecycle
 from .logs import REQUEST, write_access
 from .metrics import Metrics
-from .middleware import answer_error
+from .middleware import CLIENT_GONE, answer_error, status_of
 from .tracing import Tracer
 
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -31,8 +32,6 @@ _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 PASSTHROUGH = "passthrough"
 NO_ADAPTER = "none"
 SIDECAR_PREFIX = "/_sidecar"
-# Not an HTTP status: the client went away before it was answered (as nginx logs it).
-CLIENT_GONE = 499
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -71,25 +70,57 @@ def request_id_of(headers: Mapping[str, str]) -> str:
     return f"{getrandbits(128):032x}"
 
 
-@contextlib.contextmanager
-def upstream_call(headers: MutableMapping[str, str]) -> Iterator[Callable[[int], None]]:
+def upstream_call(headers: MutableMapping[str, str]) -> UpstreamCall:
     """Around one request to the upstream: forwards the request id and trace context, and times
-    the wait for the response headers. The caller reports the status it got through the yielded
-    function; leaving without reporting means no answer came."""
-    info = current()
-    if info is None:
-        yield lambda status: None
-        return
-    headers[REQUEST_ID_HEADER] = info.request_id
-    headers["traceparent"] = info.traceparent  # replaced by the upstream span's when tracing
-    started = time.perf_counter()
+    the wait for the response headers. The caller reports the status it got through the function
+    ``with`` gives; leaving without reporting means no answer came."""
+    return UpstreamCall(headers)
 
-    def answered(status: int) -> None:
-        info.upstream_s = (info.upstream_s or 0.0) + time.perf_counter() - started
+
+class UpstreamCall:
+    """``upstream_call``'s context manager: a class, as a generator-based one costs a generator
+    and its wrapper on every request."""
+
+    __slots__ = ("_headers", "_info", "_span", "_started")
+
+    def __init__(self, headers: MutableMapping[str, str]) -> None:
+        self._headers = headers
+        self._info: RequestInfo | None = None
+        self._span: contextlib.AbstractContextManager[None] | None = None
+        self._started = 0.0
+
+    def __enter__(self) -> Callable[[int], None]:
+        info = self._info = current()
+        if info is None:
+            return _ignore_status
+        headers = self._headers
+        headers[REQUEST_ID_HEADER] = info.request_id
+        headers["traceparent"] = info.traceparent  # replaced by the upstream span's when tracing
+        if tracing.ACTIVE.get() is not None:
+            self._span = tracing.upstream_span(headers)
+            self._span.__enter__()
+        self._started = time.perf_counter()
+        return self._answered
+
+    def _answered(self, status: int) -> None:
+        info = self._info
+        assert info is not None  # only handed out with a request
+        info.upstream_s = (info.upstream_s or 0.0) + time.perf_counter() - self._started
         info.upstream_status = status
 
-    with tracing.upstream_span(headers):
-        yield answered
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        if self._span is not None:
+            return self._span.__exit__(kind, error, tb)
+        return None
+
+
+def _ignore_status(status: int) -> None:
+    """Outside a request nothing is timed."""
 
 
 def _server_timing_s(resp: web.StreamResponse) -> float | None:
@@ -102,16 +133,6 @@ def _server_timing_s(resp: web.StreamResponse) -> float | None:
             except ValueError:
                 return None
     return None
-
-
-def _status_of(error: Exception) -> int:
-    """The status a handler's error is answered (and counted) with: the client that went away
-    mid-request (a reset, a timeout) is logged as 499, as nobody reads the answer."""
-    if isinstance(error, (SidecarError, web.HTTPException)):
-        return error.status
-    if isinstance(error, (ConnectionResetError, TimeoutError)):
-        return CLIENT_GONE
-    return 500
 
 
 def _ms(seconds: float) -> float:
@@ -211,7 +232,7 @@ class Observer:
                 resp = await self._traced(request, info, handler, tracer)
             status = resp.status
         except Exception as e:
-            status = _status_of(e)
+            status = status_of(e)
             if isinstance(e, UpstreamTimeout):
                 upstream_failure = "timeout"
             elif isinstance(e, UpstreamUnavailable):
@@ -255,7 +276,7 @@ class Observer:
                 status = resp.status
                 return resp
             except Exception as e:
-                status = _status_of(e)
+                status = status_of(e)
                 raise
             finally:
                 span.set_attribute("http.response.status_code", status)
