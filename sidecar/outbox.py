@@ -30,7 +30,9 @@ log = logging.getLogger(__name__)
 
 GROUP = "pg-writer"
 DISCOVER_EVERY_S = 30.0  # how often the writer looks for outbox streams it does not know
-IDLE_POLL_S = 0.05  # cluster: how long an idle writer waits before polling the streams again
+IDLE_POLL_S = 0.05
+# How often the writer looks for consumers gone for good (idle an hour or more) to forget.
+FORGET_EVERY_S = 300.0  # cluster: how long an idle writer waits before polling the streams again
 
 T = TypeVar("T")
 
@@ -74,6 +76,7 @@ class Outbox:
         self.streams = keys.outboxes()
         self.discovered_at = 0.0
         self._last_claim = 0.0
+        self._last_forget = 0.0
 
     async def discover(self) -> None:
         """Read every outbox stream there is, not only this partition count's: entries written
@@ -169,10 +172,11 @@ class Outbox:
         if now - self._last_claim < min(self.cfg.claim_idle_ms / 2000, 5.0):
             return []
         self._last_claim = now
-        claimed: list[OutboxEvent] = []
-        for stream in self.streams:
-            reply = await self._grouped(
-                self.redis.xautoclaim(
+        # One round trip for every stream (per master on a cluster), not one each: an idle
+        # writer does this every few seconds.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for stream in self.streams:
+                pipe.xautoclaim(
                     stream,
                     GROUP,
                     self.consumer,
@@ -180,15 +184,24 @@ class Outbox:
                     "0-0",
                     count=self.cfg.batch_size,
                 )
-            )
-            if reply is None:
-                continue
-            claimed += await self._decode([(stream, reply[1])])
-            if len(claimed) >= self.cfg.batch_size:
-                break
+            replies = await pipe.execute(raise_on_error=False)
+        claimed: list[OutboxEvent] = []
+        missing = False
+        for stream, reply in zip(self.streams, replies, strict=True):
+            if isinstance(reply, ResponseError) and str(reply).startswith("NOGROUP"):
+                missing = True
+            elif isinstance(reply, BaseException):
+                raise reply
+            else:
+                claimed += await self._decode([(stream, reply[1])])
+        if missing:
+            log.warning("outbox: group missing, recreating it")
+            await self.ensure_groups()
         if claimed:
             log.info("outbox: claimed %d entries from idle consumers", len(claimed))
-        await self._forget_gone_consumers()
+        if now - self._last_forget >= FORGET_EVERY_S:
+            self._last_forget = now
+            await self._forget_gone_consumers()
         return claimed
 
     async def _forget_gone_consumers(self) -> None:
