@@ -173,6 +173,7 @@ class Observer:
         # both are few (routes x status codes) and looking them up costs more than the count.
         self._labels: dict[AbstractResource, tuple[str, str]] = {}
         self._children: dict[tuple[object, ...], Any] = {}
+        self._tally = metrics.tally()
 
     def route_of(self, request: web.Request) -> tuple[str, str]:
         """(route, adapter) labels: a configured route, ``passthrough``, or a /_sidecar template;
@@ -296,12 +297,12 @@ class Observer:
         route, adapter = info.route, info.adapter
         overhead = None
         if status != CLIENT_GONE:
-            self._child(m.http_requests, route, adapter, status).inc()
+            self._tally.add(self._child(m.http_requests, route, adapter, status))
         upstream_s = info.upstream_s
         if upstream_s is not None:
             self._child(m.upstream_duration, route, adapter).observe(upstream_s)
         if upstream_failure is not None:
-            self._child(m.upstream_errors, route, adapter, upstream_failure).inc()
+            self._tally.add(self._child(m.upstream_errors, route, adapter, upstream_failure))
         if resp is not None and adapter != NO_ADAPTER:
             overhead = _server_timing_s(resp)
             if overhead is not None:
