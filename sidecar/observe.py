@@ -51,7 +51,8 @@ class RequestInfo:
     upstream_status: int | None = None
 
 
-# The same, for the response hook: error responses are prepared after the handler returned.
+# The request's info for the response hook: answers are prepared after the middleware returned,
+# outside the request's context.
 REQUEST_INFO = web.RequestKey("request_info", RequestInfo)
 
 
