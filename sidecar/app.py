@@ -27,7 +27,6 @@ from .journal import Journal
 from .lease import ConsumerLease, consumer_name
 from .lifecycle import Lifecycle
 from .metrics import Metrics
-from .middleware import errors_middleware
 from .observe import SIDECAR_PREFIX, Observer
 from .proxy import Forwarder, make_client_session
 from .session.manager import SessionService
@@ -88,8 +87,8 @@ def create_app(config: Config, *, span_exporter: Any = None) -> web.Application:
         lifecycle=lifecycle,
     )
     app = web.Application(
-        # The observer inside the error middleware: it sees what each error was, and counts it.
-        middlewares=[errors_middleware, observer.middleware],
+        # One middleware: the observer answers errors as JSON, and counts each as answered.
+        middlewares=[observer.middleware],
         client_max_size=config.session.max_body_bytes,
         # Pass-through bodies must stay byte-identical; intercepted routes decode explicitly.
         # The server's own faults (malformed HTTP, disconnects) are one WARNING line each.
@@ -336,7 +335,7 @@ def create_admin_app(app: web.Application) -> web.Application:
         fallback=SIDECAR_PREFIX,
     )
     admin_app = web.Application(
-        middlewares=[errors_middleware, observer.middleware],
+        middlewares=[observer.middleware],
         handler_args={"logger": ServerLog()},
     )
     admin_app.on_response_prepare.append(observer.on_response_prepare)

@@ -20,7 +20,7 @@ import threading
 import time
 from collections.abc import Mapping
 from contextvars import ContextVar
-from typing import Any, Literal, TextIO
+from typing import Any, Literal, Protocol, TextIO
 
 import orjson
 
@@ -39,8 +39,22 @@ ACCESS_FIELDS = (
     "trace_id",
 )
 
-# The id of the request being handled, for every line logged on its behalf.
-REQUEST_ID: ContextVar[str | None] = ContextVar("sidecar_request_id", default=None)
+# An access line's fields, in ``ACCESS_FIELDS`` order (a tuple: no dict per request).
+AccessValues = tuple[Any, ...]
+_TEXT_KEYS = tuple(f"{k}=" for k in ACCESS_FIELDS)
+
+
+def _values(fields: Mapping[str, Any]) -> AccessValues:
+    return tuple(fields[k] for k in ACCESS_FIELDS)
+
+
+class RequestLike(Protocol):
+    request_id: str
+
+
+# The request being handled, whose id goes on every line logged on its behalf (the request
+# itself rather than its id: one context variable per request to set, not two).
+REQUEST: ContextVar[RequestLike | None] = ContextVar("sidecar_request", default=None)
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 
@@ -105,8 +119,12 @@ class JsonFormatter(logging.Formatter):
 
     def format_access(self, created: float, message: str, fields: Mapping[str, Any]) -> str:
         """The line ``format`` gives an access record, without making one."""
+        return self.access_line(created, message, _values(fields))
+
+    def access_line(self, created: float, message: str, values: AccessValues) -> str:
+        """``format_access`` of the fields ``values`` holds in ``ACCESS_FIELDS`` order."""
         out = {"ts": _iso(created), "level": "INFO", "logger": ACCESS_LOGGER, "message": message}
-        out.update(fields)
+        out.update(zip(ACCESS_FIELDS, values, strict=True))
         return orjson.dumps(out, default=str).decode()
 
 
@@ -116,8 +134,15 @@ class TextFormatter(logging.Formatter):
 
     def format_access(self, created: float, message: str, fields: Mapping[str, Any]) -> str:
         """The line ``format`` gives an access record, without making one."""
+        return self.access_line(created, message, _values(fields))
+
+    def access_line(self, created: float, message: str, values: AccessValues) -> str:
+        """``format_access`` of the fields ``values`` holds in ``ACCESS_FIELDS`` order."""
         msecs = int((created - int(created)) * 1000)
-        pairs = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        # str(v) is what f"{k}={v}" writes for the field types (str, int, float).
+        pairs = " ".join(
+            [k + str(v) for k, v in zip(_TEXT_KEYS, values, strict=True) if v is not None]
+        )
         return f"{_local_second(created)},{msecs:03d} INFO {ACCESS_LOGGER}: {message} {pairs}"
 
     def format(self, record: logging.LogRecord) -> str:
@@ -133,7 +158,8 @@ class TextFormatter(logging.Formatter):
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if not hasattr(record, "request_id"):
-            record.request_id = REQUEST_ID.get()
+            request = REQUEST.get()
+            record.request_id = None if request is None else request.request_id
         return True
 
 
@@ -153,30 +179,35 @@ class LogHandler(logging.StreamHandler[TextIO]):
         self._timer_loop: asyncio.AbstractEventLoop | None = None
         self._owner = threading.get_ident()
 
-    def add_access(self, created: float, message: str, fields: Mapping[str, Any]) -> None:
-        line = self.line_formatter.format_access(created, message, fields)
-        with self.lock or contextlib.nullcontext():
-            self._pending.append(line)
-        if len(self._pending) >= ACCESS_BATCH:
+    def add_access(self, created: float, message: str, values: AccessValues) -> None:
+        pending = self._pending
+        # No lock: only the event loop's thread adds lines, list.append is atomic, and
+        # ``_write_pending`` takes what it saw without losing a line appended meanwhile.
+        pending.append(self.line_formatter.access_line(created, message, values))
+        if len(pending) >= ACCESS_BATCH:
             self.flush()
-        else:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.flush()
-                return
-            # A timer of a loop that has since stopped would never fire: one per loop.
-            if self._timer is None or self._timer_loop is not loop:
-                self._timer_loop = loop
-                self._timer = loop.call_later(ACCESS_FLUSH_S, self.flush)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush()
+            return
+        # A timer of a loop that has since stopped would never fire: one per loop.
+        if self._timer is None or self._timer_loop is not loop:
+            self._timer_loop = loop
+            self._timer = loop.call_later(ACCESS_FLUSH_S, self.flush)
 
     def _write_pending(self) -> None:
         if self._timer is not None:
             if threading.get_ident() == self._owner:
                 self._timer.cancel()
             self._timer = None
-        if self._pending:
-            lines, self._pending = self._pending, []
+        pending = self._pending
+        if pending:
+            # Slice then delete (each atomic): a line appended in between stays pending.
+            taken = len(pending)
+            lines = pending[:taken]
+            del pending[:taken]
             self.stream.write(self.terminator.join(lines) + self.terminator)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -226,13 +257,18 @@ def flush_logs() -> None:
         _handler.flush()
 
 
-def log_access(fields: dict[str, Any]) -> None:
+def log_access(fields: Mapping[str, Any]) -> None:
     """Write one access line; ``fields`` holds exactly ``ACCESS_FIELDS``."""
+    write_access(_values(fields))
+
+
+def write_access(values: AccessValues) -> None:
+    """Write one access line of the fields ``values`` holds in ``ACCESS_FIELDS`` order."""
     if not access_log.isEnabledFor(logging.INFO):
         return
-    message = f"{fields['method']} {fields['route']} {fields['status']}"
+    message = f"{values[1]} {values[2]} {values[4]}"  # method, route, status
     handler = _handler
     if handler is not None and access_log.propagate and not access_log.handlers:
-        handler.add_access(time.time(), message, fields)
+        handler.add_access(time.time(), message, values)
     else:  # logging set up by someone else (a test's caplog, an embedding program)
-        access_log.info(message, extra={"access": fields})
+        access_log.info(message, extra={"access": dict(zip(ACCESS_FIELDS, values, strict=True))})

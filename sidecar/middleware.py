@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 import orjson
 from aiohttp import web
@@ -14,6 +13,9 @@ from .errors import SidecarError
 from .wire import log_bad_http, log_client_gone
 
 log = logging.getLogger(__name__)
+
+# Not an HTTP status: the client went away before it was answered (as nginx logs it).
+CLIENT_GONE = 499
 
 
 def error_response(
@@ -28,31 +30,38 @@ def to_response(err: SidecarError) -> web.Response:
     return error_response(err.status, err.code, str(err))
 
 
-@web.middleware
-async def errors_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    """Answer every error as JSON; log the sidecar's own 5xx and, whole, anything unexpected."""
-    try:
-        return await handler(request)
-    except SidecarError as e:
-        if e.status >= 500:
-            log.warning("%s %s: %s", request.method, request.path, e)
-        return to_response(e)
-    except web.HTTPException as e:
-        if e.status >= 400:
+def status_of(error: Exception) -> int:
+    """The status a handler's error is counted and logged with: the client that went away
+    mid-request (a reset, a timeout) is logged as 499, as nobody reads the answer."""
+    if isinstance(error, (SidecarError, web.HTTPException)):
+        return error.status
+    if isinstance(error, (ConnectionResetError, TimeoutError)):
+        return CLIENT_GONE
+    return 500
+
+
+def answer_error(request: web.Request, error: Exception) -> web.StreamResponse:
+    """The answer to an error a handler raised: JSON, with the sidecar's own 5xx logged and,
+    whole, anything unexpected. An ``HTTPException`` below 400 (a redirect) is raised again
+    for aiohttp to send as it is. Called by the observer's middleware, the one around every
+    handler (a middleware of its own would cost another coroutine per request)."""
+    if isinstance(error, SidecarError):
+        if error.status >= 500:
+            log.warning("%s %s: %s", request.method, request.path, error)
+        return to_response(error)
+    if isinstance(error, web.HTTPException):
+        if error.status >= 400:
             code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-            return error_response(e.status, code.get(e.status, "http_error"), e.reason)
-        raise
-    except HttpProcessingError as e:
+            return error_response(error.status, code.get(error.status, "http_error"), error.reason)
+        raise error
+    if isinstance(error, HttpProcessingError):
         # The body broke the framing (cut short, say): the client's fault.
-        log_bad_http(e, f"{request.remote} on {request.method} {request.path!r}")
-        return error_response(400, "bad_http", f"malformed HTTP request: {e.message}")
-    except ConnectionResetError:
+        log_bad_http(error, f"{request.remote} on {request.method} {request.path!r}")
+        return error_response(400, "bad_http", f"malformed HTTP request: {error.message}")
+    if isinstance(error, ConnectionResetError):
         # The client went away mid-request: nobody will read an answer; one line, no traceback.
         log_client_gone(f"{request.remote} on {request.method} {request.path!r}")
         return error_response(400, "client_disconnected", "the client went away")
-    except Exception:
-        # A bug, not a condition we know: answered as JSON like every error, and logged whole.
-        log.exception("unexpected error on %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "the sidecar failed unexpectedly")
+    # A bug, not a condition we know: answered as JSON like every error, and logged whole.
+    log.error("unexpected error on %s %s", request.method, request.path, exc_info=error)
+    return error_response(500, "internal_error", "the sidecar failed unexpectedly")

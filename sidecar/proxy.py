@@ -7,6 +7,7 @@ redirects are passed back rather than followed, and upstream failures become 502
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
@@ -129,7 +130,13 @@ def client_response_headers(
 
 def upstream_url(base: URL, request: web.Request) -> URL:
     """The upstream URL: the upstream's origin and base path joined with the raw path and query."""
-    return URL(str(base.origin()) + base.raw_path.rstrip("/") + request.raw_path, encoded=True)
+    return URL(_base_prefix(base) + request.raw_path, encoded=True)
+
+
+@functools.cache
+def _base_prefix(base: URL) -> str:
+    """The upstream's origin and base path as text, made once per upstream (of a few)."""
+    return str(base.origin()) + base.raw_path.rstrip("/")
 
 
 def make_client_session(

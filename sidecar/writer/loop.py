@@ -70,6 +70,7 @@ class OutboxWriter:
         self._task: asyncio.Task[None] | None = None
         self._renewing: asyncio.Task[None] | None = None
         self._lag_measured = 0.0
+        self._wrote_since_lag = False  # entries written since the lag was last measured
         self._rate = 0.0  # entries per second lately (see ``_linger_s``)
         self._batch = cfg.batch_size  # the next read's size (see ``step``)
         self._stepped_at = time.monotonic()
@@ -192,7 +193,13 @@ class OutboxWriter:
         for i in range(0, len(events), limit):
             await self.write(events[i : i + limit])
         self._observe_rate(len(events))
-        if not events or time.monotonic() - self._lag_measured >= LAG_EVERY_S:
+        # Measured once a second, busy or idle (an idle writer's every read would be a
+        # pipeline of one XLEN per stream), and as soon as a read finds the outbox drained.
+        if events:
+            self._wrote_since_lag = True
+        elif self._wrote_since_lag:
+            await self.measure_lag()
+        if time.monotonic() - self._lag_measured >= LAG_EVERY_S:
             await self.measure_lag()
         if time.monotonic() - self.outbox.discovered_at >= DISCOVER_EVERY_S:
             await self.outbox.discover()
@@ -215,6 +222,7 @@ class OutboxWriter:
         """Turns waiting for PostgreSQL (readiness and the outbox lag gauge). A failed
         measurement leaves the lag unknown (None), never the last figure seen."""
         self._lag_measured = time.monotonic()
+        self._wrote_since_lag = False
         try:
             lag = await self.outbox.length()
         except LAG_ERRORS as e:
