@@ -35,6 +35,8 @@ def status_of(error: Exception) -> int:
     mid-request (a reset, a timeout) is logged as 499, as nobody reads the answer."""
     if isinstance(error, (SidecarError, web.HTTPException)):
         return error.status
+    if isinstance(error, HttpProcessingError):
+        return 400  # answered 400 (see ``answer_error``): counted and logged as answered
     if isinstance(error, (ConnectionResetError, TimeoutError)):
         return CLIENT_GONE
     return 500
