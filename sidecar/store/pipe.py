@@ -78,8 +78,14 @@ class Pipe:
             return fut
         self._pending.append((command, fut))
         if self.ready and self._flush_handle is None:
-            self._flush_handle = self._loop.call_soon(self._flush)
+            self._flush_handle = self._loop.call_soon(self._flush_next)
         return fut
+
+    def _flush_next(self) -> None:
+        # One loop turn later than the first call of a batch: the requests woken by the same
+        # poll of the sockets run in the turn after it, so their calls join this write too
+        # (about twice the calls per send under load; alone, a turn of an idle loop is ~µs).
+        self._flush_handle = self._loop.call_soon(self._flush)
 
     async def _connect(self, timeout_s: float) -> None:
         try:
