@@ -1,4 +1,4 @@
-"""One Redis connection that carries many calls at once: the calls made within one turn of the
+"""One Redis connection that carries many calls at once: the calls made within two turns of the
 event loop go out in one write, and their replies are handed back in order (auto-pipelining,
 as ioredis and StackExchange.Redis do it).
 
