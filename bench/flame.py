@@ -66,13 +66,23 @@ async def record(py_spy: str, mode: str, seconds: float, output: Path, sessions:
     print(f"written to {output}")
 
 
+def strip_paths(output: Path, py_spy: str) -> None:
+    """py-spy titles a graph with its own command line: keep this machine's paths out of it."""
+    if output.suffix == ".svg":
+        svg = output.read_text()
+        svg = svg.replace(py_spy, "py-spy").replace(str(output), f"bench/flames/{output.name}")
+        output.write_text(svg)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.flame", description=__doc__)
     parser.add_argument("--mode", choices=("turn", "passthrough"), default="turn")
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--output", type=Path, default=Path("flame.svg"))
     args = parser.parse_args(argv)
-    asyncio.run(record(find_py_spy(), args.mode, args.seconds, args.output.resolve()))
+    py_spy, output = find_py_spy(), args.output.resolve()
+    asyncio.run(record(py_spy, args.mode, args.seconds, output))
+    strip_paths(output, py_spy)
 
 
 if __name__ == "__main__":
