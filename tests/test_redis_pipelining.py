@@ -5,6 +5,7 @@ times out what is in flight, and a lost connection is replaced."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -43,7 +44,7 @@ class Lane:
     async def call(self, arg: str) -> Any:
         return await self.lane.evalsha(self.sha, ["ran"], [arg])
 
-    def in_flight(self) -> int:
+    async def in_flight(self) -> int:
         pipe = self.lane._pipe
         return len(pipe._inflight) if pipe is not None else 0
 
@@ -55,10 +56,15 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
     await client.aclose()
 
 
-async def _lane(client: aioredis.Redis, timeout_s: float = 5.0) -> Lane:
+@contextlib.asynccontextmanager
+async def _lane(client: aioredis.Redis, timeout_s: float = 5.0) -> AsyncIterator[Lane]:
+    """A lane with the test script loaded, closed at the end."""
     lane = Lane(client, timeout_s)
     lane.sha = await client.script_load(SCRIPT)
-    return lane
+    try:
+        yield lane
+    finally:
+        await lane.lane.aclose()
 
 
 async def _ran(client: aioredis.Redis) -> int:
@@ -68,8 +74,7 @@ async def _ran(client: aioredis.Redis) -> int:
 async def test_concurrent_calls_share_one_connection_and_each_gets_its_own_answer(
     client: aioredis.Redis,
 ) -> None:
-    lane = await _lane(client)
-    try:
+    async with _lane(client) as lane:
         before = (await client.info("stats"))["total_connections_received"]
         answers = await asyncio.gather(*(lane.call(str(i)) for i in range(200)))
         assert answers == [str(i).encode() for i in range(200)]
@@ -77,13 +82,10 @@ async def test_concurrent_calls_share_one_connection_and_each_gets_its_own_answe
         assert after - before == 1
         assert lane.opened == 1
         assert await _ran(client) == 200
-    finally:
-        await lane.lane.aclose()
 
 
 async def test_an_error_reply_in_a_batch_fails_only_its_caller(client: aioredis.Redis) -> None:
-    lane = await _lane(client)
-    try:
+    async with _lane(client) as lane:
         args = [str(i) for i in range(20)]
         args[7] = "fail"
         outcomes = await asyncio.gather(*(lane.call(a) for a in args), return_exceptions=True)
@@ -93,15 +95,12 @@ async def test_an_error_reply_in_a_batch_fails_only_its_caller(client: aioredis.
         ]
         assert await lane.call("after") == b"after"
         assert lane.opened == 1  # the connection stayed in step and in use
-    finally:
-        await lane.lane.aclose()
 
 
 async def test_a_caller_cancelled_before_its_batch_is_written_is_never_sent(
     client: aioredis.Redis,
 ) -> None:
-    lane = await _lane(client)
-    try:
+    async with _lane(client) as lane:
         assert await lane.call("warm") == b"warm"  # connected: calls now wait only for the write
         calls = [asyncio.create_task(lane.call(a)) for a in ("a", "b", "c")]
         await asyncio.sleep(0)  # each is queued; the batch goes out on the next loop turn
@@ -113,24 +112,18 @@ async def test_a_caller_cancelled_before_its_batch_is_written_is_never_sent(
         assert await _ran(client) == 3  # warm, a, c: b never reached Redis
         assert await lane.call("d") == b"d"
         assert lane.opened == 1
-    finally:
-        await lane.lane.aclose()
 
 
 async def test_a_caller_cancelled_in_flight_leaves_the_others_answers_right(
     redis_server: TemporaryRedis, client: aioredis.Redis
 ) -> None:
-    lane = await _lane(client)
-    try:
+    async with _lane(client) as lane:
         assert await lane.call("warm") == b"warm"
         await redis_server.pause()
         try:
             calls = [asyncio.create_task(lane.call(a)) for a in ("a", "b", "c")]
 
-            async def in_flight() -> int:
-                return lane.in_flight()
-
-            await wait_until(in_flight, lambda n: n == 3, what="three calls in flight")
+            await wait_until(lane.in_flight, lambda n: n == 3, what="three calls in flight")
             calls[1].cancel()
         finally:
             await redis_server.resume()
@@ -142,15 +135,12 @@ async def test_a_caller_cancelled_in_flight_leaves_the_others_answers_right(
         assert await lane.call("d") == b"d"
         assert await _ran(client) == 5  # b had been sent, and ran
         assert lane.opened == 1
-    finally:
-        await lane.lane.aclose()
 
 
 async def test_a_frozen_redis_times_out_every_call_in_flight_then_a_fresh_connection_serves(
     redis_server: TemporaryRedis, client: aioredis.Redis
 ) -> None:
-    lane = await _lane(client, timeout_s=0.3)
-    try:
+    async with _lane(client, timeout_s=0.3) as lane:
         assert await lane.call("warm") == b"warm"
         await redis_server.pause()
         try:
@@ -165,39 +155,30 @@ async def test_a_frozen_redis_times_out_every_call_in_flight_then_a_fresh_connec
         assert "did not answer within 0.3s" in str(outcomes[0])
         assert await lane.call("back") == b"back"
         assert lane.opened == 2
-    finally:
-        await lane.lane.aclose()
 
 
 async def test_redis_restarted_between_calls_the_next_call_succeeds(
     redis_server: TemporaryRedis, client: aioredis.Redis
 ) -> None:
-    lane = await _lane(client)
-    try:
+    async with _lane(client) as lane:
         assert await lane.call("before") == b"before"
         await redis_server.restart()
         await client.connection_pool.disconnect()  # the test's own connection died too
         lane.sha = await client.script_load(SCRIPT)  # a restart empties the script cache
         assert await lane.call("after") == b"after"
         assert lane.opened == 2
-    finally:
-        await lane.lane.aclose()
 
 
 async def test_a_call_whose_served_connection_is_lost_in_flight_is_sent_once_more(
     redis_server: TemporaryRedis, client: aioredis.Redis
 ) -> None:
-    lane = await _lane(client)
-    try:
+    async with _lane(client) as lane:
         assert await lane.call("warm") == b"warm"
         await redis_server.pause()
         try:
             call = asyncio.create_task(lane.call("again"))
 
-            async def in_flight() -> int:
-                return lane.in_flight()
-
-            await wait_until(in_flight, lambda n: n == 1, what="the call in flight")
+            await wait_until(lane.in_flight, lambda n: n == 1, what="the call in flight")
             # What a firewall cutting the connection does: the socket is reset under the call.
             pipe = lane.lane._pipe
             assert pipe is not None
@@ -207,32 +188,23 @@ async def test_a_call_whose_served_connection_is_lost_in_flight_is_sent_once_mor
         finally:
             await redis_server.resume()
         assert await call == b"again"
-    finally:
-        await lane.lane.aclose()
 
 
 async def test_calls_in_flight_when_the_lane_closes_fail_as_on_a_lost_connection(
     redis_server: TemporaryRedis, client: aioredis.Redis
 ) -> None:
-    lane = await _lane(client)
-    try:
+    async with _lane(client) as lane:
         assert await lane.call("warm") == b"warm"
         await redis_server.pause()
         try:
             calls = [asyncio.create_task(lane.call(str(i))) for i in range(3)]
-
-            async def in_flight() -> int:
-                return lane.in_flight()
-
-            await wait_until(in_flight, lambda n: n == 3, what="three calls in flight")
+            await wait_until(lane.in_flight, lambda n: n == 3, what="three calls in flight")
             await lane.lane.aclose()
             outcomes = await asyncio.gather(*calls, return_exceptions=True)
         finally:
             await redis_server.resume()
         assert all(isinstance(o, RedisConnectionError) for o in outcomes), outcomes
         assert lane.opened == 1  # not sent again after the close
-    finally:
-        await lane.lane.aclose()
 
 
 async def _is(value: int) -> int:
