@@ -338,6 +338,7 @@ def create_admin_app(app: web.Application) -> web.Application:
         middlewares=[observer.middleware],
         handler_args={"logger": ServerLog()},
     )
+    admin_app[OBSERVER] = observer
     admin_app.on_response_prepare.append(observer.on_response_prepare)
     _sidecar_endpoints(app, admin_app.router, admin=True)
     admin_app.router.add_route("*", "/{tail:[\\s\\S]*}", _sidecar_not_found)

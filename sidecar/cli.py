@@ -14,12 +14,13 @@ import yaml
 from aiohttp import web
 
 from . import __version__
-from .app import LIFECYCLE, create_admin_app, create_app
+from .app import LIFECYCLE, OBSERVER, create_admin_app, create_app
 from .config import Config, ListenConfig, load_config, redact_url
 from .errors import ConfigError, SidecarError, StoreError
 from .identity import OLD_SCHEMES, credential_tenant, plain_sha256_tenant
 from .lifecycle import drain
 from .logs import flush_logs, setup_logging
+from .middleware import Runner
 from .store.postgres import run_migrations
 from .store.rekey import move_tenants
 from .store.retention import BATCH_SIZE, run_prune
@@ -61,9 +62,7 @@ async def serve(config: Config) -> None:
     until in-flight requests finish (bounded by ``shutdown.drain_timeout_s``); then the listener
     closes, the writer flushes, and parts close in reverse order. A second signal exits at once."""
     app = create_app(config)
-    runner = web.AppRunner(
-        app, handle_signals=False, access_log=None, shutdown_timeout=FINAL_GRACE_S
-    )
+    runner = _runner(app)
     await runner.setup()
     admin_runner: web.AppRunner | None = None
     try:
@@ -110,11 +109,21 @@ async def serve(config: Config) -> None:
         log.info("stopped")
 
 
+def _runner(app: web.Application) -> Runner:
+    """An app of the sidecar's, served: signals left to ``serve``, the access log written by the
+    app's observer, which also counts and logs what is too malformed to reach the app."""
+    return Runner(
+        app,
+        on_unhandled=app[OBSERVER].unhandled,
+        handle_signals=False,
+        access_log=None,
+        shutdown_timeout=FINAL_GRACE_S,
+    )
+
+
 async def _serve_admin(app: web.Application, listen: ListenConfig) -> web.AppRunner:
     """The admin listener: metrics and the admin API on their own port (``admin.listen``)."""
-    runner = web.AppRunner(
-        create_admin_app(app), handle_signals=False, access_log=None, shutdown_timeout=FINAL_GRACE_S
-    )
+    runner = _runner(create_admin_app(app))
     await runner.setup()
     try:
         await web.TCPSite(runner, listen.host, listen.port, reuse_address=True).start()

@@ -1,13 +1,22 @@
 """The one place errors become HTTP answers: every error the sidecar itself answers is JSON
-(contract section 6), with the status and code its ``SidecarError`` class carries."""
+(contract section 6), with the status and code its ``SidecarError`` class carries.
+
+That includes what aiohttp answers below any handler: a request too malformed to be routed (a
+bad request line, a NUL in a header, both ``Content-Length`` and ``Transfer-Encoding``) gets the
+same JSON body from ``Runner``'s connections, with a request id, and is counted and logged by
+the hook the runner is given, instead of aiohttp's text/plain ``400``.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import orjson
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestHandler
 
 from .errors import SidecarError
 from .wire import log_bad_http, log_client_gone
@@ -67,3 +76,70 @@ def answer_error(request: web.Request, error: Exception) -> web.StreamResponse:
     # A bug, not a condition we know: answered as JSON like every error, and logged whole.
     log.error("unexpected error on %s %s", request.method, request.path, exc_info=error)
     return error_response(500, "internal_error", "the sidecar failed unexpectedly")
+
+
+# Counts and logs a request answered below the handlers, with the status it is answered with;
+# returns the headers it is answered with (its request id).
+Unhandled = Callable[[web.BaseRequest, int], Mapping[str, str]]
+
+# What aiohttp answers below the handlers: 400 for what it cannot parse, 500 and 504 only when
+# something fails outside every middleware.
+_UNHANDLED_CODES = {400: "bad_http", 413: "payload_too_large", 504: "timeout"}
+
+
+class _Connection(RequestHandler):
+    """aiohttp's connection, answering what never reached a handler as JSON."""
+
+    __slots__ = ("_on_unhandled",)
+
+    def __init__(self, manager: web.Server, on_unhandled: Unhandled, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._on_unhandled = on_unhandled
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # aiohttp's own logs the fault (to the app's ``ServerLog``) and raises when part of an
+        # answer went out already; its text answer is replaced.
+        super().handle_error(request, status, exc, message)
+        headers = dict(self._on_unhandled(request, status))
+        if status >= 500:
+            code, text = _UNHANDLED_CODES.get(status, "internal_error"), "the sidecar failed"
+        else:
+            code = _UNHANDLED_CODES.get(status, "http_error")
+            text = f"malformed HTTP request: {message or 'unreadable'}"
+        resp = error_response(status, code, text, headers)
+        resp.force_close()  # what follows on this connection cannot be trusted to be framed
+        return resp
+
+
+class _Server(web.Server):
+    def __init__(self, made: web.Server, on_unhandled: Unhandled) -> None:
+        super().__init__(
+            made.request_handler,
+            request_factory=made.request_factory,
+            handler_cancellation=made.handler_cancellation,
+            loop=made._loop,
+            **made._kwargs,
+        )
+        self.on_unhandled = on_unhandled
+
+    def __call__(self) -> RequestHandler:  # one per connection, as aiohttp's own
+        return _Connection(self, self.on_unhandled, loop=self._loop, **self._kwargs)
+
+
+class Runner(web.AppRunner):
+    """``web.AppRunner`` whose server answers unroutable requests as JSON (see the module)."""
+
+    def __init__(self, app: web.Application, *, on_unhandled: Unhandled, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self._on_unhandled = on_unhandled
+
+    async def _make_server(self) -> web.Server:
+        # aiohttp builds the server inside the application (with the app's handler_args); the
+        # same server is made again with connections of ours.
+        return _Server(await super()._make_server(), self._on_unhandled)

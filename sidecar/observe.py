@@ -71,16 +71,11 @@ def request_id_of(headers: Mapping[str, str]) -> str:
     return f"{getrandbits(128):032x}"
 
 
-def upstream_call(headers: MutableMapping[str, str]) -> UpstreamCall:
+class UpstreamCall:
     """Around one request to the upstream: forwards the request id and trace context, and times
     the wait for the response headers. The caller reports the status it got through the function
-    ``with`` gives; leaving without reporting means no answer came."""
-    return UpstreamCall(headers)
-
-
-class UpstreamCall:
-    """``upstream_call``'s context manager: a class, as a generator-based one costs a generator
-    and its wrapper on every request."""
+    ``with`` gives; leaving without reporting means no answer came. (A class: a generator-based
+    context manager costs a generator and its wrapper on every request.)"""
 
     __slots__ = ("_headers", "_info", "_span", "_started")
 
@@ -120,6 +115,9 @@ class UpstreamCall:
         return None
 
 
+upstream_call = UpstreamCall
+
+
 def _ignore_status(status: int) -> None:
     """Outside a request nothing is timed."""
 
@@ -137,8 +135,7 @@ def _server_timing_s(resp: web.StreamResponse) -> float | None:
 
 
 def _ms(seconds: float) -> float:
-    """Milliseconds to two decimals, half up: ``round(x, 2)`` is exact, and costs a decimal
-    conversion per call (three per request); the two differ only on exact ties."""
+    """Milliseconds to two decimals, half up (cheaper than ``round(x, 2)``; differs on ties)."""
     return int(seconds * 100_000 + 0.5) / 100
 
 
@@ -157,11 +154,9 @@ class Observer:
         lifecycle: Lifecycle | None = None,
     ) -> None:
         self.metrics = metrics
-        # Counts the requests in flight for the drain (here rather than in a middleware of its
-        # own: every layer costs a coroutine per request).
+        # Counts requests in flight for the drain (a middleware of its own costs a coroutine each).
         self.lifecycle = lifecycle
-        # Paths that belong to a route though they are not under it (Shannon's stream endpoint
-        # beside its tasks route): counted under the route.
+        # Paths counted under a route though not under it (Shannon's stream beside its tasks).
         self.aliases = dict(aliases or {})
         # Longest first: a route's sub-paths (task polls) belong to it.
         self.routes = sorted(routes, key=lambda r: len(r[0]), reverse=True)
@@ -287,7 +282,7 @@ class Observer:
 
     def _record(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         info: RequestInfo,
         status: int,
         resp: web.StreamResponse | None,
@@ -337,6 +332,14 @@ class Observer:
         if child is None:
             child = self._children[key] = metric.labels(*map(str, labels))
         return child
+
+    def unhandled(self, request: web.BaseRequest, status: int) -> dict[str, str]:
+        """A request too malformed to route, answered below the handlers: counted, logged."""
+        trace = tracing.new_trace_id()
+        sent = tracing.format_traceparent(trace, tracing.new_span_id(), "00")
+        info = RequestInfo(request_id_of(request.headers), self.fallback, NO_ADAPTER, trace, sent)
+        self._record(request, info, status, None, 0.0, None)
+        return {REQUEST_ID_HEADER: info.request_id, "traceresponse": sent}
 
     async def on_response_prepare(self, request: web.Request, resp: web.StreamResponse) -> None:
         """Every response tells the client its request id and trace (W3C ``traceresponse``)."""

@@ -4,11 +4,11 @@ Both are the client's doing and cost nothing but a line: each is logged as one W
 traceback, and at most ``BURST`` lines per ``WINDOW_S`` per kind (the rest are counted and the
 count is reported with the next line), so nobody can flood the log by sending garbage.
 
-aiohttp answers framing errors found before a request exists (a NUL in a header, both
-``Content-Length`` and ``Transfer-Encoding``, a bad request line) with its own ``400`` text body,
-and lets an application change only the logger it reports them to; ``server_logger()`` is that
-logger. Errors found in a body (a bad chunk size, a body cut short) reach the handler, and the
-sidecar answers them with its JSON error body.
+Framing errors found before a request exists (a NUL in a header, both ``Content-Length`` and
+``Transfer-Encoding``, a bad request line) are reported by aiohttp to the logger an application
+gives it, ``ServerLog``, and answered with the sidecar's JSON error by the connections of
+``middleware.Runner``. Errors found in a body (a bad chunk size, a body cut short) reach the
+handler, and the sidecar answers them with the same JSON error body.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.devservices import free_port
 from tests.harness import ADMIN_TOKEN, FakeUpstream, RunningSidecar, SidecarProcess
+from tests.harness.rawhttp import raw
 
 StartSidecar = Callable[..., Awaitable[RunningSidecar]]
 
@@ -234,6 +235,31 @@ async def test_json_logs_one_access_line_per_request_and_no_secrets(
     # Neither the credential nor the user's words are anywhere in the log (DEBUG included).
     assert token not in text
     assert "Zanzibar" not in text
+
+
+async def test_a_request_too_malformed_to_route_is_answered_counted_and_logged(
+    sidecar_config: dict[str, Any], http: aiohttp.ClientSession
+) -> None:
+    """aiohttp's parser refuses it before any handler runs; the running process still answers
+    it as the sidecar answers every error, counts it and writes its access line."""
+    config = {**sidecar_config, "logging": {"format": "json"}}
+    async with SidecarProcess(config) as proc:
+        status, headers, body = await raw(proc.url, b"GET /x HTTP/1.1 trailing\r\nHost: x\r\n\r\n")
+        assert status == 400
+        assert json.loads(body)["error"]["code"] == "bad_http"
+        samples = await scrape(http, proc.url)
+        proc.terminate()
+        assert await proc.wait() == 0
+        text = proc.log_text()
+    assert requests_counted(samples, route="passthrough", adapter="none", code="400") == 1
+    access = [
+        r
+        for r in map(json.loads, filter(str.strip, text.splitlines()))
+        if r["logger"] == "sidecar.access"
+    ]
+    assert [(r["request_id"], r["status"]) for r in access if r["status"] == 400] == [
+        (headers["x-request-id"], 400)
+    ]
 
 
 async def test_text_logs_and_no_access_log(

@@ -11,9 +11,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from ..app import create_app
+from ..app import OBSERVER, create_app
 from ..config import Config
 from ..devservices import DevServiceError, TemporaryPostgres, TemporaryRedis, free_port
+from ..middleware import Runner
 from ..store.readback import count_messages, read_stored
 from .backend import DemoBackend
 
@@ -43,7 +44,8 @@ async def play(redis_url: str, pg_dsn: str) -> None:
         },
         env={},
     )
-    runner = web.AppRunner(create_app(config), access_log=None)
+    app = create_app(config)
+    runner = Runner(app, on_unhandled=app[OBSERVER].unhandled, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", sidecar_port).start()
     base = f"http://127.0.0.1:{sidecar_port}"

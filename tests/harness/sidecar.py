@@ -111,6 +111,7 @@ async def running_sidecar(
     """
     from sidecar import app as sidecar_app
     from sidecar.config import Config
+    from sidecar.middleware import Runner
 
     if isinstance(config, Mapping) and not config.get("writer", {}).get("consumer"):
         # Every app in this process would otherwise be "<hostname>-<pid>": one name for several
@@ -119,7 +120,12 @@ async def running_sidecar(
     cfg = Config.from_mapping(config) if isinstance(config, Mapping) else config
     port = int(getattr(getattr(cfg, "listen", None), "port", 0) or 0)
     app = sidecar_app.create_app(cfg)
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=shutdown_timeout)
+    runner = Runner(
+        app,
+        on_unhandled=app[sidecar_app.OBSERVER].unhandled,
+        access_log=None,
+        shutdown_timeout=shutdown_timeout,
+    )
     await runner.setup()
     try:
         try:
