@@ -292,13 +292,13 @@ class Observer:
             self._tally.add(self._child(m.http_requests, route, adapter, status))
         upstream_s = info.upstream_s
         if upstream_s is not None:
-            self._child(m.upstream_duration, route, adapter).observe(upstream_s)
+            self._tally.observe(self._child(m.upstream_duration, route, adapter), upstream_s)
         if upstream_failure is not None:
             self._tally.add(self._child(m.upstream_errors, route, adapter, upstream_failure))
         if resp is not None and adapter != NO_ADAPTER:
             overhead = info.overhead_s
             if overhead is not None:
-                self._child(m.overhead, route, adapter).observe(overhead)
+                self._tally.observe(self._child(m.overhead, route, adapter), overhead)
         if not self.access_log:
             return
         session_id = degraded = None
