@@ -3,6 +3,7 @@ holding the sidecar's own metrics and the standard process, platform and GC coll
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable
 from typing import Any
 
@@ -33,24 +34,45 @@ UPSTREAM_ERROR_REASONS = ("status_5xx", "unreachable", "timeout")
 
 
 class Tally:
-    """Counter increments held in a plain dict and added to their counters when the metrics are
-    rendered: a counter's own ``inc`` takes a lock and makes a few checks, a cost paid on every
-    request otherwise. What is rendered is the same."""
+    """Counter increments and histogram observations held in plain dicts and added to their
+    metrics when the metrics are rendered: a counter's own ``inc`` takes a lock and makes a few
+    checks, and a histogram's ``observe`` takes two locks and walks its buckets, a cost paid on
+    every request otherwise. What is rendered is the same (a histogram's sum, added up here
+    first, may differ from one added an observation at a time in its last binary digits)."""
 
-    __slots__ = ("_counts",)
+    __slots__ = ("_counts", "_observed")
 
     def __init__(self) -> None:
         self._counts: dict[Any, int] = {}
+        # Per labelled histogram: [sum, then the count of each bucket, +Inf last].
+        self._observed: dict[Any, list[Any]] = {}
 
     def add(self, child: Any) -> None:
         """One more of ``child`` (a labelled counter)."""
         counts = self._counts
         counts[child] = counts.get(child, 0) + 1
 
+    def observe(self, child: Any, amount: float) -> None:
+        """One observation of ``amount`` by ``child`` (a labelled histogram): counted in its
+        first bucket whose upper bound is at least ``amount``, as ``Histogram.observe`` does."""
+        seen = self._observed.get(child)
+        if seen is None:
+            seen = self._observed[child] = [0.0] + [0] * len(child._upper_bounds)
+        seen[0] += amount
+        seen[1 + bisect_left(child._upper_bounds, amount)] += 1
+
     def flush(self) -> None:
         counts, self._counts = self._counts, {}
         for child, n in counts.items():
             child.inc(n)
+        observed, self._observed = self._observed, {}
+        # A histogram's parts, as its own ``observe`` adds to them (prometheus_client's
+        # ``Histogram``: ``_sum`` and one ``_buckets`` value per bound; a test renders both ways).
+        for child, (total, *buckets) in observed.items():
+            child._sum.inc(total)
+            for bucket, n in zip(child._buckets, buckets, strict=True):
+                if n:
+                    bucket.inc(n)
 
 
 class Metrics:

@@ -38,6 +38,23 @@ def test_punctuation_and_numbers_count() -> None:
     assert estimate_tokens("你好，世界！") == 6
 
 
+@pytest.mark.parametrize(
+    ("text", "tokens"),
+    [
+        ("abcdefghi", 3),  # a started four letters is a token
+        ("snake_case_name", 4),  # underscores cost nothing: snake, case, name
+        ("v2.0", 4),
+        ("x1234567", 4),  # a letter, then digits by three
+        ("hello,\tworld\x00", 6),  # a control character is a symbol
+        ("  \n ", 1),
+        ("café 1234", 3),  # not ASCII: the same rules
+        ("mix中文abc", 2),  # a Latin word runs on into the characters after it
+    ],
+)
+def test_words_digits_and_symbols_count_as_the_rules_say(text: str, tokens: int) -> None:
+    assert estimate_tokens(text) == tokens
+
+
 @pytest.mark.parametrize("n", [1, 10, 1000])
 def test_grows_with_length(n: int) -> None:
     assert estimate_tokens("天" * n) == n

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import random
 import time
 import uuid
 from datetime import UTC, datetime
@@ -31,6 +33,24 @@ def test_a_turn_without_idempotency_key_gets_three_distinct_ids() -> None:
     ids = turn_ids(SessionKey("t", "s"), None)
     assert len(set(ids)) == 3
     assert ids != turn_ids(SessionKey("t", "s"), None)
+
+
+def test_ids_do_not_repeat_when_the_process_seeds_random_or_forks() -> None:
+    # Another library seeding the global generator must not make two processes draw the same
+    # row ids (they are primary keys in PostgreSQL).
+    random.seed(7)
+    first = random_uuid4()
+    random.seed(7)
+    assert random_uuid4() != first
+    # Nor may a forked worker draw its parent's ids.
+    ctx = multiprocessing.get_context("fork")
+    with ctx.Pool(1) as pool:
+        in_child = pool.apply(_ids_drawn)
+    assert set(in_child).isdisjoint(_ids_drawn())
+
+
+def _ids_drawn() -> list[str]:
+    return [random_uuid4() for _ in range(100)]
 
 
 def test_timestamps_are_utc_iso_with_milliseconds_and_the_current_time() -> None:

@@ -11,9 +11,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
+import pytest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sidecar.devservices import free_port
+from sidecar.metrics import Tally
 from tests.harness import ADMIN_TOKEN, FakeUpstream, RunningSidecar, SidecarProcess
 from tests.harness.rawhttp import raw
 
@@ -95,18 +98,54 @@ async def test_every_answer_is_counted_whoever_made_it(
     assert not any("client-chosen" in str(labels) for _, labels in samples)
 
 
+def test_observations_tallied_render_as_observed_one_by_one() -> None:
+    """The request path tallies histogram observations and adds them at the scrape: what the
+    scrape shows is what observing each one would have shown (every bucket, count and sum)."""
+    buckets = (0.005, 0.01, 0.025, 0.5, 1.0)
+    amounts = [0.0, 0.004, 0.005, 0.0050001, 0.01, 0.02, 0.5, 0.75, 1.0, 2.5, 300.0, 0.5]
+    rendered = []
+    for tallied in (False, True):
+        registry = CollectorRegistry()
+        hist = Histogram("t_seconds", "t", ["route"], buckets=buckets, registry=registry)
+        tally = Tally()
+        for i, amount in enumerate(amounts):
+            child = hist.labels("a" if i % 3 else "b")
+            if tallied:
+                tally.observe(child, amount)
+            else:
+                child.observe(amount)
+        tally.flush()
+        rendered.append(
+            {
+                (s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(generate_latest(registry).decode())
+                for s in family.samples
+                if not s.name.endswith("_created")
+            }
+        )
+    direct, tallied_samples = rendered
+    assert direct.keys() == tallied_samples.keys()
+    for key, value in direct.items():
+        assert tallied_samples[key] == pytest.approx(value, rel=1e-12), key
+
+
 async def test_overhead_is_observed_per_route(
     start_sidecar: StartSidecar, http: aiohttp.ClientSession
 ) -> None:
     sidecar = await start_sidecar()
+    told_ms = []
     for _ in range(2):
         async with http.post(sidecar.url + "/api/tasks", json={"query": "hi"}) as resp:
             assert resp.status == 200
-            assert resp.headers["Server-Timing"].startswith("sidecar;dur=")
+            timing = resp.headers["Server-Timing"]
+            assert timing.startswith("sidecar;dur=")
+            told_ms.append(float(timing.removeprefix("sidecar;dur=")))
     samples = await scrape(http, sidecar.url)
     labels = (("adapter", "tasks"), ("route", "/api/tasks"))
     assert samples[("sidecar_overhead_seconds_count", labels)] == 2
     assert samples[("sidecar_overhead_seconds_sum", labels)] > 0
+    # The metric holds the durations the clients were told.
+    assert samples[("sidecar_overhead_seconds_sum", labels)] == pytest.approx(sum(told_ms) / 1000)
     # The metrics scrape itself is counted under its endpoint's name.
     samples = await scrape(http, sidecar.url)
     assert requests_counted(samples, route="/_sidecar/metrics", adapter="none", code="200") >= 1

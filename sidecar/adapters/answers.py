@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 from ..session.model import Usage
 
+# Each path's parts, split once: the paths are a few fixed ones (the code's and the config's).
+_PARTS: dict[str, tuple[str, ...]] = {}
+
 
 def dig(obj: Any, path: str) -> Any:
     """Follow a dotted path (``choices.0.message.content``) through dicts and lists."""
-    for part in path.split("."):
+    parts = _PARTS.get(path)
+    if parts is None:
+        parts = tuple(path.split("."))
+        if len(_PARTS) < 1024:  # bounded, should a caller ever pass paths it made up
+            _PARTS[path] = parts
+    for part in parts:
         if isinstance(obj, dict):
             obj = obj.get(part)
         elif isinstance(obj, list) and part.isdigit() and int(part) < len(obj):
@@ -43,18 +50,29 @@ def token_count(value: Any) -> int:
 
 def read_usage(body: Any) -> Usage:
     """``usage.{prompt,completion,total}_tokens``, ``usage.{input,output}_tokens`` or ``tokens_used``."""
+    return _read_usage(body, None, None)
+
+
+def _read_usage(body: Any, cost_key: str | None, provider_key: str | None) -> Usage:
+    """``read_usage``, with the cost and the provider when their keys are given (one ``Usage``
+    built: ``dataclasses.replace`` of a first one cost more than reading the body)."""
     if not isinstance(body, dict):
         return Usage()
     model = body.get("model") or body.get("model_used") or ""
     model = model if isinstance(model, str) else ""
+    provider = ""
+    if provider_key is not None:
+        named = body.get(provider_key)
+        provider = named if isinstance(named, str) else ""
     usage = body.get("usage")
     if isinstance(usage, dict):
         prompt = token_count(usage.get("prompt_tokens", usage.get("input_tokens")))
         completion = token_count(usage.get("completion_tokens", usage.get("output_tokens")))
         total = token_count(usage.get("total_tokens")) or min(prompt + completion, MAX_TOKENS)
-        return Usage(prompt, completion, total, model)
+        cost = cost_of(usage.get(cost_key)) if cost_key is not None else None
+        return Usage(prompt, completion, total, model, cost, provider)
     total = token_count(body.get("tokens_used"))
-    return Usage(0, 0, total, model)
+    return Usage(0, 0, total, model, None, provider)
 
 
 def cost_of(value: Any) -> float | None:
@@ -66,10 +84,4 @@ def cost_of(value: Any) -> float | None:
 
 def read_usage_details(body: Any, cost_key: str = "cost", provider_key: str = "provider") -> Usage:
     """``read_usage`` plus the cost (``usage.<cost_key>``) and the provider (``<provider_key>``)."""
-    usage = read_usage(body)
-    if not isinstance(body, dict):
-        return usage
-    reported = body.get("usage")
-    cost = cost_of(reported.get(cost_key)) if isinstance(reported, dict) else None
-    provider = body.get(provider_key)
-    return replace(usage, cost=cost, provider=provider if isinstance(provider, str) else "")
+    return _read_usage(body, cost_key, provider_key)

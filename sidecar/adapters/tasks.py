@@ -90,9 +90,10 @@ class TasksAdapter:
     def inject(self, incoming: Incoming, injection: Injection) -> dict[str, Any]:
         body = dict(incoming.body)
         body["session_id"] = injection.session_id
-        # Each message's history entry was encoded when it was made: spliced, not rebuilt.
+        # Each message's history entry was encoded when it was made: spliced, not rebuilt (from
+        # a list: ``join`` makes one of a generator first, which costs more than building it).
         history = orjson.Fragment(
-            b"[" + b",".join(m.history_json for m in injection.history) + b"]"
+            b"[" + b",".join([m.history_json for m in injection.history]) + b"]"
         )
         context = dict(injection.context)
         # A client's own history is never trusted nor forwarded: the stored window replaces it.

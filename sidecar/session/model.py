@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -27,15 +28,28 @@ def utc_now_iso() -> str:
     return f"{_second[1]}.{ms:03d}Z"
 
 
-def _as_uuid4(h: str) -> str:
-    """32 random hex digits as a version 4 UUID's text (the version and variant set)."""
-    variant = "89ab"[int(h[16], 16) & 3]
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{variant}{h[17:20]}-{h[20:32]}"
+# Row ids need to be unique, not secret: a generator of the process's own (seeded from the
+# system's randomness, and again in a forked child) gives that without the system call
+# ``os.urandom`` costs on every turn. Its own, so that no ``random.seed(n)`` elsewhere in the
+# process can make two processes draw the same ids.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+_random_bits = _ids.getrandbits
+
+# A version 4 UUID is 122 random bits with the version (4) and the variant (binary 10) set.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def _uuid4_text(bits: int) -> str:
+    """128 random bits as a version 4 UUID's text."""
+    h = f"{bits & _UUID4_CLEAR | _UUID4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def random_uuid4() -> str:
-    """``str(uuid.uuid4())`` without building a UUID object."""
-    return _as_uuid4(os.urandom(16).hex())
+    """``str(uuid.uuid4())`` without building a UUID object (nor a system call: see ``_ids``)."""
+    return _uuid4_text(_random_bits(128))
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +214,7 @@ def turn_ids(key: SessionKey, idempotency_key: str | None) -> tuple[str, str, st
     retried request writes the same rows, which PostgreSQL keeps once on every path (the outbox,
     a direct write while Redis is away, a journal replay)."""
     if not idempotency_key:
-        h = os.urandom(48).hex()  # one read of the system's randomness for the three
-        return _as_uuid4(h[:32]), _as_uuid4(h[32:64]), _as_uuid4(h[64:])
+        return random_uuid4(), random_uuid4(), random_uuid4()
     base = f"{key.tenant}\x00{key.session_id}\x00{idempotency_key}"
     return tuple(  # type: ignore[return-value]
         str(uuid.uuid5(_IDEMPOTENT, f"{base}\x00{part}")) for part in ("turn", "user", "assistant")

@@ -23,6 +23,7 @@ from ..errors import BadRequest, InvalidToken, UpstreamTimeout, UpstreamUnavaila
 from ..identity import IdentityResolver
 from ..inputs import is_visible_ascii
 from ..metrics import Metrics
+from ..observe import current as current_request
 from ..profile.extract import ProfileExtractor
 from ..profile.owner import with_profile_user
 from ..proxy import (
@@ -59,8 +60,13 @@ class Clock:
         self._since = time.perf_counter()
 
     def header(self) -> str:
+        """``Server-Timing`` of the time spent so far; the request's metrics and access line
+        take the same figure (milliseconds to two decimals) as its overhead."""
         self.pause()
-        return f"sidecar;dur={self.spent * 1000:.2f}"
+        ms = f"{self.spent * 1000:.2f}"
+        if (info := current_request()) is not None:
+            info.overhead_s = float(ms) / 1000
+        return f"sidecar;dur={ms}"
 
 
 class TurnRoute:
