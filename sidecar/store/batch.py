@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections import defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -61,27 +61,52 @@ def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-# Rows go to PostgreSQL as one JSON array each statement (orjson, in C) and are taken apart there:
-# asyncpg's array encoding checks every element of every column in Python, which cost about
-# four times as much per row. Timestamps stay the ISO text they were written as.
-_MESSAGE_COLUMNS = """
+# Rows go to PostgreSQL as one JSON array each (orjson, in C) and are taken apart there: asyncpg's
+# array encoding checks every element of every column in Python, which cost about four times as
+# much per row. Timestamps stay the ISO text they were written as. ``{rows}``: the parameter.
+_MESSAGES = """
 INSERT INTO messages (id, tenant, session_id, seq, role, content, tokens, turn_id, partial, created_at)
 SELECT (r->>0)::uuid, r->>1, r->>2, (r->>3)::bigint, r->>4, r->>5, (r->>6)::integer, (r->>7)::uuid,
        (r->>8)::boolean, (r->>9)::timestamptz
-FROM jsonb_array_elements($1::jsonb) AS r
+FROM jsonb_array_elements({rows}::jsonb) AS r
 ON CONFLICT DO NOTHING
 """
-_INSERT_MESSAGES = (_MESSAGE_COLUMNS, _MESSAGE_COLUMNS + "RETURNING id::text")
 
-_USAGE_COLUMNS = """
+_USAGE = """
 INSERT INTO token_usage (id, tenant, session_id, model, prompt_tokens, completion_tokens,
                          total_tokens, cost, provider, created_at)
 SELECT (r->>0)::uuid, r->>1, r->>2, r->>3, (r->>4)::integer, (r->>5)::integer, (r->>6)::integer,
        (r->>7)::float8, r->>8, (r->>9)::timestamptz
-FROM jsonb_array_elements($1::jsonb) AS r
+FROM jsonb_array_elements({rows}::jsonb) AS r
 ON CONFLICT (id) DO NOTHING
 """
-_INSERT_USAGE = (_USAGE_COLUMNS, _USAGE_COLUMNS + "RETURNING id::text")
+
+# One row per session, in a stable order (see ``_session_rows``), so no row is updated twice.
+_SESSIONS = """
+INSERT INTO sessions AS s (tenant, session_id, context, tokens_used, message_count,
+                           created_at, updated_at, user_id)
+SELECT r->>0, r->>1, r->2, (r->>3)::bigint, (r->>4)::integer, (r->>5)::timestamptz,
+       (r->>5)::timestamptz, r->>6
+FROM jsonb_array_elements({rows}::jsonb) WITH ORDINALITY AS x(r, n)
+ORDER BY n
+ON CONFLICT (tenant, session_id) DO UPDATE SET
+    context = s.context || EXCLUDED.context,
+    user_id = coalesce(s.user_id, EXCLUDED.user_id),
+    tokens_used = s.tokens_used + EXCLUDED.tokens_used,
+    message_count = s.message_count + EXCLUDED.message_count,
+    updated_at = GREATEST(s.updated_at, EXCLUDED.updated_at)
+"""
+
+# A batch taken for new: everything in one statement (each round trip costs the writer about
+# as much CPU as encoding a hundred rows), the sessions' counters grown by every row, and the
+# rows really inserted counted for the caller to check. The inserts run in this order, as the
+# separate statements do, so two writers take their locks in the same order.
+_WRITE_NEW = f"""
+WITH m AS ({_MESSAGES.format(rows="$1")} RETURNING 1),
+     u AS ({_USAGE.format(rows="$2")} RETURNING 1),
+     s AS ({_SESSIONS.format(rows="$3")})
+SELECT (SELECT count(*) FROM m) AS messages, (SELECT count(*) FROM u) AS usage
+"""
 
 
 class RowsNotNew(SidecarError):
@@ -115,49 +140,18 @@ def _cost(value: Any) -> float | None:
     return None
 
 
-# One row per session, in a stable order (see ``write_events``), so no row is updated twice.
-_UPSERT_SESSIONS = """
-INSERT INTO sessions AS s (tenant, session_id, context, tokens_used, message_count,
-                           created_at, updated_at, user_id)
-SELECT r->>0, r->>1, r->2, (r->>3)::bigint, (r->>4)::integer, (r->>5)::timestamptz,
-       (r->>5)::timestamptz, r->>6
-FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS x(r, n)
-ORDER BY n
-ON CONFLICT (tenant, session_id) DO UPDATE SET
-    context = s.context || EXCLUDED.context,
-    user_id = coalesce(s.user_id, EXCLUDED.user_id),
-    tokens_used = s.tokens_used + EXCLUDED.tokens_used,
-    message_count = s.message_count + EXCLUDED.message_count,
-    updated_at = GREATEST(s.updated_at, EXCLUDED.updated_at)
-"""
-
-
-def _count(status: str) -> int:
-    """The row count of a command's status (``INSERT 0 172``)."""
-    return int(status.rpartition(" ")[2])
-
-
-async def _insert(
-    conn: Conn, queries: tuple[str, str], rows: list[list[Any]], exact: bool
-) -> set[str] | None:
-    """Insert ``rows``; the ids inserted, or None (not asked, every row was new). Without ``exact``
-    raises ``RowsNotNew`` when some row was not inserted."""
-    if not exact:
-        if _count(await conn.execute(queries[0], rows)) != len(rows):
-            raise RowsNotNew("rows stored already or seqs taken")
-        return None
-    return {r[0] for r in await conn.fetch(queries[1], rows)}
-
-
 async def write_events(conn: Conn, events: list[OutboxEvent], *, assume_new: bool = False) -> None:
     """Write a batch in the caller's transaction. Idempotent: messages and usage rows are keyed by
     their ids, and session counters grow only by what this call actually inserted.
 
-    ``assume_new``: take every row for new and count it so, without asking PostgreSQL which ids
-    it inserted (decoding them was most of a batch's cost); when one was not inserted after all,
-    ``RowsNotNew`` is raised for the caller to roll back and write the batch again without it.
+    ``assume_new``: take every row for new and write the batch in one statement, without asking
+    PostgreSQL which ids it inserted (a UUID decoded per row); when one was not inserted after
+    all, ``RowsNotNew`` is raised for the caller to roll back and write the batch again without
+    it. Nearly every batch is all new: a replay or a taken seq is the exception.
     """
     events = await _drop_deleted(conn, events)
+    if not events:
+        return
     turns = [e for e in events if e.kind == "turn"]
     msg_rows: list[list[Any]] = []
     use_rows: list[list[Any]] = []
@@ -181,23 +175,55 @@ async def write_events(conn: Conn, events: list[OutboxEvent], *, assume_new: boo
                  else None, at]
             )  # fmt: skip
 
-    inserted_msgs: dict[tuple[str, str], int] = defaultdict(int)
+    if assume_new:
+        counts = Counter((row[1], row[2]) for row in msg_rows)
+        sessions = _session_rows(events, {e.data["turn_id"] for e in turns}, counts)
+        written = await conn.fetchrow(_WRITE_NEW, msg_rows, use_rows, sessions)
+        if written is None or tuple(written) != (len(msg_rows), len(use_rows)):
+            raise RowsNotNew("rows stored already or seqs taken")
+    else:
+        await _write_exactly(conn, events, turns, msg_rows, use_rows)
+    stated = [
+        (p["tenant"], p["user_id"], _ts(e.data["messages"][0][3]), p["facts"])
+        for e in turns
+        if isinstance(p := e.data.get("profile"), dict)
+    ]
+    if stated:
+        await profiles.merge_facts(conn, stated)
+
+
+async def _write_exactly(
+    conn: Conn,
+    events: list[OutboxEvent],
+    turns: list[OutboxEvent],
+    msg_rows: list[list[Any]],
+    use_rows: list[list[Any]],
+) -> None:
+    """The rows, asking PostgreSQL which it inserted; then the sessions grown by those."""
+    inserted_msgs: Counter[tuple[str, str]] = Counter()
     new_turns: set[str] = set()
     if turns:
-        exact = not assume_new
-        inserted = await _insert(conn, _INSERT_MESSAGES, msg_rows, exact)
-        if inserted is not None:
-            left = [row for row in msg_rows if row[0] not in inserted]
-            if left:
-                # Not inserted: stored already (a batch written twice), or its seq is taken.
-                inserted |= await seqs.renumber_clashes(conn, left)
+        returning = " RETURNING id::text"
+        inserted = {
+            r[0] for r in await conn.fetch(_MESSAGES.format(rows="$1") + returning, msg_rows)
+        }
+        left = [row for row in msg_rows if row[0] not in inserted]
+        if left:
+            # Not inserted: stored already (a batch written twice), or its seq is taken.
+            inserted |= await seqs.renumber_clashes(conn, left)
         for row in msg_rows:
-            if inserted is None or row[0] in inserted:
+            if row[0] in inserted:
                 inserted_msgs[(row[1], row[2])] += 1
-        new_usage = await _insert(conn, _INSERT_USAGE, use_rows, exact)
-        new_turns = {e.data["turn_id"] for e in turns} if new_usage is None else new_usage
+        new_turns = {r[0] for r in await conn.fetch(_USAGE.format(rows="$1") + returning, use_rows)}
+    sessions = _session_rows(events, new_turns, inserted_msgs)
+    if sessions:
+        await conn.execute(_SESSIONS.format(rows="$1"), sessions)
 
-    # Per session: counters from what was inserted now, context patches applied in order.
+
+def _session_rows(
+    events: list[OutboxEvent], new_turns: set[str], inserted_msgs: Counter[tuple[str, str]]
+) -> list[list[Any]]:
+    """Per session: counters from what was inserted now, context patches applied in order."""
     sessions: dict[tuple[str, str], list[Any]] = {}
     for e in events:
         d = e.data
@@ -214,19 +240,10 @@ async def write_events(conn: Conn, events: list[OutboxEvent], *, assume_new: boo
             entry[1] += d["usage"][3]
             entry[2] = max(entry[2], at)
     # A stable order, so two writers never lock the same rows in opposite orders.
-    rows = [
-        [tenant, sid, ctx, tokens, inserted_msgs.get((tenant, sid), 0), at, user_id]
+    return [
+        [tenant, sid, ctx, tokens, inserted_msgs[(tenant, sid)], at, user_id]
         for (tenant, sid), (ctx, tokens, at, user_id) in sorted(sessions.items())
     ]
-    if rows:
-        await conn.execute(_UPSERT_SESSIONS, rows)
-    stated = [
-        (p["tenant"], p["user_id"], _ts(e.data["messages"][0][3]), p["facts"])
-        for e in turns
-        if isinstance(p := e.data.get("profile"), dict)
-    ]
-    if stated:
-        await profiles.merge_facts(conn, stated)
 
 
 def _scopes(event: OutboxEvent) -> list[str]:
