@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import orjson
 import pytest
@@ -28,10 +29,14 @@ async def store(pg_dsn: str) -> AsyncIterator[PostgresSessionStore]:
 
 
 def turn(
-    sid: str, seq: int, text: str = "Paris tomorrow?", context: dict[str, str] | None = None
+    sid: str,
+    seq: int,
+    text: str = "Paris tomorrow?",
+    context: dict[str, str] | None = None,
+    tenant: str = "t",
 ) -> OutboxEvent:
     made = Turn(
-        key=SessionKey("t", sid),
+        key=SessionKey(tenant, sid),
         user=new_message("user", text, 5),
         assistant=new_message("assistant", "Mild, some rain.", 4),
         usage=Usage(5, 4, 9, "fake-1"),
@@ -107,3 +112,44 @@ async def test_nul_in_text_and_context_is_stored_as_a_replacement_character(
     assert content == "a\ufffdb"
     context = await pg_value(pg_dsn, "SELECT context FROM sessions WHERE session_id = $1", sid)
     assert orjson.loads(context) == {"place\ufffd": "Par\ufffdis", "plain": "ok"}
+
+
+async def test_turns_of_deleted_users_and_sessions_stay_out_and_the_rest_land(
+    store: PostgresSessionStore, pg_dsn: str
+) -> None:
+    tag = uuid.uuid4().hex[:8]
+    gone_user, kept_user = f"t/gone-{tag}", f"t/kept-{tag}"
+    later = datetime.now(UTC) + timedelta(hours=1)  # deleted after these turns were asked
+    async with store.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO deleted_users (tenant, user_id, scope, deleted_at) VALUES ($1, $2, $3, $4)",
+            "t",
+            f"gone-{tag}",
+            gone_user,
+            later,
+        )
+        await conn.execute(
+            "INSERT INTO deleted_sessions (tenant, session_id, deleted_at) VALUES ($1, $2, $3)",
+            kept_user,
+            "erased",
+            later,
+        )
+    await store.write(
+        [
+            turn("a", 1, tenant=gone_user),
+            turn("erased", 1, tenant=kept_user),
+            turn("b", 1, tenant=kept_user),
+        ]
+    )
+    rows = await pg_fetch(
+        pg_dsn,
+        "SELECT tenant, session_id, message_count FROM sessions WHERE tenant = ANY($1::text[])",
+        [gone_user, kept_user],
+    )
+    assert [tuple(r) for r in rows] == [(kept_user, "b", 2)]
+    stored = await pg_value(
+        pg_dsn,
+        "SELECT count(*) FROM messages WHERE tenant = ANY($1::text[])",
+        [gone_user, kept_user],
+    )
+    assert stored == 2
