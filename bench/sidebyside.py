@@ -56,9 +56,10 @@ from sidecar.devservices import TemporaryPostgres, TemporaryRedis
 from sidecar.store.keys import KeySpace
 
 MODES = ("forwarder", "passthrough", "turn")
-# Commands only background tasks send: the outbox writer's stream commands, its consumer-name
-# lease (SET NX to take it, a script on the lease key to renew or release it about once a second:
-# see ``_is_background``), the discovery of outbox streams (SCAN) and the clock sync with Redis's
+# Commands only background tasks send: the outbox writer's stream commands and its
+# acknowledgements (a script sent whole, XACK in its text), its consumer-name lease (SET NX to
+# take it, a script on the lease key to renew or release it about once a second: see
+# ``_is_background``), the discovery of outbox streams (SCAN) and the clock sync with Redis's
 # TIME (about once a second). Everything else outside a script is the
 # request path's, which sends scripts only (tests/test_session_memory.py counts those itself).
 WRITER_COMMANDS = frozenset(
@@ -369,8 +370,11 @@ async def _monitor_sample(
 
 def _is_background(name: str, command: str) -> bool:
     """Whether a command seen by MONITOR is a background task's, not the request path's: the
-    lease's scripts are told from the turn's by the lease key they name."""
-    return name in WRITER_COMMANDS or (name in SCRIPT_COMMANDS and ":consumer:" in command)
+    lease's scripts are told from the turn's by the lease key they name, the writer's
+    acknowledgements by their text (the turn's scripts go by their SHA)."""
+    return name in WRITER_COMMANDS or (
+        name in SCRIPT_COMMANDS and (":consumer:" in command or "XACK" in command)
+    )
 
 
 @contextlib.asynccontextmanager

@@ -7,11 +7,14 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections import defaultdict
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+import orjson
+
+from ..errors import SidecarError
 from . import profiles, seqs
 from .keys import user_scope
 from .schema import Conn
@@ -36,12 +39,21 @@ def _text(value: str) -> str:
 
 
 def _clean(value: Any) -> Any:
+    """``value`` with every NUL in its text (keys included) made U+FFFD."""
+    # Almost nothing holds a NUL, and one look at the JSON (orjson writes NUL as the escape
+    # \u0000) costs a fraction of rebuilding every dict to find out.
+    if b"\\u0000" not in orjson.dumps(value):
+        return value
+    return _cleaned(value)
+
+
+def _cleaned(value: Any) -> Any:
     if isinstance(value, str):
         return _text(value)
     if isinstance(value, dict):
-        return {_text(str(k)): _clean(v) for k, v in value.items()}
+        return {_text(str(k)): _cleaned(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_clean(v) for v in value]
+        return [_cleaned(v) for v in value]
     return value
 
 
@@ -49,22 +61,59 @@ def _ts(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-_INSERT_MESSAGES = """
+# Rows go to PostgreSQL as one JSON array each (orjson, in C) and are taken apart there: asyncpg's
+# array encoding checks every element of every column in Python, which cost about four times as
+# much per row. Timestamps stay the ISO text they were written as. ``{rows}``: the parameter.
+_MESSAGES = """
 INSERT INTO messages (id, tenant, session_id, seq, role, content, tokens, turn_id, partial, created_at)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-                     $7::integer[], $8::uuid[], $9::boolean[], $10::timestamptz[])
+SELECT (r->>0)::uuid, r->>1, r->>2, (r->>3)::bigint, r->>4, r->>5, (r->>6)::integer, (r->>7)::uuid,
+       (r->>8)::boolean, (r->>9)::timestamptz
+FROM jsonb_array_elements({rows}::jsonb) AS r
 ON CONFLICT DO NOTHING
-RETURNING id
 """
 
-_INSERT_USAGE = """
+_USAGE = """
 INSERT INTO token_usage (id, tenant, session_id, model, prompt_tokens, completion_tokens,
                          total_tokens, cost, provider, created_at)
-SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::integer[],
-                     $6::integer[], $7::integer[], $8::float8[], $9::text[], $10::timestamptz[])
+SELECT (r->>0)::uuid, r->>1, r->>2, r->>3, (r->>4)::integer, (r->>5)::integer, (r->>6)::integer,
+       (r->>7)::float8, r->>8, (r->>9)::timestamptz
+FROM jsonb_array_elements({rows}::jsonb) AS r
 ON CONFLICT (id) DO NOTHING
-RETURNING id
 """
+
+# One row per session, in a stable order (see ``_session_rows``), so no row is updated twice.
+_SESSIONS = """
+INSERT INTO sessions AS s (tenant, session_id, context, tokens_used, message_count,
+                           created_at, updated_at, user_id)
+SELECT r->>0, r->>1, r->2, (r->>3)::bigint, (r->>4)::integer, (r->>5)::timestamptz,
+       (r->>5)::timestamptz, r->>6
+FROM jsonb_array_elements({rows}::jsonb) WITH ORDINALITY AS x(r, n)
+ORDER BY n
+ON CONFLICT (tenant, session_id) DO UPDATE SET
+    context = s.context || EXCLUDED.context,
+    user_id = coalesce(s.user_id, EXCLUDED.user_id),
+    tokens_used = s.tokens_used + EXCLUDED.tokens_used,
+    message_count = s.message_count + EXCLUDED.message_count,
+    updated_at = GREATEST(s.updated_at, EXCLUDED.updated_at)
+"""
+
+# A batch taken for new: everything in one statement (each round trip costs the writer about
+# as much CPU as encoding a hundred rows), the sessions' counters grown by every row, and the
+# rows really inserted counted for the caller to check. The inserts run in this order, as the
+# separate statements do, so two writers take their locks in the same order.
+_WRITE_NEW = f"""
+WITH m AS ({_MESSAGES.format(rows="$1")} RETURNING 1),
+     u AS ({_USAGE.format(rows="$2")} RETURNING 1),
+     s AS ({_SESSIONS.format(rows="$3")})
+SELECT (SELECT count(*) FROM m) AS messages, (SELECT count(*) FROM u) AS usage
+"""
+
+
+class RowsNotNew(SidecarError):
+    """Some row of a batch written with ``assume_new`` was stored already (the batch was written
+    before) or its seq is taken; the caller rolls the transaction back and writes the batch again
+    without ``assume_new``."""
+
 
 _USAGE_ROW = uuid.UUID("0b7c4e52-93d1-5a8f-b6e2-4c1d9f3a7e60")
 
@@ -91,33 +140,21 @@ def _cost(value: Any) -> float | None:
     return None
 
 
-_UPSERT_SESSION = """
-INSERT INTO sessions AS s (tenant, session_id, context, tokens_used, message_count,
-                           created_at, updated_at, user_id)
-VALUES ($1, $2, $3, $4, $5, $6, $6, $7)
-ON CONFLICT (tenant, session_id) DO UPDATE SET
-    context = s.context || EXCLUDED.context,
-    user_id = coalesce(s.user_id, EXCLUDED.user_id),
-    tokens_used = s.tokens_used + EXCLUDED.tokens_used,
-    message_count = s.message_count + EXCLUDED.message_count,
-    updated_at = GREATEST(s.updated_at, EXCLUDED.updated_at)
-"""
-
-
-def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
-    """Rows of ten values as the ten column arrays the inserts unnest."""
-    return [list(col) for col in zip(*rows, strict=True)] if rows else [[] for _ in range(10)]
-
-
-async def write_events(conn: Conn, events: list[OutboxEvent]) -> None:
+async def write_events(conn: Conn, events: list[OutboxEvent], *, assume_new: bool = False) -> None:
     """Write a batch in the caller's transaction. Idempotent: messages and usage rows are keyed by
-    their ids, and session counters grow only by what this call actually inserted."""
+    their ids, and session counters grow only by what this call actually inserted.
+
+    ``assume_new``: take every row for new and write the batch in one statement, without asking
+    PostgreSQL which ids it inserted (a UUID decoded per row); when one was not inserted after
+    all, ``RowsNotNew`` is raised for the caller to roll back and write the batch again without
+    it. Nearly every batch is all new: a replay or a taken seq is the exception.
+    """
     events = await _drop_deleted(conn, events)
+    if not events:
+        return
     turns = [e for e in events if e.kind == "turn"]
-    # Rows are built whole, then turned into the columns unnest() takes in one pass (zip in C):
-    # per entry, this is most of the writer's Python.
-    msg_rows: list[tuple[Any, ...]] = []
-    use_rows: list[tuple[Any, ...]] = []
+    msg_rows: list[list[Any]] = []
+    use_rows: list[list[Any]] = []
     for e in turns:
         d = e.data
         tenant, sid, turn_id = d["tenant"], d["session_id"], d["turn_id"]
@@ -126,72 +163,26 @@ async def write_events(conn: Conn, events: list[OutboxEvent]) -> None:
         for mid, role, content, ts, tokens in d["messages"]:
             # (the question itself was whole: only the answer can be partial)
             msg_rows.append(
-                (
-                    mid,
-                    tenant,
-                    sid,
-                    seq,
-                    role,
-                    _text(content),
-                    tokens,
-                    turn_id,
-                    partial and role == "assistant",
-                    _ts(ts),
-                )
-            )
+                [mid, tenant, sid, seq, role, _text(content), tokens, turn_id,
+                 partial and role == "assistant", ts]
+            )  # fmt: skip
             seq += 1
-        at = _ts(d["at"])
+        at = d["at"]
         for index, (model, prompt, completion, total, cost, provider) in enumerate(_usage_rows(d)):
             use_rows.append(
-                (
-                    usage_row_id(turn_id, index),
-                    tenant,
-                    sid,
-                    _text(model),
-                    prompt,
-                    completion,
-                    total,
-                    _cost(cost),
-                    _text(provider) if isinstance(provider, str) and provider else None,
-                    at,
-                )
-            )
+                [usage_row_id(turn_id, index), tenant, sid, _text(model), prompt, completion,
+                 total, _cost(cost), _text(provider) if isinstance(provider, str) and provider
+                 else None, at]
+            )  # fmt: skip
 
-    inserted_msgs: dict[tuple[str, str], int] = defaultdict(int)
-    new_turns: set[str] = set()
-    if turns:
-        inserted = {str(r["id"]) for r in await conn.fetch(_INSERT_MESSAGES, *_columns(msg_rows))}
-        left = [row for row in msg_rows if row[0] not in inserted]
-        if left:
-            # Not inserted: stored already (a batch written twice), or its seq is taken.
-            inserted |= await seqs.renumber_clashes(conn, left)
-        for row in msg_rows:
-            if row[0] in inserted:
-                inserted_msgs[(row[1], row[2])] += 1
-        new_turns = {str(r["id"]) for r in await conn.fetch(_INSERT_USAGE, *_columns(use_rows))}
-
-    # Per session: counters from what was inserted now, context patches applied in order.
-    sessions: dict[tuple[str, str], list[Any]] = {}
-    for e in events:
-        d = e.data
-        key = (d["tenant"], d["session_id"])
-        entry = sessions.setdefault(key, [{}, 0, _ts(d["at"]), None])
-        if d.get("user_id"):
-            entry[3] = _text(str(d["user_id"]))
-        if e.kind == "session":
-            entry[0] = {**_clean(d.get("context") or {}), **entry[0]}
-            entry[2] = min(entry[2], _ts(d["at"]))
-        elif d["turn_id"] in new_turns:
-            entry[0].update(_clean(d.get("context") or {}))
-            entry[1] += d["usage"][3]
-            entry[2] = max(entry[2], _ts(d["at"]))
-    # A stable order, so two writers never lock the same rows in opposite orders.
-    rows = [
-        (tenant, sid, ctx, tokens, inserted_msgs.get((tenant, sid), 0), at, user_id)
-        for (tenant, sid), (ctx, tokens, at, user_id) in sorted(sessions.items())
-    ]
-    if rows:
-        await conn.executemany(_UPSERT_SESSION, rows)
+    if assume_new:
+        counts = Counter((row[1], row[2]) for row in msg_rows)
+        sessions = _session_rows(events, {e.data["turn_id"] for e in turns}, counts)
+        written = await conn.fetchrow(_WRITE_NEW, msg_rows, use_rows, sessions)
+        if written is None or tuple(written) != (len(msg_rows), len(use_rows)):
+            raise RowsNotNew("rows stored already or seqs taken")
+    else:
+        await _write_exactly(conn, events, turns, msg_rows, use_rows)
     stated = [
         (p["tenant"], p["user_id"], _ts(e.data["messages"][0][3]), p["facts"])
         for e in turns
@@ -199,6 +190,60 @@ async def write_events(conn: Conn, events: list[OutboxEvent]) -> None:
     ]
     if stated:
         await profiles.merge_facts(conn, stated)
+
+
+async def _write_exactly(
+    conn: Conn,
+    events: list[OutboxEvent],
+    turns: list[OutboxEvent],
+    msg_rows: list[list[Any]],
+    use_rows: list[list[Any]],
+) -> None:
+    """The rows, asking PostgreSQL which it inserted; then the sessions grown by those."""
+    inserted_msgs: Counter[tuple[str, str]] = Counter()
+    new_turns: set[str] = set()
+    if turns:
+        returning = " RETURNING id::text"
+        inserted = {
+            r[0] for r in await conn.fetch(_MESSAGES.format(rows="$1") + returning, msg_rows)
+        }
+        left = [row for row in msg_rows if row[0] not in inserted]
+        if left:
+            # Not inserted: stored already (a batch written twice), or its seq is taken.
+            inserted |= await seqs.renumber_clashes(conn, left)
+        for row in msg_rows:
+            if row[0] in inserted:
+                inserted_msgs[(row[1], row[2])] += 1
+        new_turns = {r[0] for r in await conn.fetch(_USAGE.format(rows="$1") + returning, use_rows)}
+    sessions = _session_rows(events, new_turns, inserted_msgs)
+    if sessions:
+        await conn.execute(_SESSIONS.format(rows="$1"), sessions)
+
+
+def _session_rows(
+    events: list[OutboxEvent], new_turns: set[str], inserted_msgs: Counter[tuple[str, str]]
+) -> list[list[Any]]:
+    """Per session: counters from what was inserted now, context patches applied in order."""
+    sessions: dict[tuple[str, str], list[Any]] = {}
+    for e in events:
+        d = e.data
+        key = (d["tenant"], d["session_id"])
+        at = _ts(d["at"])
+        entry = sessions.setdefault(key, [{}, 0, at, None])
+        if d.get("user_id"):
+            entry[3] = _text(str(d["user_id"]))
+        if e.kind == "session":
+            entry[0] = {**_clean(d.get("context") or {}), **entry[0]}
+            entry[2] = min(entry[2], at)
+        elif d["turn_id"] in new_turns:
+            entry[0].update(_clean(d.get("context") or {}))
+            entry[1] += d["usage"][3]
+            entry[2] = max(entry[2], at)
+    # A stable order, so two writers never lock the same rows in opposite orders.
+    return [
+        [tenant, sid, ctx, tokens, inserted_msgs[(tenant, sid)], at, user_id]
+        for (tenant, sid), (ctx, tokens, at, user_id) in sorted(sessions.items())
+    ]
 
 
 def _scopes(event: OutboxEvent) -> list[str]:
@@ -220,25 +265,31 @@ def _asked_before(event: OutboxEvent, gone: dict[str, datetime]) -> bool:
     return False
 
 
+# The tombstones of a batch's sessions and of its users' scopes, in one round trip.
+_DELETED = """
+SELECT d.tenant, d.session_id, d.deleted_at FROM deleted_sessions d
+JOIN jsonb_array_elements($1::jsonb) AS k ON d.tenant = k->>0 AND d.session_id = k->>1
+UNION ALL
+SELECT scope, NULL, deleted_at FROM deleted_users WHERE scope = ANY($2::text[])
+"""
+
+
 async def _drop_deleted(conn: Conn, events: list[OutboxEvent]) -> list[OutboxEvent]:
     """Leave out events of sessions (or users) deleted after the event happened."""
     keys = {(e.data["tenant"], e.data["session_id"]) for e in events}
     if not keys:
         return events
-    gone_users = await profiles.deleted_scopes(conn, {s for e in events for s in _scopes(e)})
-    if gone_users:
-        events = [e for e in events if not _asked_before(e, gone_users)]
-    tenants, sids = zip(*keys, strict=True)
-    rows = await conn.fetch(
-        "SELECT d.tenant, d.session_id, d.deleted_at FROM deleted_sessions d"
-        " JOIN unnest($1::text[], $2::text[]) AS k(tenant, session_id)"
-        " ON d.tenant = k.tenant AND d.session_id = k.session_id",
-        list(tenants),
-        list(sids),
-    )
+    # Only a user's scope (``tenant/user``) can have a user's tombstone.
+    scopes = [s for s in {s for e in events for s in _scopes(e)} if "/" in s]
+    rows = await conn.fetch(_DELETED, list(keys), scopes)
     if not rows:
         return events
-    deleted = {(r["tenant"], r["session_id"]): r["deleted_at"] for r in rows}
+    gone_users = {r["tenant"]: r["deleted_at"] for r in rows if r["session_id"] is None}
+    if gone_users:
+        events = [e for e in events if not _asked_before(e, gone_users)]
+    deleted = {
+        (r["tenant"], r["session_id"]): r["deleted_at"] for r in rows if r["session_id"] is not None
+    }
     kept = []
     for e in events:
         when = deleted.get((e.data["tenant"], e.data["session_id"]))

@@ -16,7 +16,7 @@ from ..config import PostgresConfig
 from ..errors import StoreError, StoreRejected, StoreUnavailable
 from ..session.model import Message, SessionKey, SessionSnapshot
 from . import profiles, seqs
-from .batch import OutboxEvent, write_events
+from .batch import OutboxEvent, RowsNotNew, write_events
 from .schema import migrate
 from .seqs import StaleProfile, StaleSession
 
@@ -132,8 +132,14 @@ class PostgresSessionStore:
 
     async def write(self, events: list[OutboxEvent]) -> None:
         with guarded("batch write"):
-            async with self.pool.acquire() as conn, conn.transaction():
-                await write_events(conn, events)
+            try:
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await write_events(conn, events, assume_new=True)
+            except RowsNotNew:
+                # Rolled back: part of the batch was stored before (written twice) or clashes
+                # with stored seqs. Again, asking which rows are new; rare, so never the cost.
+                async with self.pool.acquire() as conn, conn.transaction():
+                    await write_events(conn, events)
 
     async def fetch_session(self, key: SessionKey, limit: int) -> SessionSnapshot | None:
         """The session row and its last ``limit`` messages (oldest first), or None."""

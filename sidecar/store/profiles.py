@@ -30,17 +30,6 @@ def _clean(value: str) -> str:
     return value.replace("\x00", "\ufffd")
 
 
-async def deleted_scopes(conn: Conn, scopes: set[str]) -> dict[str, datetime]:
-    """When each of these session scopes' user was deleted (only deleted ones are listed)."""
-    candidates = [s for s in scopes if "/" in s]
-    if not candidates:
-        return {}
-    rows = await conn.fetch(
-        "SELECT scope, deleted_at FROM deleted_users WHERE scope = ANY($1::text[])", candidates
-    )
-    return {r["scope"]: r["deleted_at"] for r in rows}
-
-
 async def merge_facts(
     conn: Conn, statements: list[tuple[str, str, datetime, dict[str, Any]]]
 ) -> None:

@@ -48,9 +48,10 @@ class StaleSession:
     deleted_at_ms: int | None  # set: the session was deleted while Redis was away
 
 
-async def renumber_clashes(conn: Conn, rows: list[tuple[Any, ...]]) -> set[str]:
+async def renumber_clashes(conn: Conn, rows: list[list[Any]]) -> set[str]:
     """Insert messages whose seq another message of their session already holds, after that
-    session's highest seq; returns their ids. Messages whose id is stored already (a batch
+    session's highest seq; returns their ids. Rows as the batch builds them: the columns of
+    ``messages`` in order, ``created_at`` as ISO text. Messages whose id is stored already (a batch
     written twice) are left alone.
 
     A clash means a Redis copy went stale while turns were written elsewhere (straight to
@@ -62,7 +63,7 @@ async def renumber_clashes(conn: Conn, rows: list[tuple[Any, ...]]) -> set[str]:
         str(r["id"])
         for r in await conn.fetch("SELECT id FROM messages WHERE id = ANY($1::uuid[])", ids)
     }
-    by_session: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
+    by_session: dict[tuple[str, str], list[list[Any]]] = defaultdict(list)
     for row in rows:
         if str(row[0]) not in stored:
             by_session[(row[1], row[2])].append(row)
@@ -76,7 +77,7 @@ async def renumber_clashes(conn: Conn, rows: list[tuple[Any, ...]]) -> set[str]:
             sid,
         )
         for offset, row in enumerate(sorted(clashing, key=lambda r: (r[3], r[9])), 1):
-            moved = (*row[:3], int(top) + offset, *row[4:])
+            moved = (*row[:3], int(top) + offset, *row[4:9], datetime.fromisoformat(row[9]))
             await conn.execute(
                 "INSERT INTO messages (id, tenant, session_id, seq, role, content, tokens, turn_id,"
                 " partial, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
