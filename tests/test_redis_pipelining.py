@@ -97,6 +97,47 @@ async def test_an_error_reply_in_a_batch_fails_only_its_caller(client: aioredis.
         assert lane.opened == 1  # the connection stayed in step and in use
 
 
+class _CountedWrites:
+    """The pipe's transport, counting its writes (each a send system call)."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self._transport.write(data)
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+
+async def test_a_lone_caller_is_sent_at_once_and_callers_together_share_a_write(
+    client: aioredis.Redis,
+) -> None:
+    async with _lane(client) as lane:
+        assert await lane.call("warm") == b"warm"
+        pipe = lane.lane._pipe
+        assert pipe is not None
+        counted = _CountedWrites(pipe._transport)
+        pipe._transport = counted  # type: ignore[assignment]
+        # One caller at a time: its call is on the wire before the caller even waits.
+        call = asyncio.ensure_future(lane.call("alone"))
+        await asyncio.sleep(0)  # the call is made: it now waits for its answer
+        assert counted.writes == 1
+        assert await lane.in_flight() == 1
+        assert await call == b"alone"
+        # Many at once: the first goes out alone, the rest wait for each other.
+        answers = await asyncio.gather(*(lane.call(str(i)) for i in range(30)))
+        assert answers == [str(i).encode() for i in range(30)]
+        assert counted.writes <= 1 + 2
+        # And while they come together, they keep sharing writes.
+        before = counted.writes
+        answers = await asyncio.gather(*(lane.call(str(i)) for i in range(30)))
+        assert answers == [str(i).encode() for i in range(30)]
+        assert counted.writes - before == 1
+
+
 async def test_a_caller_cancelled_before_its_batch_is_written_is_never_sent(
     client: aioredis.Redis,
 ) -> None:

@@ -64,7 +64,9 @@ class ScriptLane:
         self._closed = False
 
     async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
-        async with self._slots:
+        # (acquire/release rather than ``async with``: two coroutines fewer per call.)
+        await self._slots.acquire()
+        try:
             pipe = self._live()
             command = pack_evalsha(pipe.conn, sha, keys, args)
             served_before = pipe.ready
@@ -80,6 +82,8 @@ class ScriptLane:
             finally:
                 if self._closed and not pipe.busy:
                     await pipe.aclose()  # a call after ``aclose`` leaves nothing open
+        finally:
+            self._slots.release()
 
     def _live(self) -> Pipe:
         pipe = self._pipe

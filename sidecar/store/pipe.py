@@ -1,6 +1,7 @@
 """One Redis connection that carries many calls at once: the calls made within two turns of the
 event loop go out in one write, and their replies are handed back in order (auto-pipelining,
-as ioredis and StackExchange.Redis do it).
+as ioredis and StackExchange.Redis do it). While calls come one at a time (the last write
+carried one, and nothing is in flight), a call goes out at once: nobody would share its write.
 
 Why: on loopback a send system call runs the receiving side's TCP processing too, so each one
 costs tens of microseconds whatever its size. With a connection per call, the sends of a warm
@@ -58,6 +59,8 @@ class Pipe:
         # Calls written and not answered yet, in the order sent, each with its deadline.
         self._inflight: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._flush_handle: asyncio.Handle | None = None
+        # The last write carried one call: traffic is one caller at a time (see ``submit``).
+        self._alone = False
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.WriteTransport | None = None
         self._replies: Any = None
@@ -78,7 +81,13 @@ class Pipe:
             return fut
         self._pending.append((command, fut))
         if self.ready and self._flush_handle is None:
-            self._flush_handle = self._loop.call_soon(self._flush_next)
+            if self._alone and not self._inflight and len(self._pending) == 1:
+                # One caller at a time (the last batch was a single call, and nothing is in
+                # flight): no other call is coming to share the write, so waiting for one
+                # would only add to this call's time.
+                self._flush()
+            else:
+                self._flush_handle = self._loop.call_soon(self._flush_next)
         return fut
 
     def _flush_next(self) -> None:
@@ -141,6 +150,7 @@ class Pipe:
             self._die(e)
             return
         inflight = self._inflight
+        self._alone = len(calls) == 1 and not inflight
         for _, fut in calls:
             inflight.append((fut, deadline))
         if self._timer is None:

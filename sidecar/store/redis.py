@@ -127,10 +127,11 @@ class RedisSessionStore:
                 await self.on_restart()
             return await self._call(self._evalsha(script.sha, keys, args), probe=True, own=True)
 
-    async def _evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
+    def _evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        # The lane's coroutine itself, not one wrapping it: a frame fewer on every resume.
         if self._lane is not None:
-            return await self._lane.evalsha(sha, keys, args)
-        return await self.client.evalsha(sha, len(keys), *keys, *args)
+            return self._lane.evalsha(sha, keys, args)
+        return self.client.evalsha(sha, len(keys), *keys, *args)
 
     async def aclose(self) -> None:
         """Close the store's own connections (the client is closed by its owner)."""
