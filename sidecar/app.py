@@ -146,8 +146,12 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     app[WRITER_REDIS] = make_client(
         cfg, cluster=cluster, socket_timeout_s=app[CONFIG].writer.block_ms / 1000 + 5.0
     )
+    lifecycle = app[LIFECYCLE]
     store = RedisSessionStore(
-        client, cfg, CircuitBreaker(cfg.breaker_failures, cfg.breaker_reset_s)
+        client,
+        cfg,
+        CircuitBreaker(cfg.breaker_failures, cfg.breaker_reset_s),
+        alone=lambda: lifecycle.in_flight <= 1,
     )
     app[REDIS_STORE] = store
     try:

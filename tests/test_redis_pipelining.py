@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -29,8 +29,10 @@ return ARGV[1]
 class Lane:
     """A lane with a count of the connections it opened."""
 
-    def __init__(self, client: aioredis.Redis, timeout_s: float) -> None:
-        self.lane = ScriptLane(client, timeout_s, timeout_s)
+    def __init__(
+        self, client: aioredis.Redis, timeout_s: float, alone: Callable[[], bool] | None = None
+    ) -> None:
+        self.lane = ScriptLane(client, timeout_s, timeout_s, alone=alone)
         self.opened = 0
         new = self.lane._new
 
@@ -57,9 +59,11 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 @contextlib.asynccontextmanager
-async def _lane(client: aioredis.Redis, timeout_s: float = 5.0) -> AsyncIterator[Lane]:
+async def _lane(
+    client: aioredis.Redis, timeout_s: float = 5.0, alone: Callable[[], bool] | None = None
+) -> AsyncIterator[Lane]:
     """A lane with the test script loaded, closed at the end."""
-    lane = Lane(client, timeout_s)
+    lane = Lane(client, timeout_s, alone)
     lane.sha = await client.script_load(SCRIPT)
     try:
         yield lane
@@ -112,30 +116,32 @@ class _CountedWrites:
         self._transport.abort()
 
 
-async def test_a_lone_caller_is_sent_at_once_and_callers_together_share_a_write(
+async def test_a_lone_request_is_sent_at_once_and_requests_together_share_a_write(
     client: aioredis.Redis,
 ) -> None:
-    async with _lane(client) as lane:
+    serving = [1]  # requests being served, as the server counts them
+    async with _lane(client, alone=lambda: serving[0] <= 1) as lane:
         assert await lane.call("warm") == b"warm"
         pipe = lane.lane._pipe
         assert pipe is not None
         counted = _CountedWrites(pipe._transport)
         pipe._transport = counted  # type: ignore[assignment]
-        # One caller at a time: its call is on the wire before the caller even waits.
+        # One request at a time: its call is on the wire before the caller even waits.
         call = asyncio.ensure_future(lane.call("alone"))
         await asyncio.sleep(0)  # the call is made: it now waits for its answer
         assert counted.writes == 1
         assert await lane.in_flight() == 1
         assert await call == b"alone"
-        # Many at once: the first goes out alone, the rest wait for each other.
+        # Many requests: their calls wait for each other and go out together.
+        serving[0] = 30
         answers = await asyncio.gather(*(lane.call(str(i)) for i in range(30)))
         assert answers == [str(i).encode() for i in range(30)]
-        assert counted.writes <= 1 + 2
-        # And while they come together, they keep sharing writes.
-        before = counted.writes
+        assert counted.writes == 2
+        # Calls made together by one request: the first is sent, the rest share one write.
+        serving[0] = 1
         answers = await asyncio.gather(*(lane.call(str(i)) for i in range(30)))
         assert answers == [str(i).encode() for i in range(30)]
-        assert counted.writes - before == 1
+        assert counted.writes == 4
 
 
 async def test_a_caller_cancelled_before_its_batch_is_written_is_never_sent(

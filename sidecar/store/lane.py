@@ -21,6 +21,7 @@ encoder, which runs per argument in Python).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
@@ -55,8 +56,10 @@ class ScriptLane:
         timeout_s: float,
         connect_timeout_s: float,
         max_open: int = MAX_OPEN,
+        alone: Callable[[], bool] | None = None,
     ) -> None:
         self._pool = client.connection_pool
+        self._alone = alone  # see ``Pipe``: one request at a time is being served
         self._timeout_s = timeout_s
         self._connect_timeout_s = connect_timeout_s
         self._pipe: Pipe | None = None
@@ -88,7 +91,9 @@ class ScriptLane:
     def _live(self) -> Pipe:
         pipe = self._pipe
         if pipe is None or pipe.dead:
-            pipe = self._pipe = Pipe(self._new(), self._timeout_s, self._connect_timeout_s)
+            pipe = self._pipe = Pipe(
+                self._new(), self._timeout_s, self._connect_timeout_s, self._alone
+            )
         return pipe
 
     def _new(self) -> AbstractConnection:

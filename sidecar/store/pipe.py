@@ -1,7 +1,8 @@
 """One Redis connection that carries many calls at once: the calls made within two turns of the
 event loop go out in one write, and their replies are handed back in order (auto-pipelining,
-as ioredis and StackExchange.Redis do it). While calls come one at a time (the last write
-carried one, and nothing is in flight), a call goes out at once: nobody would share its write.
+as ioredis and StackExchange.Redis do it). While one request at a time is served (``alone``,
+a hint from the server), a call made with nothing else in flight or waiting goes out at once:
+nobody is coming to share its write, and waiting would only add to that request's time.
 
 Why: on loopback a send system call runs the receiving side's TCP processing too, so each one
 costs tens of microseconds whatever its size. With a connection per call, the sends of a warm
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
@@ -50,17 +52,20 @@ class Pipe:
     """A redis-py connection (connected here) shared by every call sent while it lives."""
 
     def __init__(
-        self, conn: AbstractConnection, timeout_s: float, connect_timeout_s: float
+        self,
+        conn: AbstractConnection,
+        timeout_s: float,
+        connect_timeout_s: float,
+        alone: Callable[[], bool] | None = None,
     ) -> None:
         self.conn = conn
+        self._alone = alone
         self._timeout_s = timeout_s
         self._loop = asyncio.get_running_loop()
         self._pending: list[_Call] = []
         # Calls written and not answered yet, in the order sent, each with its deadline.
         self._inflight: deque[tuple[asyncio.Future[Any], float]] = deque()
         self._flush_handle: asyncio.Handle | None = None
-        # The last write carried one call: traffic is one caller at a time (see ``submit``).
-        self._alone = False
         self._timer: asyncio.TimerHandle | None = None
         self._transport: asyncio.WriteTransport | None = None
         self._replies: Any = None
@@ -81,11 +86,8 @@ class Pipe:
             return fut
         self._pending.append((command, fut))
         if self.ready and self._flush_handle is None:
-            if self._alone and not self._inflight and len(self._pending) == 1:
-                # One caller at a time (the last batch was a single call, and nothing is in
-                # flight): no other call is coming to share the write, so waiting for one
-                # would only add to this call's time.
-                self._flush()
+            if len(self._pending) == 1 and not self._inflight and self._alone and self._alone():
+                self._flush()  # one request at a time: no other call is coming to share it
             else:
                 self._flush_handle = self._loop.call_soon(self._flush_next)
         return fut
@@ -150,7 +152,6 @@ class Pipe:
             self._die(e)
             return
         inflight = self._inflight
-        self._alone = len(calls) == 1 and not inflight
         for _, fut in calls:
             inflight.append((fut, deadline))
         if self._timer is None:

@@ -59,7 +59,15 @@ class Committed:
 class RedisSessionStore:
     """Sessions in Redis. Every public call is one round trip (one script or one pipeline)."""
 
-    def __init__(self, client: RedisClient, cfg: RedisConfig, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self,
+        client: RedisClient,
+        cfg: RedisConfig,
+        breaker: CircuitBreaker,
+        alone: Callable[[], bool] | None = None,
+    ) -> None:
+        """``alone``: whether one request at a time is being served (its script calls then go
+        out at once rather than waiting to share a write, see ``store.pipe``)."""
         self.client = client
         self.cfg = cfg
         self.keys = KeySpace(cfg.key_prefix, cfg.partitions)
@@ -73,7 +81,11 @@ class RedisSessionStore:
         # call to its slot's master itself.
         single = isinstance(client, aioredis.Redis)
         bound, connect = cfg.socket_timeout_s, cfg.connect_timeout_s
-        self._lane = ScriptLane(client, bound, connect) if single else None  # type: ignore[arg-type]
+        self._lane = (
+            ScriptLane(client, bound, connect, alone=alone)  # type: ignore[arg-type]
+            if single
+            else None
+        )
         # Other calls are bounded as a whole: room for a connect and the exchange (a cluster
         # client keeps its socket timeouts, see store.client: room for one to fire first).
         self._bound_s = bound + connect if single else 2 * bound + connect
