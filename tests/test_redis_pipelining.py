@@ -144,6 +144,29 @@ async def test_a_lone_request_is_sent_at_once_and_requests_together_share_a_writ
         assert counted.writes == 4
 
 
+async def test_work_given_with_a_lone_call_runs_while_its_answer_is_out(
+    client: aioredis.Redis,
+) -> None:
+    serving = [1]
+    async with _lane(client, alone=lambda: serving[0] <= 1) as lane:
+        assert await lane.call("warm") == b"warm"
+        pipe = lane.lane._pipe
+        assert pipe is not None
+        seen: list[int] = []
+
+        def meanwhile() -> None:
+            seen.append(len(pipe._inflight))  # sent, and not answered yet
+
+        answer = await lane.lane.evalsha(lane.sha, ["ran"], ["lone"], meanwhile)
+        assert answer == b"lone"
+        assert seen == [1]
+        # A call that waits to share a write is not out yet: the work is left to the caller.
+        serving[0] = 2
+        answer = await lane.lane.evalsha(lane.sha, ["ran"], ["crowd"], meanwhile)
+        assert answer == b"crowd"
+        assert seen == [1]
+
+
 async def test_a_caller_cancelled_before_its_batch_is_written_is_never_sent(
     client: aioredis.Redis,
 ) -> None:

@@ -66,7 +66,16 @@ class ScriptLane:
         self._slots = asyncio.Semaphore(max_open)
         self._closed = False
 
-    async def evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
+    async def evalsha(
+        self,
+        sha: str,
+        keys: list[str],
+        args: list[Any],
+        meanwhile: Callable[[], None] | None = None,
+    ) -> Any:
+        """The script's reply. ``meanwhile`` (which must not raise) is run once the call is on
+        the wire, while its answer is awaited: work the caller can do before it needs the
+        reply. It is not run when the call waits to share a write with others, nor on a retry."""
         # (acquire/release rather than ``async with``: two coroutines fewer per call.)
         await self._slots.acquire()
         try:
@@ -74,7 +83,10 @@ class ScriptLane:
             command = pack_evalsha(pipe.conn, sha, keys, args)
             served_before = pipe.ready
             try:
-                return await pipe.submit(command)
+                answer = pipe.submit(command)
+                if meanwhile is not None and pipe.ready and not pipe.waiting:
+                    meanwhile()
+                return await answer
             except (RedisConnectionError, OSError) as e:
                 # (TimeoutError is an OSError: a Redis that does not answer is not resent to.)
                 if not served_before or isinstance(e, TimeoutError) or self._closed:

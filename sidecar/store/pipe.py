@@ -78,6 +78,11 @@ class Pipe:
     def busy(self) -> bool:
         return bool(self._pending or self._inflight)
 
+    @property
+    def waiting(self) -> bool:
+        """Calls are queued for the next write (not sent yet)."""
+        return bool(self._pending)
+
     def submit(self, command: bytes) -> asyncio.Future[Any]:
         """Queue a packed command; its reply (or failure) arrives on the returned future."""
         fut: asyncio.Future[Any] = self._loop.create_future()

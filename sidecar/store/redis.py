@@ -122,15 +122,23 @@ class RedisSessionStore:
         self.clock.observe(seconds * 1000 + micros / 1000, sent, time.time() * 1000)
 
     async def _eval(
-        self, script: Any, keys: list[str], args: list[Any], *, probe: bool = False
+        self,
+        script: Any,
+        keys: list[str],
+        args: list[Any],
+        *,
+        probe: bool = False,
+        meanwhile: Callable[[], None] | None = None,
     ) -> Any:
         """Run a loaded script through the breaker and the call bound. NOSCRIPT means Redis
         lost its script cache (a restart or a failover): copies it kept may be stale, so
         ``on_restart`` runs before anything else, outside the call's bound (reconciling takes
         what it takes, bounded by ``session.restore_timeout_s``), and the script is sent again
-        as a probe: Redis has just answered."""
+        as a probe: Redis has just answered. ``meanwhile``: see ``ScriptLane.evalsha`` (run at
+        most once, and only on a single node)."""
         try:
-            return await self._call(self._evalsha(script.sha, keys, args), probe=probe, own=True)
+            call = self._evalsha(script.sha, keys, args, meanwhile)
+            return await self._call(call, probe=probe, own=True)
         except NoScriptError:
             log.info("Redis lost its scripts (restarted or failed over); reconciling")
             for s in self._scripts:
@@ -139,10 +147,16 @@ class RedisSessionStore:
                 await self.on_restart()
             return await self._call(self._evalsha(script.sha, keys, args), probe=True, own=True)
 
-    def _evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+    def _evalsha(
+        self,
+        sha: str,
+        keys: list[str],
+        args: list[Any],
+        meanwhile: Callable[[], None] | None = None,
+    ) -> Awaitable[Any]:
         # The lane's coroutine itself, not one wrapping it: a frame fewer on every resume.
         if self._lane is not None:
-            return self._lane.evalsha(sha, keys, args)
+            return self._lane.evalsha(sha, keys, args, meanwhile)
         return self.client.evalsha(sha, len(keys), *keys, *args)
 
     async def aclose(self) -> None:
@@ -213,16 +227,18 @@ class RedisSessionStore:
         *,
         owner: tuple[str, str] | None = None,
         known_profile: str = "",
+        meanwhile: Callable[[], None] | None = None,
     ) -> Lookup:
         """The session (only its version when ``known_version`` is current) and, with an
-        ``owner`` (tenant, user), that user's profile, in the same round trip."""
+        ``owner`` (tenant, user), that user's profile, in the same round trip. ``meanwhile`` is
+        run while the round trip is out, if it is (see ``ScriptLane.evalsha``)."""
         k = self.keys.session(key)
         keys = [k.meta, k.messages, k.context]
         args: list[Any] = [known_version, window, self.ttl_ms]
         if owner is not None:
             keys.append(self.keys.user(*owner).profile)
             args.append(known_profile)
-        res = await self._eval(self._load, keys, args)
+        res = await self._eval(self._load, keys, args, meanwhile=meanwhile)
         kind = int(res[0])
         if kind == 0:
             return Lookup("absent")
