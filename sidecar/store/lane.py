@@ -31,6 +31,11 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from .pipe import Pipe
 
+# Whether one request at a time is being served (see ``Pipe``).
+Alone = Callable[[], bool] | None
+# Work to run while a call's answer is out (see ``ScriptLane.evalsha``).
+Meanwhile = Callable[[], None] | None
+
 # At most this many calls in flight at once; more wait for one to end, within the caller's
 # bound. As many as the client's own pool allows connections.
 MAX_OPEN = 256
@@ -56,7 +61,7 @@ class ScriptLane:
         timeout_s: float,
         connect_timeout_s: float,
         max_open: int = MAX_OPEN,
-        alone: Callable[[], bool] | None = None,
+        alone: Alone = None,
     ) -> None:
         self._pool = client.connection_pool
         self._alone = alone  # see ``Pipe``: one request at a time is being served
@@ -71,7 +76,7 @@ class ScriptLane:
         sha: str,
         keys: list[str],
         args: list[Any],
-        meanwhile: Callable[[], None] | None = None,
+        meanwhile: Meanwhile = None,
     ) -> Any:
         """The script's reply. ``meanwhile`` (which must not raise) is run once the call is on
         the wire, while its answer is awaited: work the caller can do before it needs the
