@@ -146,9 +146,9 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     app[WRITER_REDIS] = make_client(
         cfg, cluster=cluster, socket_timeout_s=app[CONFIG].writer.block_ms / 1000 + 5.0
     )
-    store = RedisSessionStore(
-        client, cfg, CircuitBreaker(cfg.breaker_failures, cfg.breaker_reset_s)
-    )
+    breaker = CircuitBreaker(cfg.breaker_failures, cfg.breaker_reset_s)
+    lifecycle = app[LIFECYCLE]  # one request at a time: its script calls go out at once
+    store = RedisSessionStore(client, cfg, breaker, alone=lambda: lifecycle.in_flight <= 1)
     app[REDIS_STORE] = store
     try:
         await store.prepare()

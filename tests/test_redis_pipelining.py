@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -29,8 +29,10 @@ return ARGV[1]
 class Lane:
     """A lane with a count of the connections it opened."""
 
-    def __init__(self, client: aioredis.Redis, timeout_s: float) -> None:
-        self.lane = ScriptLane(client, timeout_s, timeout_s)
+    def __init__(
+        self, client: aioredis.Redis, timeout_s: float, alone: Callable[[], bool] | None = None
+    ) -> None:
+        self.lane = ScriptLane(client, timeout_s, timeout_s, alone=alone)
         self.opened = 0
         new = self.lane._new
 
@@ -57,9 +59,11 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 @contextlib.asynccontextmanager
-async def _lane(client: aioredis.Redis, timeout_s: float = 5.0) -> AsyncIterator[Lane]:
+async def _lane(
+    client: aioredis.Redis, timeout_s: float = 5.0, alone: Callable[[], bool] | None = None
+) -> AsyncIterator[Lane]:
     """A lane with the test script loaded, closed at the end."""
-    lane = Lane(client, timeout_s)
+    lane = Lane(client, timeout_s, alone)
     lane.sha = await client.script_load(SCRIPT)
     try:
         yield lane
@@ -95,6 +99,72 @@ async def test_an_error_reply_in_a_batch_fails_only_its_caller(client: aioredis.
         ]
         assert await lane.call("after") == b"after"
         assert lane.opened == 1  # the connection stayed in step and in use
+
+
+class _CountedWrites:
+    """The pipe's transport, counting its writes (each a send system call)."""
+
+    def __init__(self, transport: Any) -> None:
+        self._transport = transport
+        self.writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        self._transport.write(data)
+
+    def abort(self) -> None:
+        self._transport.abort()
+
+
+async def test_a_lone_request_is_sent_at_once_and_requests_together_share_a_write(
+    client: aioredis.Redis,
+) -> None:
+    serving = [1]  # requests being served, as the server counts them
+    async with _lane(client, alone=lambda: serving[0] <= 1) as lane:
+        assert await lane.call("warm") == b"warm"
+        pipe = lane.lane._pipe
+        assert pipe is not None
+        counted = _CountedWrites(pipe._transport)
+        pipe._transport = counted  # type: ignore[assignment]
+        # One request at a time: its call is on the wire before the caller even waits.
+        call = asyncio.ensure_future(lane.call("alone"))
+        await asyncio.sleep(0)  # the call is made: it now waits for its answer
+        assert counted.writes == 1
+        assert await lane.in_flight() == 1
+        assert await call == b"alone"
+        # Many requests: their calls wait for each other and go out together.
+        serving[0] = 30
+        answers = await asyncio.gather(*(lane.call(str(i)) for i in range(30)))
+        assert answers == [str(i).encode() for i in range(30)]
+        assert counted.writes == 2
+        # Calls made together by one request: the first is sent, the rest share one write.
+        serving[0] = 1
+        answers = await asyncio.gather(*(lane.call(str(i)) for i in range(30)))
+        assert answers == [str(i).encode() for i in range(30)]
+        assert counted.writes == 4
+
+
+async def test_work_given_with_a_lone_call_runs_while_its_answer_is_out(
+    client: aioredis.Redis,
+) -> None:
+    serving = [1]
+    async with _lane(client, alone=lambda: serving[0] <= 1) as lane:
+        assert await lane.call("warm") == b"warm"
+        pipe = lane.lane._pipe
+        assert pipe is not None
+        seen: list[int] = []
+
+        def meanwhile() -> None:
+            seen.append(len(pipe._inflight))  # sent, and not answered yet
+
+        answer = await lane.lane.evalsha(lane.sha, ["ran"], ["lone"], meanwhile)
+        assert answer == b"lone"
+        assert seen == [1]
+        # A call that waits to share a write is not out yet: the work is left to the caller.
+        serving[0] = 2
+        answer = await lane.lane.evalsha(lane.sha, ["ran"], ["crowd"], meanwhile)
+        assert answer == b"crowd"
+        assert seen == [1]
 
 
 async def test_a_caller_cancelled_before_its_batch_is_written_is_never_sent(

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 
 import orjson
 
@@ -77,10 +79,19 @@ class SessionService:
     # --- load ----------------------------------------------------------------------------------
 
     async def load(
-        self, key: SessionKey, *, new: bool = False, owner: Owner | None = None
+        self,
+        key: SessionKey,
+        *,
+        new: bool = False,
+        owner: Owner | None = None,
+        meanwhile: Callable[[SessionSnapshot], None] | None = None,
     ) -> Loaded:
         """The session's snapshot. ``new``: the id was just made, so it exists nowhere yet.
-        ``owner`` (tenant, user): the user's profile comes with it, in the same round trip."""
+        ``owner`` (tenant, user): the user's profile comes with it, in the same round trip.
+
+        ``meanwhile`` (which must not raise) is called with the copy this process holds while
+        the round trip that checks it is out, when there is one: the caller can work ahead
+        with it. The load returns that very object when Redis confirmed it current."""
         cached = self.cache.get(key)
         try:
             if key in self.stale.local:
@@ -92,7 +103,8 @@ class SessionService:
             if self.stale.settling:
                 await self.stale.settle()
             returns = self.stale.returns
-            res = await self._read(key, cached, owner)
+            ahead = partial(meanwhile, cached) if meanwhile and cached is not None else None
+            res = await self._read(key, cached, owner, ahead)
             if self.stale.returns != returns:
                 # Redis came back during this call (this call may be what found it back): what
                 # it holds may be stale until the reconciliation has run. Read again after it.
@@ -111,7 +123,11 @@ class SessionService:
             return await self._load_degraded(key, owner)
 
     async def _read(
-        self, key: SessionKey, cached: SessionSnapshot | None, owner: Owner | None
+        self,
+        key: SessionKey,
+        cached: SessionSnapshot | None,
+        owner: Owner | None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> Lookup:
         """One load round trip: the session (only its version when ``cached`` is current) and
         the owner's profile."""
@@ -121,6 +137,7 @@ class SessionService:
             self.cfg.history_limit,
             owner=owner,
             known_profile=self.users.version(owner),
+            meanwhile=meanwhile,
         )
 
     async def _fetch(self, key: SessionKey, limit: int) -> SessionSnapshot | None:

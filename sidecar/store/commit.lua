@@ -9,46 +9,59 @@
 -- Returns {1, version, first seq}, {0, earlier result} for a repeated idempotency key,
 -- {-2} when the session (or its user) was deleted after the turn was asked (nothing is
 -- recorded), or {-1} when the session is absent (the caller restores it and tries again).
+--
+-- The script runs while the turn's client waits, and each redis.call costs about as much as a
+-- small command: values are read with one call per key and written back with one, rather than
+-- a call per counter.
 local asked = tonumber(ARGV[11])
-local deleted = redis.call('GET', KEYS[6])
-if deleted and asked <= tonumber(deleted) then
+local user = #KEYS >= 8
+local guards = redis.call('MGET', KEYS[6], KEYS[5], user and KEYS[8] or KEYS[6])
+if (guards[1] and asked <= tonumber(guards[1])) or (user and guards[3] and asked <= tonumber(guards[3])) then
   return {-2}
 end
-if #KEYS >= 8 then
-  local user_deleted = redis.call('GET', KEYS[8])
-  if user_deleted and asked <= tonumber(user_deleted) then
-    return {-2}
-  end
+if ARGV[8] == '1' and guards[2] then
+  return {0, guards[2]}
 end
-if ARGV[8] == '1' then
-  local seen = redis.call('GET', KEYS[5])
-  if seen then
-    return {0, seen}
-  end
-end
-if redis.call('EXISTS', KEYS[1]) == 0 then
+local model = ARGV[7] ~= '' and ('model:' .. ARGV[7]) or 'tokens_used'
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'version', 'tokens_used', 'message_count', model)
+if not meta[1] then
   return {-1}
 end
-local seq = redis.call('HINCRBY', KEYS[1], 'seq', 2) - 1
-redis.call('RPUSH', KEYS[2],
-  '[' .. seq .. ',' .. string.sub(ARGV[4], 2),
-  '[' .. (seq + 1) .. ',' .. string.sub(ARGV[5], 2))
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+-- Seqs may be microseconds since the epoch (seed.lua): past 10^14, where Lua's own number
+-- formatting turns to exponents. '%d' writes every digit.
+local seq = string.format('%d', (tonumber(meta[2]) or 0) + 1)
+local next_seq = string.format('%d', tonumber(seq) + 1)
+local version = (tonumber(meta[3]) or 0) + 1
 local tokens = tonumber(ARGV[6])
-redis.call('HINCRBY', KEYS[1], 'tokens_used', tokens)
-if ARGV[7] ~= '' then
-  redis.call('HINCRBY', KEYS[1], 'model:' .. ARGV[7], tokens)
+local n = redis.call('RPUSH', KEYS[2],
+  '[' .. seq .. ',' .. string.sub(ARGV[4], 2),
+  '[' .. next_seq .. ',' .. string.sub(ARGV[5], 2))
+local max = tonumber(ARGV[2])
+if n > max then
+  redis.call('LTRIM', KEYS[2], -max, -1)
 end
-redis.call('HINCRBY', KEYS[1], 'message_count', 2)
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
-local version = redis.call('HINCRBY', KEYS[1], 'version', 1)
+local fields = {
+  'seq', next_seq,
+  'version', version,
+  'tokens_used', (tonumber(meta[4]) or 0) + tokens,
+  'message_count', (tonumber(meta[5]) or 0) + 2,
+  'updated_at', ARGV[3],
+}
+if ARGV[7] ~= '' then
+  fields[#fields + 1] = model
+  fields[#fields + 1] = (tonumber(meta[6]) or 0) + tokens
+end
+redis.call('HSET', KEYS[1], unpack(fields))
 local facts_end = 12 + 2 * tonumber(ARGV[12])
 -- A profile absent here was dropped since the load (a flush): the facts still reach PostgreSQL
 -- with the turn, and the next load restores the profile from there.
 if facts_end > 12 and #KEYS >= 7 and redis.call('EXISTS', KEYS[7]) == 1 then
+  local facts = {}
   for i = 13, facts_end, 2 do
-    redis.call('HSET', KEYS[7], 'f:' .. ARGV[i], ARGV[i + 1])
+    facts[#facts + 1] = 'f:' .. ARGV[i]
+    facts[#facts + 1] = ARGV[i + 1]
   end
+  redis.call('HSET', KEYS[7], unpack(facts))
   redis.call('HINCRBY', KEYS[7], 'version', 1)
   redis.call('PEXPIRE', KEYS[7], ARGV[1])
 end
@@ -56,11 +69,11 @@ if #ARGV > facts_end + 1 then
   redis.call('HSET', KEYS[3], unpack(ARGV, facts_end + 1, #ARGV))
 end
 redis.call('XADD', KEYS[4], '*', 'kind', 'turn', 'seq', seq, 'asked', ARGV[11], 'data', ARGV[10])
-local full = redis.call('HGET', KEYS[1], 'epoch') .. ':' .. version
+local full = meta[1] .. ':' .. version
 if ARGV[8] == '1' then
   redis.call('SET', KEYS[5], full .. '|' .. seq, 'PX', ARGV[9])
 end
 for i = 1, 3 do
   redis.call('PEXPIRE', KEYS[i], ARGV[1])
 end
-return {1, full, seq}
+return {1, full, tonumber(seq)}

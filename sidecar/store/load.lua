@@ -5,22 +5,23 @@
 -- otherwise {2, version, meta (flat), window (oldest first), context (flat), P}.
 -- P, the profile: {} when not asked, {0} when absent, {1, version} when the caller's copy is
 -- current, otherwise {2, version, profile hash (flat)}.
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
+-- (One HMGET per hash rather than a call per field: the turn's client waits for the script.)
+local head = redis.call('HMGET', KEYS[1], 'epoch', 'version')
+if not head[1] then
   return {0}
 end
-local version = epoch .. ':' .. redis.call('HGET', KEYS[1], 'version')
+local version = head[1] .. ':' .. head[2]
 for i = 1, 3 do
   redis.call('PEXPIRE', KEYS[i], ARGV[3])
 end
 local profile = {}
 if #KEYS >= 4 then
-  local p_epoch = redis.call('HGET', KEYS[4], 'epoch')
-  if not p_epoch then
+  local p_head = redis.call('HMGET', KEYS[4], 'epoch', 'version')
+  if not p_head[1] then
     profile = {0}
   else
     redis.call('PEXPIRE', KEYS[4], ARGV[3])
-    local p_version = p_epoch .. ':' .. redis.call('HGET', KEYS[4], 'version')
+    local p_version = p_head[1] .. ':' .. p_head[2]
     if p_version == ARGV[4] then
       profile = {1, p_version}
     else

@@ -1,6 +1,8 @@
 """One Redis connection that carries many calls at once: the calls made within two turns of the
 event loop go out in one write, and their replies are handed back in order (auto-pipelining,
-as ioredis and StackExchange.Redis do it).
+as ioredis and StackExchange.Redis do it). While one request at a time is served (``alone``,
+a hint from the server), a call made with nothing else in flight or waiting goes out at once:
+nobody is coming to share its write, and waiting would only add to that request's time.
 
 Why: on loopback a send system call runs the receiving side's TCP processing too, so each one
 costs tens of microseconds whatever its size. With a connection per call, the sends of a warm
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import hiredis
@@ -49,9 +52,14 @@ class Pipe:
     """A redis-py connection (connected here) shared by every call sent while it lives."""
 
     def __init__(
-        self, conn: AbstractConnection, timeout_s: float, connect_timeout_s: float
+        self,
+        conn: AbstractConnection,
+        timeout_s: float,
+        connect_timeout_s: float,
+        alone: Callable[[], bool] | None = None,
     ) -> None:
         self.conn = conn
+        self._alone = alone
         self._timeout_s = timeout_s
         self._loop = asyncio.get_running_loop()
         self._pending: list[_Call] = []
@@ -70,6 +78,11 @@ class Pipe:
     def busy(self) -> bool:
         return bool(self._pending or self._inflight)
 
+    @property
+    def waiting(self) -> bool:
+        """Calls are queued for the next write (not sent yet)."""
+        return bool(self._pending)
+
     def submit(self, command: bytes) -> asyncio.Future[Any]:
         """Queue a packed command; its reply (or failure) arrives on the returned future."""
         fut: asyncio.Future[Any] = self._loop.create_future()
@@ -78,7 +91,10 @@ class Pipe:
             return fut
         self._pending.append((command, fut))
         if self.ready and self._flush_handle is None:
-            self._flush_handle = self._loop.call_soon(self._flush_next)
+            if len(self._pending) == 1 and not self._inflight and self._alone and self._alone():
+                self._flush()  # one request at a time: no other call is coming to share it
+            else:
+                self._flush_handle = self._loop.call_soon(self._flush_next)
         return fut
 
     def _flush_next(self) -> None:

@@ -7,7 +7,6 @@ import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from typing import Any
@@ -26,8 +25,8 @@ from .breaker import CircuitBreaker
 from .client import RedisClient
 from .clock import RedisClock
 from .keys import KeySpace, UserKeys
-from .lane import ScriptLane
-from .replies import Lookup, as_str
+from .lane import Alone, Meanwhile, ScriptLane
+from .replies import Committed, Lookup, as_str, committed_reply
 from .replies import pairs as _pairs
 from .replies import profile_reply as _profile_reply
 
@@ -49,17 +48,12 @@ def _script(name: str) -> str:
     return resources.files(__package__).joinpath(name).read_text(encoding="utf-8")
 
 
-@dataclass(frozen=True, slots=True)
-class Committed:
-    recorded: bool  # False: an earlier request with the same Idempotency-Key recorded it
-    version: str
-    first_seq: int
-
-
 class RedisSessionStore:
     """Sessions in Redis. Every public call is one round trip (one script or one pipeline)."""
 
-    def __init__(self, client: RedisClient, cfg: RedisConfig, breaker: CircuitBreaker) -> None:
+    def __init__(
+        self, client: RedisClient, cfg: RedisConfig, breaker: CircuitBreaker, alone: Alone = None
+    ) -> None:
         self.client = client
         self.cfg = cfg
         self.keys = KeySpace(cfg.key_prefix, cfg.partitions)
@@ -70,10 +64,12 @@ class RedisSessionStore:
         # copies that went stale meanwhile (set by the session service).
         self.on_restart: Callable[[], Awaitable[None]] | None = None
         # Script calls skip the client's pool on a single node; a cluster client routes each
-        # call to its slot's master itself.
+        # call to its slot's master itself. (``alone``: see ``store.pipe``.)
         single = isinstance(client, aioredis.Redis)
         bound, connect = cfg.socket_timeout_s, cfg.connect_timeout_s
-        self._lane = ScriptLane(client, bound, connect) if single else None  # type: ignore[arg-type]
+        self._lane: ScriptLane | None = None
+        if isinstance(client, aioredis.Redis):
+            self._lane = ScriptLane(client, bound, connect, alone=alone)
         # Other calls are bounded as a whole: room for a connect and the exchange (a cluster
         # client keeps its socket timeouts, see store.client: room for one to fire first).
         self._bound_s = bound + connect if single else 2 * bound + connect
@@ -110,15 +106,22 @@ class RedisSessionStore:
         self.clock.observe(seconds * 1000 + micros / 1000, sent, time.time() * 1000)
 
     async def _eval(
-        self, script: Any, keys: list[str], args: list[Any], *, probe: bool = False
+        self,
+        script: Any,
+        keys: list[str],
+        args: list[Any],
+        *,
+        probe: bool = False,
+        meanwhile: Meanwhile = None,
     ) -> Any:
         """Run a loaded script through the breaker and the call bound. NOSCRIPT means Redis
         lost its script cache (a restart or a failover): copies it kept may be stale, so
         ``on_restart`` runs before anything else, outside the call's bound (reconciling takes
         what it takes, bounded by ``session.restore_timeout_s``), and the script is sent again
-        as a probe: Redis has just answered."""
+        as a probe: Redis has just answered (not ``meanwhile``: ``ScriptLane.evalsha``)."""
         try:
-            return await self._call(self._evalsha(script.sha, keys, args), probe=probe, own=True)
+            call = self._evalsha(script.sha, keys, args, meanwhile)
+            return await self._call(call, probe=probe, own=True)
         except NoScriptError:
             log.info("Redis lost its scripts (restarted or failed over); reconciling")
             for s in self._scripts:
@@ -127,10 +130,13 @@ class RedisSessionStore:
                 await self.on_restart()
             return await self._call(self._evalsha(script.sha, keys, args), probe=True, own=True)
 
-    async def _evalsha(self, sha: str, keys: list[str], args: list[Any]) -> Any:
+    def _evalsha(
+        self, sha: str, keys: list[str], args: list[Any], meanwhile: Meanwhile = None
+    ) -> Awaitable[Any]:
+        # The lane's coroutine itself, not one wrapping it: a frame fewer on every resume.
         if self._lane is not None:
-            return await self._lane.evalsha(sha, keys, args)
-        return await self.client.evalsha(sha, len(keys), *keys, *args)
+            return self._lane.evalsha(sha, keys, args, meanwhile)
+        return self.client.evalsha(sha, len(keys), *keys, *args)
 
     async def aclose(self) -> None:
         """Close the store's own connections (the client is closed by its owner)."""
@@ -200,16 +206,18 @@ class RedisSessionStore:
         *,
         owner: tuple[str, str] | None = None,
         known_profile: str = "",
+        meanwhile: Meanwhile = None,
     ) -> Lookup:
         """The session (only its version when ``known_version`` is current) and, with an
-        ``owner`` (tenant, user), that user's profile, in the same round trip."""
+        ``owner`` (tenant, user), that user's profile, in one round trip (``meanwhile``: see
+        ``ScriptLane.evalsha``)."""
         k = self.keys.session(key)
         keys = [k.meta, k.messages, k.context]
         args: list[Any] = [known_version, window, self.ttl_ms]
         if owner is not None:
             keys.append(self.keys.user(*owner).profile)
             args.append(known_profile)
-        res = await self._eval(self._load, keys, args)
+        res = await self._eval(self._load, keys, args, meanwhile=meanwhile)
         kind = int(res[0])
         if kind == 0:
             return Lookup("absent")
@@ -307,11 +315,7 @@ class RedisSessionStore:
             raise SessionAbsent(turn.key.session_id)
         if kind == -2:
             log.info("turn of deleted session %s/%s dropped", turn.key.tenant, turn.key.session_id)
-            return Committed(False, "", 0)
-        if kind == 0:
-            version, _, seq = as_str(res[1]).rpartition("|")
-            return Committed(False, version, int(seq))
-        return Committed(True, as_str(res[1]), int(res[2]))
+        return committed_reply(res)
 
     async def delete(self, key: SessionKey, *, probe: bool = False) -> None:
         """Drop a stale Redis copy (it is restored from PostgreSQL on the next load), keeping

@@ -1,5 +1,5 @@
-"""What Redis answers, read into the project's types: text from bytes, field/value pairs, and the
-load script's reply about a session and about its user's profile."""
+"""What Redis answers, read into the project's types: text from bytes, field/value pairs, the
+load script's reply about a session and about its user's profile, the commit script's."""
 
 from __future__ import annotations
 
@@ -18,6 +18,15 @@ def as_str(value: bytes | str) -> str:
 
 def pairs(flat: list[Any]) -> dict[str, bytes]:
     return {as_str(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What the commit script did with a turn."""
+
+    recorded: bool  # False: an earlier request with the same Idempotency-Key recorded it
+    version: str
+    first_seq: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,3 +60,15 @@ def profile_reply(reply: list[Any]) -> ProfileLoaded | None:
     flat = pairs(reply[2])
     facts = {k[2:]: orjson.loads(v) for k, v in flat.items() if k.startswith("f:")}
     return ProfileLoaded("fresh", as_str(reply[1]), facts)
+
+
+def committed_reply(reply: list[Any]) -> Committed:
+    """The commit script's reply (other than "absent"): recorded now, recorded before under the
+    same idempotency key, or dropped (the session was deleted since the turn was asked)."""
+    kind = int(reply[0])
+    if kind == -2:
+        return Committed(False, "", 0)
+    if kind == 0:
+        version, _, seq = as_str(reply[1]).rpartition("|")
+        return Committed(False, version, int(seq))
+    return Committed(True, as_str(reply[1]), int(reply[2]))

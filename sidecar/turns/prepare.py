@@ -15,7 +15,7 @@ from typing import Any
 from .. import tracing
 from ..adapters.base import Adapter, Incoming, Injection
 from ..config import Config
-from ..context import Extractor
+from ..context import Extractor, Resolution, RulesExtractor
 from ..identity import Identity
 from ..profile.extract import ProfileExtractor
 from ..profile.inject import profile_note, with_profile
@@ -45,6 +45,16 @@ class Question:
     # The user whose profile the facts the question stated go to (bare tenant, user).
     profile_owner: tuple[str, str] | None = None
     profile_patch: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """What the loaded session makes of the request: the forwarded body, this query's context
+    patch, the facts the user stated."""
+
+    body: dict[str, Any]
+    patch: dict[str, Any]
+    stated: dict[str, str]
 
 
 @dataclass(slots=True)
@@ -104,11 +114,52 @@ class Preparer:
         key = SessionKey(identity.scope, session_id)
         # With ``memory.profile``, the identity's user reads and adds to their profile.
         owner = owner_of(identity) if self.profiles is not None else None
+        ahead: list[tuple[SessionSnapshot, _Built]] = []
+
+        def meanwhile(held: SessionSnapshot) -> None:
+            # While the load's round trip is out: build the request from the copy this process
+            # holds, which the load mostly confirms is current. Used only when it does.
+            try:
+                built = self._build_now(session_id, incoming, held)
+            except Exception:  # built again after the load, where the error belongs
+                return
+            if built is not None:
+                ahead.append((held, built))
+
+        # Only with the copy alone to go by: a user's profile comes with the load.
+        guess = meanwhile if owner is None else None
         # An id the sidecar just made cannot exist anywhere: no need to ask PostgreSQL.
         with tracing.span("load"):
-            loaded = await self.sessions.load(key, new=incoming.session_id is None, owner=owner)
+            loaded = await self.sessions.load(
+                key, new=incoming.session_id is None, owner=owner, meanwhile=guess
+            )
         snapshot = loaded.snapshot
-        degraded = [loaded.degraded] if loaded.degraded else []
+        if ahead and ahead[0][0] is snapshot:
+            built = ahead[0][1]
+        else:
+            built = await self._build(session_id, incoming, snapshot, owner, loaded.profile)
+        return Prepared(
+            key,
+            incoming,
+            snapshot,
+            [loaded.degraded] if loaded.degraded else [],
+            built.body,
+            built.patch,
+            idempotency_key,
+            user_id=identity.user,
+            profile_owner=owner,
+            profile_patch=built.stated,
+        )
+
+    async def _build(
+        self,
+        session_id: str,
+        incoming: Incoming,
+        snapshot: SessionSnapshot,
+        owner: tuple[str, str] | None,
+        profile: dict[str, str] | None,
+    ) -> _Built:
+        """The forwarded body and the context patch, from the loaded session."""
         stated: dict[str, str] = {}
         if (
             self.profiles is not None
@@ -116,31 +167,66 @@ class Preparer:
             and len(incoming.query) <= MAX_EXTRACTED_CHARS
         ):
             stated = self.profiles.extract(incoming.query)
-        facts = {**(loaded.profile or {}), **stated}
+        facts = {**(profile or {}), **stated}
+        asked = self._question(incoming, snapshot, facts)
+        resolution = None
+        if asked is not None and self.extractor is not None:
+            with tracing.span("context"):
+                resolution = await self.extractor.resolve(**asked)
+        return self._assemble(session_id, incoming, snapshot, facts, stated, resolution)
+
+    def _build_now(
+        self, session_id: str, incoming: Incoming, snapshot: SessionSnapshot
+    ) -> _Built | None:
+        """``_build`` without a profile, at once: None when the context engine is not the
+        in-process one (another answers over the network)."""
+        asked = self._question(incoming, snapshot, {})
+        resolution = None
+        if asked is not None:
+            if not isinstance(self.extractor, RulesExtractor):
+                return None
+            with tracing.span("context"):
+                resolution = self.extractor.resolve_sync(**asked)
+        return self._assemble(session_id, incoming, snapshot, {}, {}, resolution)
+
+    def _question(
+        self, incoming: Incoming, snapshot: SessionSnapshot, facts: dict[str, str]
+    ) -> dict[str, Any] | None:
+        """What the context engine is asked about this query, or None when it is not asked."""
+        if (
+            self.extractor is None
+            or not self.config.context.extract_entities
+            or len(incoming.query) > MAX_EXTRACTED_CHARS
+        ):
+            return None
+        last_assistant = next(
+            (m.content for m in reversed(snapshot.window) if m.role == "assistant"), None
+        )
+        known = {**snapshot.context, **incoming.request_context}
         # The home stands in for a place only where none was said in the session.
         home = facts.get("home_location") if "location" not in snapshot.context else None
+        if home and "location" not in known:
+            # So that a follow-up ("那明天呢") completes with the user's home.
+            known["location"] = home
+        return {
+            "query": incoming.query,
+            "context": known,
+            "last_assistant": last_assistant,
+            "timezone": self._timezone(incoming.request_context),
+        }
 
+    def _assemble(
+        self,
+        session_id: str,
+        incoming: Incoming,
+        snapshot: SessionSnapshot,
+        facts: dict[str, str],
+        stated: dict[str, str],
+        resolution: Resolution | None,
+    ) -> _Built:
         patch: dict[str, Any] = dict(incoming.request_context)
         completed = None
-        if (
-            self.extractor is not None
-            and self.config.context.extract_entities
-            and len(incoming.query) <= MAX_EXTRACTED_CHARS
-        ):
-            last_assistant = next(
-                (m.content for m in reversed(snapshot.window) if m.role == "assistant"), None
-            )
-            known = {**snapshot.context, **incoming.request_context}
-            if home and "location" not in known:
-                # So that a follow-up ("那明天呢") completes with the user's home.
-                known["location"] = home
-            with tracing.span("context"):
-                resolution = await self.extractor.resolve(
-                    incoming.query,
-                    context=known,
-                    last_assistant=last_assistant,
-                    timezone=self._timezone(incoming.request_context),
-                )
+        if resolution is not None:
             patch = {**resolution.entities, **incoming.request_context}
             completed = resolution.completed_query
         context = with_profile({**snapshot.context, **patch}, facts)
@@ -155,18 +241,7 @@ class Preparer:
             incoming,
             Injection(session_id, window, context, completed, self.config.context.rewrite, note),
         )
-        return Prepared(
-            key,
-            incoming,
-            snapshot,
-            degraded,
-            body,
-            patch,
-            idempotency_key,
-            user_id=identity.user,
-            profile_owner=owner,
-            profile_patch=stated,
-        )
+        return _Built(body, patch, stated)
 
     def _timezone(self, request_context: dict[str, Any]) -> str:
         tz = request_context.get("timezone")
