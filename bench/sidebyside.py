@@ -85,7 +85,9 @@ SCRIPT_COMMANDS = frozenset({"evalsha", "eval", "fcall"})
 
 @dataclass(frozen=True, slots=True)
 class Sizes:
-    rounds: int = 3
+    # Five rounds: with three, the median turn ratio moved by about 0.3x from run to run on the
+    # shared 2-core machine these figures come from.
+    rounds: int = 5
     seconds: float = 3.0
     sequential_seconds: float = 2.0
     connections: int = 16
@@ -179,6 +181,11 @@ class SideBySide:
     entries_per_batch: float = 0.0
     litellm: Mode | None = None
 
+    def round_ratios(self, name: str) -> list[float]:
+        """``name``'s CPU per request over the forwarder's, round by round (they take turns)."""
+        pairs = zip(self.modes[name].loaded, self.modes["forwarder"].loaded, strict=False)
+        return [run.cpu_us / base.cpu_us for run, base in pairs if base.cpu_us > 0]
+
     def ratio(self, name: str, figure: str = "cpu_us") -> float:
         base = getattr(self.modes["forwarder"], figure)
         return float(getattr(self.modes[name], figure)) / base if base > 0 else float("nan")
@@ -259,6 +266,17 @@ class SideBySide:
             "",
             "  latencies in ms; CPU µs per request of the server process (and of redis-server)",
             f"  sequential turn p50 - forwarder p50 = {turn.seq_p50_ms - fwd.seq_p50_ms:.2f} ms",
+            "  per round, CPU x fwd: "
+            + "; ".join(
+                f"{m} " + ", ".join(f"{r:.2f}" for r in self.round_ratios(m))
+                for m in MODES
+                if m != "forwarder"
+            ),
+            "  per round, sequential p50 - forwarder's (ms): "
+            + ", ".join(
+                f"{t.load.p50_ms - f.load.p50_ms:.2f}"
+                for t, f in zip(turn.sequential, fwd.sequential, strict=False)
+            ),
             "",
             f"  Redis commands per warm turn (INFO commandstats, scripts' own calls included): "
             f"{sum(self.commands_per_turn.values()):.1f}",
