@@ -141,8 +141,9 @@ class RulesExtractor:
         today = today_in(timezone, now)
         asked_place, asked_time = asked(last_assistant)
         simple = to_simplified(text)
+        stored_date = _stored_date(context)
         places, times, topics = self._analyse(
-            text, simple, today, _stored_date(context), answering=asked_place
+            text, simple, today, stored_date, answering=asked_place
         )
         blocked = [(t.start, t.end) for t in times] + [(t.start, t.end) for t in topics]
         place = chosen_place(simple, places)
@@ -175,11 +176,14 @@ class RulesExtractor:
             topic,
             context,
             today,
+            lang=lang,
+            stored_date=stored_date,
             answering=asked_place or asked_time,
             answering_place=asked_place,
             elliptical=elliptical,
             traditional=simple != text or traditional_context(context),
-            route=() if is_correction(simple) else places,
+            # a route is two places or more: only then is a correction looked for
+            route=() if len(places) >= 2 and is_correction(simple) else places,
         )
         if len(text) <= _MAX_FRAME_CHARS:
             if completed is not None:
@@ -245,6 +249,8 @@ class RulesExtractor:
         context: Mapping[str, Any],
         today: date,
         *,
+        lang: str,
+        stored_date: date | None,
         answering: bool,
         answering_place: bool,
         elliptical: bool,
@@ -253,9 +259,7 @@ class RulesExtractor:
     ) -> str | None:
         stored_topic = _stored_str(context, "topic")
         stored_place = _stored_str(context, "location")
-        stored_date = _stored_date(context)
         stored_expr = _stored_str(context, "time_expression")
-        lang = _lang_of(text)
         frame = self._frame(context, today) if elliptical and topic is None else None
         # A time alone after a request without one ("杭州哪里有兰州拉面" then "大后天呢") goes
         # back to the topic under discussion, if there is one.
