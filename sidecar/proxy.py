@@ -76,13 +76,27 @@ def _end_to_end(
     runs twice on every request, pass-through included."""
     if "Connection" in headers:
         drop = drop | _connection_listed(headers)
+        verdicts: dict[str, bool] = {}  # this request's own drop set: nothing kept for later
+    else:
+        verdicts = _VERDICTS.setdefault((drop, drop_sidecar), {})
     kept = []
     for k, v in headers.items():
-        name = k.lower()
-        if name in drop or (drop_sidecar and name.startswith(SIDECAR_HEADER_PREFIX)):
-            continue
-        kept.append((k, v))
+        keep = verdicts.get(k)
+        if keep is None:
+            name = k.lower()
+            keep = not (name in drop or (drop_sidecar and name.startswith(SIDECAR_HEADER_PREFIX)))
+            if len(verdicts) < _VERDICTS_KEPT:
+                verdicts[k] = keep
+        if keep:
+            kept.append((k, v))
     return CIMultiDict(kept)
+
+
+# Whether a header name is kept, per drop set, as the name came: the same few names arrive with
+# every request, and a lookup costs less than lowering and testing each again. Bounded, as the
+# names are the client's (and the upstream's) to choose.
+_VERDICTS: dict[tuple[frozenset[str], bool], dict[str, bool]] = {}
+_VERDICTS_KEPT = 256
 
 
 def _drop_set(*names: Iterable[str]) -> frozenset[str]:

@@ -353,6 +353,23 @@ async def test_hop_by_hop_request_headers_dropped_and_forwarded_headers_added(
     assert seen["x-forwarded-host"] == ["public.example:8443"]
 
 
+async def test_a_header_named_by_connection_is_dropped_from_that_request_only(
+    sidecar: RunningSidecar,
+) -> None:
+    """Whether a header is forwarded is remembered per name; ``Connection`` changes it for the
+    one request that lists the name, before and after requests that do not."""
+
+    async def forwarded(extra: bytes) -> dict[str, list[str]]:
+        request = b"GET /echo/conn HTTP/1.1\r\nHost: a\r\n" + extra + b"X-Foo: 1\r\n\r\n"
+        status, _, raw_body = await raw_exchange(sidecar.url, request)
+        assert status.startswith(b"HTTP/1.1 200")
+        return echoed_headers(json.loads(raw_body))
+
+    assert (await forwarded(b""))["x-foo"] == ["1"]
+    assert "x-foo" not in await forwarded(b"Connection: close, X-Foo\r\n")
+    assert (await forwarded(b""))["x-foo"] == ["1"]
+
+
 async def test_forwarded_for_is_added_when_absent(
     sidecar: RunningSidecar, http: aiohttp.ClientSession
 ) -> None:
