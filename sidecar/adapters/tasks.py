@@ -92,9 +92,13 @@ class TasksAdapter:
         body["session_id"] = injection.session_id
         # Each message's history entry was encoded when it was made: spliced, not rebuilt (from
         # a list: ``join`` makes one of a generator first, which costs more than building it).
-        history = orjson.Fragment(
-            b"[" + b",".join([m.history_json for m in injection.history]) + b"]"
-        )
+        # The brackets go onto the first and last entries, so the window is copied once, not
+        # three times.
+        entries = [m.history_json for m in injection.history]
+        if entries:
+            entries[0] = b"[" + entries[0]
+            entries[-1] += b"]"
+        history = orjson.Fragment(b",".join(entries) if entries else b"[]")
         context = dict(injection.context)
         # A client's own history is never trusted nor forwarded: the stored window replaces it.
         body.pop("history", None)
