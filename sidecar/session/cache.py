@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from .model import Message, SessionKey, SessionSnapshot
+from .model import Message, SessionKey, SessionSnapshot, Turn
 
 # A rough per-message overhead (the Message object, its id and timestamp strings).
 MESSAGE_OVERHEAD_BYTES = 200
+
+# A copy grown ahead of a commit's reply (``SessionCache.grow_ahead``): the cached copy it grew
+# from and that copy's size; the grown copy and its size.
+Ahead = tuple[SessionSnapshot, int, SessionSnapshot, int]
 
 
 def message_bytes(message: Message) -> int:
@@ -23,6 +27,38 @@ def message_bytes(message: Message) -> int:
 def snapshot_bytes(snapshot: SessionSnapshot) -> int:
     """About what the window holds."""
     return sum(map(message_bytes, snapshot.window))
+
+
+def grown(
+    cached: SessionSnapshot,
+    size: int,
+    turn: Turn,
+    version: str,
+    first_seq: int,
+    history_limit: int,
+) -> tuple[SessionSnapshot, int]:
+    """``cached`` (counted as ``size``) with ``turn`` committed as ``version`` from
+    ``first_seq`` on, as Redis then holds it when nothing else was written in between; and its
+    size, counted by difference (counting its 50 messages again cost more than the rest)."""
+    user = turn.user.with_seq(first_seq)
+    assistant = turn.assistant.with_seq(first_seq + 1)
+    grown = (*cached.window, user, assistant)
+    window = grown[-history_limit:] if history_limit > 0 else ()
+    dropped = grown[: len(grown) - len(window)]
+    size += message_bytes(user) + message_bytes(assistant) - sum(map(message_bytes, dropped))
+    # Built whole rather than by ``dataclasses.replace``, which walks the fields per call.
+    snapshot = SessionSnapshot(
+        key=cached.key,
+        version=version,
+        window=window,
+        context={**cached.context, **turn.context_patch},
+        tokens_used=cached.tokens_used + turn.usage.total_tokens,
+        message_count=cached.message_count + 2,
+        last_seq=first_seq + 1,
+        created_at=cached.created_at,
+        updated_at=turn.assistant.timestamp,
+    )
+    return snapshot, size
 
 
 class SessionCache:
@@ -43,6 +79,21 @@ class SessionCache:
             return None
         self._entries.move_to_end(key)
         return entry[0]
+
+    def entry(self, key: SessionKey) -> tuple[SessionSnapshot, int] | None:
+        """The cached snapshot of ``key`` and its counted size, left where it is in the order."""
+        return self._entries.get(key)
+
+    def grow_ahead(self, turn: Turn, history_limit: int) -> Ahead | None:
+        """The cached copy of ``turn``'s session grown by it as its commit will leave it if
+        nothing else is written in between: the next version, seqs on from the copy's last."""
+        entry = self._entries.get(turn.key)
+        if entry is None:
+            return None
+        cached, size = entry
+        epoch, _, n = cached.version.rpartition(":")
+        version, first_seq = f"{epoch}:{int(n) + 1}", cached.last_seq + 1
+        return cached, size, *grown(cached, size, turn, version, first_seq, history_limit)
 
     def size_of(self, key: SessionKey) -> int | None:
         """The size counted for the cached entry of ``key`` (``snapshot_bytes``)."""

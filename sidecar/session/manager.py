@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
@@ -29,7 +30,7 @@ from ..store.postgres import PostgresSessionStore
 from ..store.redis import Committed, RedisSessionStore
 from ..store.replies import Lookup
 from .admin import SessionAdmin
-from .cache import SessionCache, message_bytes
+from .cache import Ahead, SessionCache, grown
 from .model import SessionKey, SessionSnapshot, Turn, utc_now_iso
 from .replay import JournalReplay
 from .stale import StaleCopies
@@ -247,9 +248,17 @@ class SessionService:
     # --- commit --------------------------------------------------------------------------------
 
     async def commit(self, turn: Turn) -> Recorded:
+        ahead: list[Ahead | None] = []
+
+        def meanwhile() -> None:
+            # While the commit's round trip is out: grow the copy held here as Redis will hold
+            # it if nothing else is written in between. Cached only if the reply says exactly so.
+            with suppress(Exception):  # grown again after the reply, where the error belongs
+                ahead.append(self.cache.grow_ahead(turn, self.cfg.history_limit))
+
         try:
             try:
-                committed = await self.redis.commit(turn, self.cfg.max_stored_messages)
+                committed = await self.redis.commit(turn, self.cfg.max_stored_messages, meanwhile)
             except SessionAbsent:
                 # Expired or flushed between load and commit: restore, then commit once more.
                 await self._restore_or_create(turn.key)
@@ -265,44 +274,35 @@ class SessionService:
         if turn.profile_patch:
             # The next load reads the new facts (and their version) with the session.
             self.users.forget(turn.profile_owner)
-        self._update_cache(turn, committed)
+        self._update_cache(turn, committed, ahead[0] if ahead else None)
         if committed.recorded:
             self._recorded_in_redis.inc()
         return Recorded(committed.recorded)
 
-    def _update_cache(self, turn: Turn, committed: Committed) -> None:
-        cached = self.cache.get(turn.key)
-        if cached is None or not committed.recorded:
+    def _update_cache(self, turn: Turn, committed: Committed, ahead: Ahead | None) -> None:
+        entry = self.cache.entry(turn.key)
+        if entry is None or not committed.recorded:
+            return
+        cached, size = entry
+        if (
+            ahead is not None
+            and ahead[0] is cached
+            and ahead[1] == size
+            and ahead[2].version == committed.version
+            and ahead[2].last_seq == committed.first_seq + 1
+        ):
+            # Grown while the reply was out, from this very copy, as the reply now confirms.
+            self.cache.put(ahead[2], ahead[3])
             return
         epoch, _, n = committed.version.rpartition(":")
         if cached.version != f"{epoch}:{int(n) - 1}":
             # Another turn landed in between: the next load fetches the real window.
             self.cache.discard(turn.key)
             return
-        user = turn.user.with_seq(committed.first_seq)
-        assistant = turn.assistant.with_seq(committed.first_seq + 1)
-        grown = (*cached.window, user, assistant)
-        window = grown[-self.cfg.history_limit :] if self.cfg.history_limit > 0 else ()
-        dropped = grown[: len(grown) - len(window)]
-        size = (
-            (self.cache.size_of(turn.key) or 0)
-            + message_bytes(user)
-            + message_bytes(assistant)
-            - sum(map(message_bytes, dropped))
+        built = grown(
+            cached, size, turn, committed.version, committed.first_seq, self.cfg.history_limit
         )
-        # Built whole rather than by ``dataclasses.replace``, which walks the fields per call.
-        grown_snapshot = SessionSnapshot(
-            key=cached.key,
-            version=committed.version,
-            window=window,
-            context={**cached.context, **turn.context_patch},
-            tokens_used=cached.tokens_used + turn.usage.total_tokens,
-            message_count=cached.message_count + 2,
-            last_seq=committed.first_seq + 1,
-            created_at=cached.created_at,
-            updated_at=turn.assistant.timestamp,
-        )
-        self.cache.put(grown_snapshot, size)
+        self.cache.put(*built)
 
     async def _commit_degraded(self, turn: Turn) -> Recorded:
         self.cache.discard(turn.key)

@@ -281,7 +281,8 @@ class RedisSessionStore:
         res = await self._eval(self._seed, [k.meta, k.messages, k.context, k.outbox, k.floor], args)
         return bool(int(res))
 
-    async def commit(self, turn: Turn, max_stored: int) -> Committed:
+    async def commit(self, turn: Turn, max_stored: int, meanwhile: Meanwhile = None) -> Committed:
+        """Record ``turn`` (``meanwhile``: see ``load``)."""
         k = self.keys.session(turn.key)
         user, assistant = turn.user.encode_without_seq(), turn.assistant.encode_without_seq()
         # Without the client's Idempotency-Key, the turn's own id guards against a resend.
@@ -309,7 +310,7 @@ class RedisSessionStore:
                 args += [fact, orjson.dumps(value)]
         for field_, value in turn.context_patch.items():
             args += [field_, orjson.dumps(value)]
-        res = await self._eval(self._commit, keys, args)
+        res = await self._eval(self._commit, keys, args, meanwhile=meanwhile)
         kind = int(res[0])
         if kind == -1:
             raise SessionAbsent(turn.key.session_id)
