@@ -140,7 +140,7 @@ class Usage:
 class SessionSnapshot:
     """A session as loaded: the window (oldest first), context and counters, at a version.
     (A new field must also be carried over where a turn grows a cached snapshot:
-    ``SessionService._update_cache`` builds it field by field.)"""
+    ``session.cache.grown`` builds it field by field.)"""
 
     key: SessionKey
     version: str
