@@ -33,6 +33,23 @@ def _turn(key: SessionKey, query: str, model: str = "m-1", tokens: int = 30) -> 
     )
 
 
+async def _seed_empty(
+    store: RedisSessionStore, key: SessionKey, *, last_seq: int | None, tokens_used: int
+) -> None:
+    """A session with no message yet, as a restore writes it."""
+    await store.seed(
+        key,
+        last_seq=last_seq,
+        tokens_used=tokens_used,
+        message_count=0,
+        created_at="2026-01-01T00:00:00Z",
+        updated_at="2026-01-01T00:00:00Z",
+        context={},
+        messages=[],
+        announce=False,
+    )
+
+
 async def test_a_session_numbered_from_the_clock_keeps_every_digit_of_its_seqs(
     redis_url: str,
 ) -> None:
@@ -43,17 +60,7 @@ async def test_a_session_numbered_from_the_clock_keeps_every_digit_of_its_seqs(
     key = SessionKey("t", "clocked")
     try:
         await store.prepare()
-        await store.seed(
-            key,
-            last_seq=None,
-            tokens_used=0,
-            message_count=0,
-            created_at="2026-01-01T00:00:00Z",
-            updated_at="2026-01-01T00:00:00Z",
-            context={},
-            messages=[],
-            announce=False,
-        )
+        await _seed_empty(store, key, last_seq=None, tokens_used=0)
         first = await store.commit(_turn(key, "first"), 200)
         second = await store.commit(_turn(key, "second"), 200)
         assert first.first_seq > 10**15
@@ -85,17 +92,7 @@ async def test_the_counters_add_up_over_turns_and_the_list_keeps_the_newest(
     key = SessionKey("t", "counted")
     try:
         await store.prepare()
-        await store.seed(
-            key,
-            last_seq=0,
-            tokens_used=5,
-            message_count=0,
-            created_at="2026-01-01T00:00:00Z",
-            updated_at="2026-01-01T00:00:00Z",
-            context={},
-            messages=[],
-            announce=False,
-        )
+        await _seed_empty(store, key, last_seq=0, tokens_used=5)
         versions = []
         for i, (model, tokens) in enumerate([("m-1", 30), ("m-2", 40), ("m-1", 50), ("", 7)]):
             versions.append((await store.commit(_turn(key, f"q{i}", model, tokens), 6)).version)
