@@ -189,14 +189,11 @@ async def test_a_caller_cancelled_in_flight_leaves_the_others_answers_right(
 ) -> None:
     async with _lane(client) as lane:
         assert await lane.call("warm") == b"warm"
-        await redis_server.pause()
-        try:
+        async with redis_server.paused():
             calls = [asyncio.create_task(lane.call(a)) for a in ("a", "b", "c")]
 
             await wait_until(lane.in_flight, lambda n: n == 3, what="three calls in flight")
             calls[1].cancel()
-        finally:
-            await redis_server.resume()
         outcomes = await asyncio.gather(*calls, return_exceptions=True)
         assert outcomes[0] == b"a"
         assert outcomes[2] == b"c"
@@ -212,14 +209,11 @@ async def test_a_frozen_redis_times_out_every_call_in_flight_then_a_fresh_connec
 ) -> None:
     async with _lane(client, timeout_s=0.3) as lane:
         assert await lane.call("warm") == b"warm"
-        await redis_server.pause()
-        try:
+        async with redis_server.paused():
             async with asyncio.timeout(10):  # a call that hangs fails the test here
                 outcomes = await asyncio.gather(
                     *(lane.call(str(i)) for i in range(50)), return_exceptions=True
                 )
-        finally:
-            await redis_server.resume()
         assert all(isinstance(o, TimeoutError) for o in outcomes), outcomes
         assert len({str(o) for o in outcomes}) == 1
         assert "did not answer within 0.3s" in str(outcomes[0])
@@ -244,8 +238,7 @@ async def test_a_call_whose_served_connection_is_lost_in_flight_is_sent_once_mor
 ) -> None:
     async with _lane(client) as lane:
         assert await lane.call("warm") == b"warm"
-        await redis_server.pause()
-        try:
+        async with redis_server.paused():
             call = asyncio.create_task(lane.call("again"))
 
             await wait_until(lane.in_flight, lambda n: n == 1, what="the call in flight")
@@ -255,8 +248,6 @@ async def test_a_call_whose_served_connection_is_lost_in_flight_is_sent_once_mor
             assert pipe.conn._writer is not None
             pipe.conn._writer.transport.abort()
             await wait_until(lambda: _is(lane.opened), lambda n: n == 2, what="a fresh connection")
-        finally:
-            await redis_server.resume()
         assert await call == b"again"
 
 
@@ -265,14 +256,11 @@ async def test_calls_in_flight_when_the_lane_closes_fail_as_on_a_lost_connection
 ) -> None:
     async with _lane(client) as lane:
         assert await lane.call("warm") == b"warm"
-        await redis_server.pause()
-        try:
+        async with redis_server.paused():
             calls = [asyncio.create_task(lane.call(str(i))) for i in range(3)]
             await wait_until(lane.in_flight, lambda n: n == 3, what="three calls in flight")
             await lane.lane.aclose()
             outcomes = await asyncio.gather(*calls, return_exceptions=True)
-        finally:
-            await redis_server.resume()
         assert all(isinstance(o, RedisConnectionError) for o in outcomes), outcomes
         assert lane.opened == 1  # not sent again after the close
 

@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -287,6 +288,15 @@ class ChildServer(Started):
         if self._paused and self._proc is not None:
             _send(_tree(self._proc.pid), signal.SIGCONT)
             self._paused = False
+
+    @contextlib.asynccontextmanager
+    async def paused(self) -> AsyncIterator[None]:
+        """Paused for the block, resumed after it however the block ends."""
+        await self.pause()
+        try:
+            yield
+        finally:
+            await self.resume()
 
     async def restart(self) -> None:
         """Stop (or, when it is already gone, clean up after) and start on the same port."""
