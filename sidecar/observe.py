@@ -6,6 +6,7 @@ through ``upstream_call``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 import time
@@ -234,7 +235,12 @@ class Observer:
             duration = time.perf_counter() - started
             if upstream_failure is None and (info.upstream_status or 0) >= 500:
                 upstream_failure = "status_5xx"
-            self._record(request, info, status, resp, duration, upstream_failure)
+            # Counted and logged once the answer is on its way: the handler's return is
+            # followed, in the same step of its task, by aiohttp writing the response, so a
+            # callback queued now runs after that write, and before any later request is read.
+            asyncio.get_running_loop().call_soon(
+                self._record, request, info, status, resp, duration, upstream_failure
+            )
             REQUEST.reset(token)
         if resp is None:
             assert error_answer is not None  # the handler raised, and answer_error answered
