@@ -15,18 +15,45 @@ from typing import Any
 from .. import tracing
 from ..adapters.base import Adapter, Incoming, Injection
 from ..config import Config
-from ..context import Extractor, Resolution, RulesExtractor
+from ..context import Extractor, Resolution, RulesExtractor, estimate_tokens
 from ..identity import Identity
+from ..inputs import storable, storable_text
 from ..profile.extract import ProfileExtractor
 from ..profile.inject import profile_note, with_profile
 from ..profile.owner import owner_of
 from ..session.manager import SessionService
-from ..session.model import SessionKey, SessionSnapshot, utc_now_iso
+from ..session.model import Message, SessionKey, SessionSnapshot, new_message, turn_ids, utc_now_iso
 from ..session.window import history_window
 
 # Follow-ups are short; the engine's cost grows faster than the text, so a pasted document is
 # forwarded without entity extraction rather than holding up the event loop.
 MAX_EXTRACTED_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """The question's half of the turn to record: what the answer does not change. Made while
+    the upstream answers (``Prepared.make_asked``), it is off the path between the answer and
+    the commit; made when the turn is built otherwise.
+
+    Every stored text is made ``storable`` here, before the commit that acknowledges the turn:
+    a NUL in a query or a context key would otherwise be taken by Redis and refused later by
+    PostgreSQL.
+    """
+
+    turn_id: str
+    user: Message
+    assistant_id: str
+    context_patch: dict[str, Any]
+
+    @classmethod
+    def of(cls, question: Question) -> Asked:
+        # With an Idempotency-Key the ids follow from it: a retry makes the same ids, so it is
+        # recorded once.
+        turn_id, user_id, assistant_id = turn_ids(question.key, question.idempotency_key)
+        query = storable_text(question.query)
+        user = new_message("user", query, estimate_tokens(query), question.asked_at, user_id)
+        return cls(turn_id, user, assistant_id, storable(question.context_patch))
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +72,8 @@ class Question:
     # The user whose profile the facts the question stated go to (bare tenant, user).
     profile_owner: tuple[str, str] | None = None
     profile_patch: dict[str, str] = field(default_factory=dict)
+    # Its half of the turn, when made ahead (see ``Asked``).
+    asked: Asked | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +102,7 @@ class Prepared:
     profile_patch: dict[str, str] = field(default_factory=dict)
     # The scope a later poll of this request's task resolves to, when not the session's.
     poll_tenant: str | None = None
+    asked: Asked | None = None
 
     @property
     def question(self) -> Question:
@@ -85,7 +115,16 @@ class Prepared:
             self.user_id,
             self.profile_owner,
             self.profile_patch,
+            self.asked,
         )
+
+    def make_asked(self) -> None:
+        """Make the question's half of the turn now (see ``Asked``): called while the upstream
+        answers, it must not raise (an error is met again when the turn is built)."""
+        try:
+            self.asked = Asked.of(self.question)
+        except Exception:
+            self.asked = None
 
 
 class Preparer:

@@ -13,12 +13,12 @@ from typing import Any, TypeVar
 from .. import tracing
 from ..context import estimate_tokens
 from ..errors import StoreUnavailable
-from ..inputs import storable, storable_text
+from ..inputs import storable_text
 from ..metrics import Metrics
 from ..session.manager import SessionService
-from ..session.model import Turn, new_message, turn_ids
+from ..session.model import Turn, new_message
 from .capture import Answer
-from .prepare import Question
+from .prepare import Asked, Question
 
 log = logging.getLogger(__name__)
 
@@ -33,39 +33,26 @@ def usage_or_estimate(reported: int | None, text: str) -> int:
 
 
 def build_turn(question: Question, answer: Answer) -> Turn:
-    """The turn to commit: both messages with ids derived from the idempotency key (a retry
-    makes the same ids, so it is recorded once).
-
-    Every stored text is made ``storable`` here, before the commit that acknowledges the turn:
-    a NUL in a query, an answer, a model name or a context key would otherwise be taken by
-    Redis and refused later by PostgreSQL.
-    """
-    key = question.key
-    turn_id, user_msg_id, assistant_msg_id = turn_ids(key, question.idempotency_key)
-    query, text = storable_text(question.query), storable_text(answer.text)
-    user = new_message(
-        "user",
-        query,
-        usage_or_estimate(None, query),
-        question.asked_at,
-        user_msg_id,
-    )
+    """The turn to commit: the question's half (``Asked``, made ahead or now) and the answer's,
+    whose texts are made ``storable`` here too, before the commit that acknowledges the turn."""
+    asked = question.asked or Asked.of(question)
+    text = storable_text(answer.text)
     assistant = new_message(
         "assistant",
         text,
         usage_or_estimate(answer.usage.completion_tokens or None, text),
-        message_id=assistant_msg_id,
+        message_id=asked.assistant_id,
     )
     usage = answer.usage
     if (model := storable_text(usage.model)) != usage.model:
         usage = dataclasses.replace(usage, model=model)
     return Turn(
-        turn_id=turn_id,
-        key=key,
-        user=user,
+        turn_id=asked.turn_id,
+        key=question.key,
+        user=asked.user,
         assistant=assistant,
         usage=usage,
-        context_patch=storable(question.context_patch),
+        context_patch=asked.context_patch,
         idempotency_key=question.idempotency_key,
         partial=answer.partial,
         user_id=question.user_id,

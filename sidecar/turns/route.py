@@ -148,6 +148,9 @@ class TurnRoute:
         url = upstream_url(self.base, request)
         data = orjson.dumps(prepared.forward_body)
         clock.pause()
+        # The question's half of the turn is made while the upstream answers: queued now, it
+        # runs once this step has sent the request and waits.
+        asyncio.get_running_loop().call_soon(prepared.make_asked)
         async with open_upstream(self.client, request.method, url, headers, data) as up:
             clock.resume()
             out_headers = client_response_headers(up, body_changed=True, ours=True)
