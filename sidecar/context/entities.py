@@ -23,6 +23,8 @@ from sidecar.context.spans import TopicMatch as TopicMatch
 
 _HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
 _LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]+(?:['’\-][A-Za-z\u00c0-\u024f]+)*")
+# A letter _LATIN_WORD starts with: a Chinese message without one has no Latin place.
+_LATIN_LETTER = re.compile(r"[A-Za-z\u00c0-\u024f]")
 _SENTENCE_END = frozenset(".!?。！？;；\n")
 
 
@@ -255,6 +257,8 @@ def find_places(
         found = [
             PlaceMatch(text[p.start : p.end], p.canonical, p.start, p.end, "zh") for p in found
         ]
+    if _LATIN_LETTER.search(text) is None:
+        return found  # no Latin word, no Latin place: found is in order already
     found.extend(_find_latin(text, gaz, blocked, answering))
     found.sort(key=lambda p: p.start)
     return found

@@ -74,6 +74,8 @@ class PlaceLike:
                     if simple[i : i + size] in self.han:
                         out.append((i, i + size))
                         break
+            if _WORD.search(text) is None:
+                return out  # no word for a Latin name to start at (most Chinese messages)
         out.extend(self._latin_spans(text))
         return out
 

@@ -268,34 +268,37 @@ def _month_start(today: date, ahead: int) -> date:
 
 def _zh_match(m: re.Match[str], today: date, anchor: date) -> date | None:
     g = m  # m[name] is the group or None, as in groupdict() but without building it
-    if g["mth"]:
+    # The alternative that matched, in one lookup: the last group to close is the named group
+    # around the alternative, or the last one inside it (zm/zd, wk/wd); None: 现在, 目前...
+    kind = m.lastgroup
+    if kind == "mth":
         return _month_start(today, g["mth"].count("下"))
-    if g["cnt"]:
+    if kind == "cnt":
         n = _zh_count(g["cntn"])
         if n is None or n > 400:
             return None
         sign = -1 if g["cntd"].endswith("前") else 1
         return today + timedelta(days=sign * n * _ZH_UNIT_DAYS[g["cntu"]])
-    if g["nxt"]:
+    if kind == "nxt":
         return anchor + timedelta(days=1)
-    if g["yue"]:
+    if kind == "yue":
         return today + timedelta(days=1 if g["yue"] == "听日" else -1)
-    if g["hol"]:
+    if kind == "hol":
         return _holiday(g["hol"], today)
-    if g["lun"]:
+    if kind == "lun":
         return _lunar(g["lun"], today)
-    if g["iso"]:
+    if kind == "iso":
         y, mo, d = (int(x) for x in g["iso"].split("-"))
         return _month_day(today, mo, d, y)
-    if g["zm"]:
+    if kind == "zm" or kind == "zd":
         year = int(g["zy"]) if g["zy"] else None
         day = _zh_int(g["zd"]) if g["zd"] else 1
         return _month_day(today, _zh_int(g["zm"]), day, year)
-    if g["zdo"]:
+    if kind == "zdo":
         return _day_of_month(today, _zh_int(g["zdo"]))
-    if g["rel"]:
+    if kind == "rel":
         return today + timedelta(days=_ZH_OFFSETS[g["rel"]])
-    if g["wk"]:
+    if kind == "wk" or kind == "wd":
         prefix = g["wkpre"] or ""
         wd = g["wd"]
         if wd == "末":
@@ -319,9 +322,12 @@ def _en_count(number: str, unit: str) -> int:
 
 def _en_match(m: re.Match[str], today: date, anchor: date) -> date | None:
     g = m  # m[name] is the group or None, as in groupdict() but without building it
-    if g["inn"]:
+    # The alternative that matched, in one lookup: each is a named group around the whole
+    # alternative, which closes after the groups inside it.
+    kind = m.lastgroup
+    if kind == "inn":
         return today + timedelta(days=_en_count(g["innn"], g["innu"]))
-    if g["lat"]:
+    if kind == "lat":
         days = _en_count(g["latn"], g["latu"])
         direction = g["latd"].lower()
         if direction == "ago":
@@ -329,39 +335,39 @@ def _en_match(m: re.Match[str], today: date, anchor: date) -> date | None:
         if direction.startswith("from"):
             return today + timedelta(days=days)
         return anchor + timedelta(days=days)
-    if g["aft"]:
+    if kind == "aft":
         return anchor + timedelta(days=1)
-    if g["dom"]:
+    if kind == "dom":
         return _day_of_month(today, int(g["domd"]))
-    if g["mth"]:
+    if kind == "mth":
         return _month_start(today, 1 if g["mth"].lower().startswith("next") else 0)
-    if g["hol"]:
+    if kind == "hol":
         return _holiday(g["hol"], today)
-    if g["iso"]:
+    if kind == "iso":
         y, mo, d = (int(x) for x in g["iso"].split("-"))
         return _month_day(today, mo, d, y)
-    if g["md"]:
+    if kind == "md":
         return _month_day(today, _EN_MONTH[g["mdm"][:3].lower()], int(g["mdd"]))
-    if g["dm"]:
+    if kind == "dm":
         return _month_day(today, _EN_MONTH[g["dmm"][:3].lower()], int(g["dmd"]))
-    if g["slash"]:
+    if kind == "slash":
         year = int(g["sy"]) if g["sy"] else None
         if year is not None and year < 100:
             year += 2000
         return _month_day(today, int(g["sm"]), int(g["sd"]), year)
-    if g["dat"]:
+    if kind == "dat":
         return today + timedelta(days=2)
-    if g["tom"]:
+    if kind == "tom":
         return today + timedelta(days=1)
-    if g["yes"]:
+    if kind == "yes":
         return today - timedelta(days=1)
-    if g["wend"]:
+    if kind == "wend":
         return _weekend(today, (g["wendpre"] or "").lower() == "next")
-    if g["week"]:
+    if kind == "week":
         if (g["weekpre"] or "").lower() == "next":
             return today - timedelta(days=today.weekday()) + timedelta(days=7)
         return today
-    if g["wd"]:
+    if kind == "wdx":
         prefix = " ".join((g["wdpre"] or "").lower().split())
         prefix = "this" if prefix == "this coming" else prefix
         if prefix == "coming":
@@ -396,13 +402,15 @@ def find_times(text: str, today: date, anchor: date | None = None) -> list[TimeM
     else:
         return found
     for m in matches:
-        if any(t.start < m.end() and m.start() < t.end for t in found):
+        if found and any(t.start < m.end() and m.start() < t.end for t in found):
             continue
         resolved = _en_match(m, today, base)
         if resolved is None:
             continue
         start = m.start("wdx") if m.group("wdx") else m.start()
-        expr = _EN_TRIM.sub("", text[start : m.end()])
+        expr = text[start : m.end()]
+        if "'" in expr or expr[:3].lower() == "for":  # what _EN_TRIM can cut (seldom there)
+            expr = _EN_TRIM.sub("", expr)
         anchored = bool(m.group("aft")) or (
             bool(m.group("lat")) and m.group("latd").lower().startswith(("later", "after"))
         )
