@@ -142,10 +142,9 @@ class RulesExtractor:
         asked_place, asked_time = asked(last_assistant)
         simple = to_simplified(text)
         stored_date = _stored_date(context)
-        places, times, topics = self._analyse(
+        places, times, topics, blocked = self._analyse(
             text, simple, today, stored_date, answering=asked_place
         )
-        blocked = [(t.start, t.end) for t in times] + [(t.start, t.end) for t in topics]
         place = chosen_place(simple, places)
         if place is None and asked_place:
             place = answer_place(text, blocked)
@@ -194,9 +193,9 @@ class RulesExtractor:
 
     def _analyse(
         self, text: str, simple: str, today: date, anchor: date | None, *, answering: bool
-    ) -> tuple[list[PlaceMatch], list[TimeMatch], list[TopicMatch]]:
+    ) -> tuple[list[PlaceMatch], list[TimeMatch], list[TopicMatch], list[tuple[int, int]]]:
         """Places, times and topics of ``text``, matched on ``simple`` (its Simplified form),
-        reported with the user's own characters."""
+        reported with the user's own characters; and the spans of the times and topics."""
         times = find_times(simple, today, anchor)
         if times and not simple.isascii():
             times = [t for t in times if not self._inside_place_name(simple, t)]
@@ -206,7 +205,7 @@ class RulesExtractor:
             topics = [dataclasses.replace(t, keyword=text[t.start : t.end]) for t in topics]
         blocked = [(t.start, t.end) for t in times] + [(t.start, t.end) for t in topics]
         places = find_places(text, self.gazetteer, blocked, answering=answering, simple=simple)
-        return places, times, topics
+        return places, times, topics, blocked
 
     def _inside_place_name(self, simple: str, time: TimeMatch) -> bool:
         """ "昆明天气": the 明 of 明天 ends a place name, so 明天 is no time here."""
@@ -231,7 +230,7 @@ class RulesExtractor:
 
     def _read_frame(self, text: str, today: date) -> Frame:
         simple = to_simplified(text)
-        places, times, topics = self._analyse(text, simple, today, None, answering=False)
+        places, times, topics, _ = self._analyse(text, simple, today, None, answering=False)
         return Frame(
             text,
             _lang_of(text),
