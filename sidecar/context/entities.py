@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sidecar.context.gazetteer import Gazetteer, fold_latin
 from sidecar.context.lexicon import (
@@ -47,12 +47,14 @@ def _find_latin(
     listed: PlaceLike | None = None,
 ) -> list[PlaceMatch]:
     """Latin-script places; ``listed``: brand/product names to block, looked for only when a
-    word could start a place (most messages have none)."""
-    # One lower() for a whole ASCII message: the same words.
+    name that reads as a place was found (most messages have none)."""
+    # One lower() for a whole ASCII message: the same words (the same list when it has no
+    # capital letter).
     words: list[re.Match[str]] = []
     if text.isascii():
-        originals = _LATIN_WORD.findall(text)
-        lowered = _LATIN_WORD.findall(text.lower())
+        lowered_text = text.lower()
+        lowered = _LATIN_WORD.findall(lowered_text)
+        originals = lowered if lowered_text == text else _LATIN_WORD.findall(text)
     else:
         words = list(_LATIN_WORD.finditer(text))
         originals = [w.group(0) for w in words]
@@ -60,8 +62,17 @@ def _find_latin(
     starts = _latin_starts(lowered, originals, gaz, answering)
     if not starts:
         return []
-    if listed is not None:
-        blocked = [*blocked, *listed.spans(text)]
+    listed_spans: list[Span] | None = None if listed is not None else []
+
+    def is_listed(start: int, end: int) -> bool:
+        # The listed names are looked for once, when a name passed every other test: most
+        # words that could start a place turn out not to be one.
+        nonlocal listed_spans
+        if listed_spans is None:
+            assert listed is not None
+            listed_spans = listed.spans(text)
+        return bool(listed_spans) and overlaps(start, end, listed_spans)
+
     words = words or list(_LATIN_WORD.finditer(text))
     first_clause_end = _first_clause_end(text) if answering else 0
     found: list[PlaceMatch] = []
@@ -70,7 +81,9 @@ def _find_latin(
         if k < i:
             continue  # inside the place found before
         i = k
-        best = _place_at(text, words, lowered, i, gaz, blocked, answering, first_clause_end)
+        best = _place_at(
+            text, words, lowered, i, gaz, blocked, answering, first_clause_end, is_listed
+        )
         if best is None:
             i += 1
             continue
@@ -122,8 +135,10 @@ def _place_at(
     blocked: Sequence[Span],
     answering: bool,
     first_clause_end: int,
+    is_listed: Callable[[int, int], bool],
 ) -> tuple[int, str] | None:
-    """The longest name starting at ``words[i]`` that reads as a place: (words, canonical)."""
+    """The longest name starting at ``words[i]`` that reads as a place and is not inside a
+    listed name (``is_listed``): (words, canonical)."""
     n = len(words)
     word = words[i].group(0)
     head = lowered[i] if word.isascii() else _head(word)
@@ -155,6 +170,8 @@ def _place_at(
             continue
         in_answer = answering and (n <= 4 or (end <= first_clause_end and not _is_common(key)))
         if not in_answer and not _has_evidence(text, words, i, key, gaz):
+            continue
+        if is_listed(start, end):
             continue
         return size, canon
     return None
