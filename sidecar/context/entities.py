@@ -70,7 +70,7 @@ def _find_latin(
         nonlocal listed_spans
         if listed_spans is None:
             assert listed is not None
-            listed_spans = listed.spans(text)
+            listed_spans = listed.ascii_spans(text, words, lowered)
         return bool(listed_spans) and overlaps(start, end, listed_spans)
 
     words = words or list(_LATIN_WORD.finditer(text))
