@@ -78,9 +78,12 @@ def is_elliptical(
     *,
     answering: bool,
 ) -> bool:
-    rest = text
-    for m in sorted(spans, key=lambda s: s.start, reverse=True):
-        rest = rest[: m.start] + " " + rest[m.end :]
+    if len(spans) == 1:  # most often: one place, time or topic
+        rest = text[: spans[0].start] + " " + text[spans[0].end :]
+    else:
+        rest = text
+        for m in sorted(spans, key=lambda s: s.start, reverse=True):
+            rest = rest[: m.start] + " " + rest[m.end :]
     if lang == "zh":
         rest = _ZH_FILLERS.sub(" ", rest)
         rest = _LATIN_RUN.sub(lambda w: " " if w.group(0).lower() in _EN_FILLERS else "x", rest)

@@ -385,15 +385,16 @@ def find_times(text: str, today: date, anchor: date | None = None) -> list[TimeM
     """
     found: list[TimeMatch] = []
     base = anchor or today
-    if not text.isascii() and _HAN.search(text):
+    ascii_text = text.isascii()
+    if not ascii_text and _HAN.search(text):
         for m in _ZH_RE.finditer(text):
             if m.group("rel") in ("前", "后") and m.start() and text[m.start() - 1] in _ZH_GLUE:
                 continue  # 以前天气 / 之后天晴: the character belongs to the word before
             resolved = _zh_match(m, today, base)
             if resolved is not None:
-                anchored = bool(m.group("nxt"))
+                anchored = m.lastgroup == "nxt"
                 found.append(TimeMatch(m.group(0), resolved, m.start(), m.end(), "zh", anchored))
-    if text.isascii():  # lowercased: the same positions and groups (read lowercased)
+    if ascii_text:  # lowercased: the same positions and groups (read lowercased)
         if not EN_TIME_CUE.search(lowered := text.lower()):
             return found  # empty: an ASCII message holds no Chinese time either
         matches = _EN_RE_LOWER.finditer(lowered)
@@ -402,19 +403,24 @@ def find_times(text: str, today: date, anchor: date | None = None) -> list[TimeM
     else:
         return found
     for m in matches:
-        if found and any(t.start < m.end() and m.start() < t.end for t in found):
+        end = m.end()
+        if found and any(t.start < end and m.start() < t.end for t in found):
             continue
         resolved = _en_match(m, today, base)
         if resolved is None:
             continue
-        start = m.start("wdx") if m.group("wdx") else m.start()
-        expr = text[start : m.end()]
+        kind = m.lastgroup  # the alternative that matched, as in _en_match
+        start = m.start("wdx") if kind == "wdx" else m.start()
+        expr = text[start:end]
         if "'" in expr or expr[:3].lower() == "for":  # what _EN_TRIM can cut (seldom there)
             expr = _EN_TRIM.sub("", expr)
-        anchored = bool(m.group("aft")) or (
-            bool(m.group("lat")) and m.group("latd").lower().startswith(("later", "after"))
+        if "  " in expr or not expr.isprintable():
+            # words apart by more than one space: printable text holds no whitespace but " "
+            expr = " ".join(expr.split())
+        anchored = kind == "aft" or (
+            kind == "lat" and m.group("latd").lower().startswith(("later", "after"))
         )
-        found.append(TimeMatch(" ".join(expr.split()), resolved, start, m.end(), "en", anchored))
+        found.append(TimeMatch(expr, resolved, start, end, "en", anchored))
     if len(found) > 1:
         found.sort(key=lambda t: t.start)
     return found
