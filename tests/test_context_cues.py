@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 from datetime import date
 
-from sidecar.context.cues import EN_TIME_CUE
+from sidecar.context import cues
+from sidecar.context.cues import EN_TIME_CUE, EN_TIME_CUE_WORDS, has_en_time_cue
 from sidecar.context.timeexpr import _EN_RE_LOWER, find_times
 
 # One or more examples of each alternative of the English time pattern, lowercased.
@@ -50,3 +53,23 @@ def test_a_message_without_a_cue_has_no_time_and_one_with_a_cue_keeps_its_times(
         ("Friday", date(2026, 3, 6)),
         ("Tomorrow", date(2026, 3, 5)),
     ]
+
+
+def test_the_quick_cue_test_finds_what_the_cue_pattern_finds() -> None:
+    # has_en_time_cue spells the words out; each must be there, and nothing else.
+    source = inspect.getsource(cues.has_en_time_cue)
+    spelled = re.findall(r'"([a-z]+)" in lowered', source)
+    assert spelled == list(EN_TIME_CUE_WORDS)
+    texts = [*EN_TIMES, "tell me a joke", "and in berlin?", "room 5", "thanks.", "", "tmr?"]
+    texts += [f"x{w}y" for w in EN_TIME_CUE_WORDS] + [w[:-1] for w in EN_TIME_CUE_WORDS]
+    for text in texts:
+        assert has_en_time_cue(text) == bool(EN_TIME_CUE.search(text)), text
+
+
+def test_a_match_names_its_alternative_as_its_last_group() -> None:
+    # The resolvers read m.lastgroup to know which alternative matched: the group around the
+    # whole alternative must close last, after the groups inside it.
+    for text in EN_TIMES:
+        for m in _EN_RE_LOWER.finditer(text):
+            (matched,) = [name for name in ALTERNATIVES if m.group(name)]
+            assert m.lastgroup == matched, (text, m.lastgroup, matched)

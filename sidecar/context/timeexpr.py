@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from sidecar.context.cues import EN_TIME_CUE
+from sidecar.context.cues import has_en_time_cue
 from sidecar.context.lexicon import words
 from sidecar.context.trie import longest_first
 
@@ -395,7 +395,7 @@ def find_times(text: str, today: date, anchor: date | None = None) -> list[TimeM
                 anchored = m.lastgroup == "nxt"
                 found.append(TimeMatch(m.group(0), resolved, m.start(), m.end(), "zh", anchored))
     if ascii_text:  # lowercased: the same positions and groups (read lowercased)
-        if not EN_TIME_CUE.search(lowered := text.lower()):
+        if not has_en_time_cue(lowered := text.lower()):
             return found  # empty: an ASCII message holds no Chinese time either
         matches = _EN_RE_LOWER.finditer(lowered)
     elif _LATIN.search(text):
