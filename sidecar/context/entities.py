@@ -59,7 +59,7 @@ def _find_latin(
         words = list(_LATIN_WORD.finditer(text))
         originals = [w.group(0) for w in words]
         lowered = [w.lower() for w in originals]
-    starts = _latin_starts(lowered, originals, gaz, answering)
+    starts = _latin_starts(lowered, originals, gaz, answering, text.isascii())
     if not starts:
         return []
     listed_spans: list[Span] | None = None if listed is not None else []
@@ -98,7 +98,7 @@ def _find_latin(
 
 
 def _latin_starts(
-    lowered: list[str], originals: list[str], gaz: Gazetteer, answering: bool
+    lowered: list[str], originals: list[str], gaz: Gazetteer, answering: bool, ascii_text: bool
 ) -> list[int]:
     """The words a place can start at, judged by the words alone, before any match object.
 
@@ -110,6 +110,20 @@ def _latin_starts(
     latin, reach, pairs = gaz.latin, gaz.latin_reach, gaz.latin_reach2
     last = len(lowered) - 1
     # one comprehension (a word is one word: _is_common(w) is len(w) <= 3 or a common word)
+    if ascii_text:  # the same tests without asking each word whether it is ASCII (it is)
+        return [
+            k
+            for k, w in enumerate(lowered)
+            if (
+                w in latin
+                and (
+                    answering
+                    or originals[k][:1].isupper()
+                    or not (len(w) <= 3 or w in COMMON_WORDS)
+                )
+            )
+            or (w in reach and k < last and f"{w} {lowered[k + 1]}" in pairs)
+        ]
     return [
         k
         for k, w in enumerate(lowered)
