@@ -203,7 +203,12 @@ class RulesExtractor:
         if simple != text:
             times = [dataclasses.replace(t, expression=text[t.start : t.end]) for t in times]
             topics = [dataclasses.replace(t, keyword=text[t.start : t.end]) for t in topics]
-        blocked = [(t.start, t.end) for t in times] + [(t.start, t.end) for t in topics]
+        # (most messages have neither: no comprehension to run then)
+        blocked = (
+            [(t.start, t.end) for t in times] + [(t.start, t.end) for t in topics]
+            if times or topics
+            else []
+        )
         places = find_places(text, self.gazetteer, blocked, answering=answering, simple=simple)
         return places, times, topics, blocked
 
@@ -274,14 +279,14 @@ class RulesExtractor:
         topic_name = topic.topic if topic is not None else stored_topic
         if topic_name is None:
             return None
-        spans = [m for m in (place, time, topic) if m is not None]
+        has_span = place is not None or time is not None or topic is not None
 
         specific = (
             topic is not None
             and topic.topic == "weather"
             and topic.keyword.lower() not in _NOUN_TOPIC_WORDS[lang]
         )
-        if spans and not (specific and is_question(text, lang)) and elliptical:
+        if has_span and not (specific and is_question(text, lang)) and elliptical:
             carried = (
                 (place is None and stored_place is not None)
                 or (time is None and stored_date is not None)
