@@ -71,8 +71,10 @@ class PlaceLike:
                 simple = to_simplified(text)
             for start in self._han_start.finditer(simple):
                 i = start.start()
-                reach = min(self.han_max, self._han_reach.get(simple[i : i + 2], 0))
-                for size in range(min(reach, len(simple) - i), 1, -1):
+                reach = self._han_reach.get(simple[i : i + 2])
+                if reach is None:
+                    continue  # most characters start a listed name, few pairs of them do
+                for size in range(min(reach, self.han_max, len(simple) - i), 1, -1):
                     if simple[i : i + size] in self.han:
                         out.append((i, i + size))
                         break
