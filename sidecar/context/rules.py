@@ -140,19 +140,20 @@ class RulesExtractor:
             return Resolution({}, None)
         today = today_in(timezone, now)
         asked_place, asked_time = asked(last_assistant)
-        simple = to_simplified(text)
+        simple = text if text.isascii() else to_simplified(text)  # (the call is the cost)
         stored_date = _stored_date(context)
         places, times, topics, blocked = self._analyse(
             text, simple, today, stored_date, answering=asked_place
         )
-        place = chosen_place(simple, places)
+        # one place or time is the one (chosen_* only weighs two or more)
+        place = chosen_place(simple, places) if len(places) > 1 else places[0] if places else None
         if place is None and asked_place:
             place = answer_place(text, blocked)
             places = [place] if place is not None else []
         elif place is None and (context.get("frame") or context.get("topic")):
             place = followup_name(text, blocked)
             places = [place] if place is not None else []
-        time = chosen_time(simple, times)
+        time = chosen_time(simple, times) if len(times) > 1 else times[0] if times else None
         topic = topics[0] if topics else None
 
         entities: dict[str, str] = {}
