@@ -48,8 +48,7 @@ def _find_latin(
 ) -> list[PlaceMatch]:
     """Latin-script places; ``listed``: brand/product names to block, looked for only when a
     name that reads as a place was found (most messages have none)."""
-    # One lower() for a whole ASCII message: the same words (the same list when it has no
-    # capital letter).
+    # One lower() for a whole ASCII message: the same words (the same list without capitals).
     words: list[re.Match[str]] = []
     if text.isascii():
         lowered_text = text.lower()
@@ -65,8 +64,7 @@ def _find_latin(
     listed_spans: list[Span] | None = None if listed is not None else []
 
     def is_listed(start: int, end: int) -> bool:
-        # The listed names are looked for once, when a name passed every other test: most
-        # words that could start a place turn out not to be one.
+        # looked for once, when a name passed every other test (most words fail one)
         nonlocal listed_spans
         if listed_spans is None:
             assert listed is not None
@@ -109,25 +107,12 @@ def _latin_starts(
     """
     latin, reach, pairs = gaz.latin, gaz.latin_reach, gaz.latin_reach2
     last = len(lowered) - 1
-    # one comprehension (a word is one word: _is_common(w) is len(w) <= 3 or a common word)
-    if ascii_text:  # the same tests without asking each word whether it is ASCII (it is)
-        return [
-            k
-            for k, w in enumerate(lowered)
-            if (
-                w in latin
-                and (
-                    answering
-                    or originals[k][:1].isupper()
-                    or not (len(w) <= 3 or w in COMMON_WORDS)
-                )
-            )
-            or (w in reach and k < last and f"{w} {lowered[k + 1]}" in pairs)
-        ]
+    # one comprehension (a word is one word: _is_common(w) is len(w) <= 3 or a common word);
+    # the words of an ASCII message are not asked one by one whether they are ASCII
     return [
         k
         for k, w in enumerate(lowered)
-        if not w.isascii()
+        if (not ascii_text and not w.isascii())
         or (
             w in latin
             and (answering or originals[k][:1].isupper() or not (len(w) <= 3 or w in COMMON_WORDS))
@@ -135,7 +120,10 @@ def _latin_starts(
         or (
             w in reach
             and k < last
-            and (not lowered[k + 1].isascii() or f"{w} {lowered[k + 1]}" in pairs)
+            and (
+                (not ascii_text and not lowered[k + 1].isascii())
+                or f"{w} {lowered[k + 1]}" in pairs
+            )
         )
     ]
 
