@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping, Sequence
+from operator import attrgetter
 from typing import Any
 
 from sidecar.context.lexicon import (
@@ -82,7 +83,7 @@ def is_elliptical(
         rest = text[: spans[0].start] + " " + text[spans[0].end :]
     else:
         rest = text
-        for m in sorted(spans, key=lambda s: s.start, reverse=True):
+        for m in sorted(spans, key=attrgetter("start"), reverse=True):
             rest = rest[: m.start] + " " + rest[m.end :]
     if lang == "zh":
         rest = _ZH_FILLERS.sub(" ", rest)
