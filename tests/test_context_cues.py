@@ -6,8 +6,10 @@ import inspect
 import re
 from datetime import date
 
+from bench.context_eval import load_cqr
 from sidecar.context import cues
 from sidecar.context.cues import EN_TIME_CUE, EN_TIME_CUE_WORDS, has_en_time_cue
+from sidecar.context.phrasing import LOCATION_QUESTION, TIME_QUESTION, asked
 from sidecar.context.timeexpr import _EN_RE_LOWER, find_times
 
 # One or more examples of each alternative of the English time pattern, lowercased.
@@ -73,3 +75,24 @@ def test_a_match_names_its_alternative_as_its_last_group() -> None:
         for m in _EN_RE_LOWER.finditer(text):
             (matched,) = [name for name in ALTERNATIVES if m.group(name)]
             assert m.lastgroup == matched, (text, m.lastgroup, matched)
+
+
+def test_the_word_tests_before_the_question_patterns_rule_out_no_question() -> None:
+    # asked() looks for the words the patterns' English alternatives need before running them
+    # over an ASCII reply: it must answer as the patterns alone do.
+    replies = [t["text"] for d in load_cqr() for t in d["turns"] if t["role"] == "assistant"]
+    replies += [
+        f"{lead} {word}?"
+        for lead in ("Sure.", "OK, so", "x" * 230)
+        for word in ("WHERE", "Which City", "what  town", "What place", "which AREA",
+                     "located", "Location", "when", "WHICH DAYS", "what date", "Specific Day",
+                     "which way", "what data", "somewhere", "whenever", "dayton", "update")
+    ]  # fmt: skip
+    for reply in replies:
+        tail = reply[-240:]
+        expected = (False, False)
+        if "?" in tail or "？" in tail or tail.rstrip().endswith(("吗", "呢")):
+            expected = (bool(LOCATION_QUESTION.search(tail)), bool(TIME_QUESTION.search(tail)))
+        assert asked(reply) == expected, reply
+    assert asked("For which city do you want the forecast?") == (True, False)
+    assert asked("Which day works best for you?") == (False, True)
