@@ -10,7 +10,8 @@ from bench.context_eval import load_cqr
 from sidecar.context import cues
 from sidecar.context.cues import EN_TIME_CUE, EN_TIME_CUE_WORDS, has_en_time_cue
 from sidecar.context.phrasing import LOCATION_QUESTION, TIME_QUESTION, asked
-from sidecar.context.timeexpr import _EN_RE_LOWER, find_times
+from sidecar.context.timeexpr import _EN_BODY, _EN_FIRST_WORDS, _EN_RE_LOWER, find_times
+from sidecar.context.trie import longest_first
 
 # One or more examples of each alternative of the English time pattern, lowercased.
 EN_TIMES = [
@@ -26,6 +27,11 @@ EN_TIMES = [
     "any day this week", "during the coming week", "for next week", "weekly", "friday",
     "on this friday", "next monday", "this coming tuesday", "wednesdays", "thursday", "saturday",
     "sunday",
+    # after the leads the lookahead reads one word further ("the", "in", "a", "an", "for", "on")
+    "the weekend", "the week", "the seven days", "the few days", "the couple of days",
+    "the three days", "the five days", "for the week", "for coming week", "in 12 days",
+    "in twelve weeks", "an day later", "a week from now", "a couple of days ago", "on friday",
+    "on next monday", "on coming sunday", "on tuesdays",
 ]  # fmt: skip
 # Named groups of the pattern that are its top-level alternatives.
 ALTERNATIVES = {"inn", "lat", "iso", "md", "dm", "slash", "hol", "dat", "dom", "mth", "aft",
@@ -96,3 +102,13 @@ def test_the_word_tests_before_the_question_patterns_rule_out_no_question() -> N
         assert asked(reply) == expected, reply
     assert asked("For which city do you want the forecast?") == (True, False)
     assert asked("Which day works best for you?") == (False, True)
+
+
+def test_reading_past_the_leads_changes_no_match() -> None:
+    # The pattern with every first word alone in its lookahead is the reference; reading one
+    # word past "the", "in", "a", "an", "for" and "on" may only save work.
+    reference = re.compile(rf"\b(?=(?:{longest_first(sorted(_EN_FIRST_WORDS))})\b|\d){_EN_BODY}")
+    for text in EN_TIMES:
+        for variant in (text, f"so {text} then", f"on {text}", f"the {text}", f"in {text}"):
+            found = [(m.span(), m.lastgroup) for m in _EN_RE_LOWER.finditer(variant)]
+            assert found == [(m.span(), m.lastgroup) for m in reference.finditer(variant)], variant

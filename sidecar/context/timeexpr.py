@@ -101,7 +101,24 @@ _EN_FIRST_WORDS = words(
     friday fridays saturday saturdays sunday sundays
     """
 )
-_EN_START = rf"(?:{longest_first(sorted(_EN_FIRST_WORDS))})\b|\d"
+# The commonest of them start ordinary sentences far more often than times ("the weather",
+# "in Paris", "a joke", "for me", "on it"): for those the lookahead also asks for a word that
+# can follow them in some alternative, so that the alternatives are not all tried after each.
+# (A digit may follow each: "the 15th", "in 3 days".)
+_EN_LEADS = {
+    "the": "fourth day night next following week seven few couple three five",
+    "in": "a one two three four five six seven eight nine ten eleven twelve",
+    "an?": "day week couple",
+    "for": "this next the coming",
+    "on": "this next coming mon tues wednes thurs fri satur sun",
+}
+_EN_START = "|".join(
+    [
+        rf"(?:{longest_first(sorted(_EN_FIRST_WORDS - {'the', 'in', 'a', 'an', 'for', 'on'}))})\b",
+        r"\d",
+        *(rf"{lead}\s+(?:{'|'.join(after.split())}|\d)" for lead, after in _EN_LEADS.items()),
+    ]
+)
 _EN_BODY = (
     r"(?:"
     rf"(?P<inn>in\s+(?P<innn>{_EN_NUM})\s+(?P<innu>days?|weeks?))"
