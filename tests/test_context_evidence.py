@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from sidecar.context import RulesExtractor, load_gazetteer
+from sidecar.context.entities import _LATIN_WORD
 from sidecar.context.placelike import load_placelike
 from sidecar.context.script import to_simplified
 from sidecar.context.timeexpr import find_times
@@ -112,6 +113,27 @@ def test_traditional_chinese_is_matched_and_kept_in_its_script() -> None:
     assert first["time_expression"] == "下週三"
     assert second["location"] == "高雄"
     assert completed == "下週三高雄的天氣"
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        "I really like {} a lot",
+        "{}, in Paris?",
+        "Flights to {} from Nokia",
+        "the {}'s 2 stores",  # a digit: this module cuts its own words
+        "{}+ or c++ in Tel-Aviv",  # a "+": the same
+        "in the {}",
+    ],
+)
+def test_listed_names_are_found_alike_in_words_cut_by_the_place_matcher(frame: str) -> None:
+    # The place matcher hands its own words over instead of having the message cut again.
+    listed = load_placelike()
+    for name in [n for n in _listed_names() if n.isascii()]:
+        text = frame.format(name)
+        words = list(_LATIN_WORD.finditer(text))
+        lowered = [w.group(0).lower() for w in words]
+        assert listed.ascii_spans(text, words, lowered) == listed.spans(text), text
 
 
 def test_simplified_matching_keeps_spans() -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from sidecar.context.gazetteer import Gazetteer, fold_latin
 from sidecar.context.lexicon import (
@@ -23,6 +23,8 @@ from sidecar.context.spans import TopicMatch as TopicMatch
 
 _HAN_RUN = re.compile(r"[\u4e00-\u9fff]+")
 _LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]+(?:['’\-][A-Za-z\u00c0-\u024f]+)*")
+# A letter _LATIN_WORD starts with: a Chinese message without one has no Latin place.
+_LATIN_LETTER = re.compile(r"[A-Za-z\u00c0-\u024f]")
 _SENTENCE_END = frozenset(".!?。！？;；\n")
 
 
@@ -45,21 +47,30 @@ def _find_latin(
     listed: PlaceLike | None = None,
 ) -> list[PlaceMatch]:
     """Latin-script places; ``listed``: brand/product names to block, looked for only when a
-    word could start a place (most messages have none)."""
-    # One lower() for a whole ASCII message: the same words.
+    name that reads as a place was found (most messages have none)."""
+    # One lower() for a whole ASCII message: the same words (the same list without capitals).
     words: list[re.Match[str]] = []
     if text.isascii():
-        originals = _LATIN_WORD.findall(text)
-        lowered = _LATIN_WORD.findall(text.lower())
+        lowered_text = text.lower()
+        lowered = _LATIN_WORD.findall(lowered_text)
+        originals = lowered if lowered_text == text else _LATIN_WORD.findall(text)
     else:
         words = list(_LATIN_WORD.finditer(text))
         originals = [w.group(0) for w in words]
         lowered = [w.lower() for w in originals]
-    starts = _latin_starts(lowered, originals, gaz, answering)
+    starts = _latin_starts(lowered, originals, gaz, answering, text.isascii())
     if not starts:
         return []
-    if listed is not None:
-        blocked = [*blocked, *listed.spans(text)]
+    listed_spans: list[Span] | None = None if listed is not None else []
+
+    def is_listed(start: int, end: int) -> bool:
+        # looked for once, when a name passed every other test (most words fail one)
+        nonlocal listed_spans
+        if listed_spans is None:
+            assert listed is not None
+            listed_spans = listed.ascii_spans(text, words, lowered)
+        return bool(listed_spans) and overlaps(start, end, listed_spans)
+
     words = words or list(_LATIN_WORD.finditer(text))
     first_clause_end = _first_clause_end(text) if answering else 0
     found: list[PlaceMatch] = []
@@ -68,7 +79,9 @@ def _find_latin(
         if k < i:
             continue  # inside the place found before
         i = k
-        best = _place_at(text, words, lowered, i, gaz, blocked, answering, first_clause_end)
+        best = _place_at(
+            text, words, lowered, i, gaz, blocked, answering, first_clause_end, is_listed
+        )
         if best is None:
             i += 1
             continue
@@ -83,7 +96,7 @@ def _find_latin(
 
 
 def _latin_starts(
-    lowered: list[str], originals: list[str], gaz: Gazetteer, answering: bool
+    lowered: list[str], originals: list[str], gaz: Gazetteer, answering: bool, ascii_text: bool
 ) -> list[int]:
     """The words a place can start at, judged by the words alone, before any match object.
 
@@ -94,11 +107,12 @@ def _latin_starts(
     """
     latin, reach, pairs = gaz.latin, gaz.latin_reach, gaz.latin_reach2
     last = len(lowered) - 1
-    # one comprehension (a word is one word: _is_common(w) is len(w) <= 3 or a common word)
+    # one comprehension (a word is one word: _is_common(w) is len(w) <= 3 or a common word);
+    # the words of an ASCII message are not asked one by one whether they are ASCII
     return [
         k
         for k, w in enumerate(lowered)
-        if not w.isascii()
+        if (not ascii_text and not w.isascii())
         or (
             w in latin
             and (answering or originals[k][:1].isupper() or not (len(w) <= 3 or w in COMMON_WORDS))
@@ -106,7 +120,10 @@ def _latin_starts(
         or (
             w in reach
             and k < last
-            and (not lowered[k + 1].isascii() or f"{w} {lowered[k + 1]}" in pairs)
+            and (
+                (not ascii_text and not lowered[k + 1].isascii())
+                or f"{w} {lowered[k + 1]}" in pairs
+            )
         )
     ]
 
@@ -120,8 +137,10 @@ def _place_at(
     blocked: Sequence[Span],
     answering: bool,
     first_clause_end: int,
+    is_listed: Callable[[int, int], bool],
 ) -> tuple[int, str] | None:
-    """The longest name starting at ``words[i]`` that reads as a place: (words, canonical)."""
+    """The longest name starting at ``words[i]`` that reads as a place and is not inside a
+    listed name (``is_listed``): (words, canonical)."""
     n = len(words)
     word = words[i].group(0)
     head = lowered[i] if word.isascii() else _head(word)
@@ -153,6 +172,8 @@ def _place_at(
             continue
         in_answer = answering and (n <= 4 or (end <= first_clause_end and not _is_common(key)))
         if not in_answer and not _has_evidence(text, words, i, key, gaz):
+            continue
+        if is_listed(start, end):
             continue
         return size, canon
     return None
@@ -255,6 +276,8 @@ def find_places(
         found = [
             PlaceMatch(text[p.start : p.end], p.canonical, p.start, p.end, "zh") for p in found
         ]
+    if _LATIN_LETTER.search(text) is None:
+        return found  # no Latin word, no Latin place: found is in order already
     found.extend(_find_latin(text, gaz, blocked, answering))
     found.sort(key=lambda p: p.start)
     return found

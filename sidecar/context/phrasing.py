@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Mapping, Sequence
+from operator import attrgetter
 from typing import Any
 
 from sidecar.context.lexicon import (
@@ -68,6 +69,20 @@ def asked(last_assistant: str | None) -> tuple[bool, bool]:
     tail = last_assistant[-240:]
     if not ("?" in tail or "？" in tail or tail.rstrip().endswith(("吗", "呢"))):
         return False, False
+    if tail.isascii():
+        # The patterns try their alternatives at every character of a long reply; the words
+        # their English alternatives need, looked for first (one pass in C each), rule most
+        # replies out. Lowercasing is exact on ASCII, so none that matches is ruled out.
+        low = tail.lower()
+        which = "which" in low or "what" in low
+        where = ("where" in low or "locat" in low) or (
+            which and ("city" in low or "town" in low or "place" in low or "area" in low)
+        )
+        when = "when" in low or (("day" in low or "date" in low) and (which or "specific" in low))
+        return (
+            where and LOCATION_QUESTION.search(tail) is not None,
+            when and TIME_QUESTION.search(tail) is not None,
+        )
     return bool(LOCATION_QUESTION.search(tail)), bool(TIME_QUESTION.search(tail))
 
 
@@ -78,9 +93,12 @@ def is_elliptical(
     *,
     answering: bool,
 ) -> bool:
-    rest = text
-    for m in sorted(spans, key=lambda s: s.start, reverse=True):
-        rest = rest[: m.start] + " " + rest[m.end :]
+    if len(spans) == 1:  # most often: one place, time or topic
+        rest = text[: spans[0].start] + " " + text[spans[0].end :]
+    else:
+        rest = text
+        for m in sorted(spans, key=attrgetter("start"), reverse=True):
+            rest = rest[: m.start] + " " + rest[m.end :]
     if lang == "zh":
         rest = _ZH_FILLERS.sub(" ", rest)
         rest = _LATIN_RUN.sub(lambda w: " " if w.group(0).lower() in _EN_FILLERS else "x", rest)

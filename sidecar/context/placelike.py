@@ -24,6 +24,8 @@ from sidecar.context.script import to_simplified
 Span = tuple[int, int]
 
 _WORD = re.compile(r"[A-Za-z\u00c0-\u024f0-9]+(?:['’\-+][A-Za-z\u00c0-\u024f0-9]+)*|\+")
+# What _WORD takes into a word and the place matcher's words do not (see ascii_spans).
+_DIGIT_OR_PLUS = re.compile(r"[0-9+]")
 # A one-word "exact" name still names the place right after one of these ("flights to Nokia").
 _PLACE_LEAD = frozenset(["in", "to", "from", "at", "near", "visiting", "around"])
 
@@ -69,19 +71,39 @@ class PlaceLike:
                 simple = to_simplified(text)
             for start in self._han_start.finditer(simple):
                 i = start.start()
-                reach = min(self.han_max, self._han_reach.get(simple[i : i + 2], 0))
-                for size in range(min(reach, len(simple) - i), 1, -1):
+                reach = self._han_reach.get(simple[i : i + 2])
+                if reach is None:
+                    continue  # most characters start a listed name, few pairs of them do
+                for size in range(min(reach, self.han_max, len(simple) - i), 1, -1):
                     if simple[i : i + size] in self.han:
                         out.append((i, i + size))
                         break
+            if _WORD.search(text) is None:
+                return out  # no word for a Latin name to start at (most Chinese messages)
         out.extend(self._latin_spans(text))
         return out
 
-    def _latin_spans(self, text: str) -> Iterator[Span]:
+    def ascii_spans(self, text: str, words: list[re.Match[str]], lowered: list[str]) -> list[Span]:
+        """``spans`` of an ASCII message whose words the caller has already cut as the place
+        matcher does (``entities._LATIN_WORD``: letters joined by apostrophes or hyphens), with
+        their lowercase forms. Without a digit or "+" in the message, this module's own cut
+        gives the same words, and the message is not cut again."""
+        if _DIGIT_OR_PLUS.search(text) is not None:
+            return list(self._latin_spans(text))
+        return list(self._latin_spans(text, words, lowered))
+
+    def _latin_spans(
+        self,
+        text: str,
+        words: list[re.Match[str]] | None = None,
+        lowered: list[str] | None = None,
+    ) -> Iterator[Span]:
         # One lower() for a whole ASCII message (the same words); the words that start a
         # listed name, usually none, picked out in one pass before any match object is made.
-        words: list[re.Match[str]] = []
-        if text.isascii():
+        if lowered is not None:
+            pass  # cut by the caller, the same words
+        elif text.isascii():
+            words = None
             lowered = _WORD.findall(text.lower())
         else:
             words = list(_WORD.finditer(text))
@@ -101,7 +123,8 @@ class PlaceLike:
         ]
         if not starts:
             return
-        words = words or list(_WORD.finditer(text))
+        if words is None:
+            words = list(_WORD.finditer(text))
         starts = [
             i
             for i in starts

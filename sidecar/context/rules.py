@@ -140,20 +140,20 @@ class RulesExtractor:
             return Resolution({}, None)
         today = today_in(timezone, now)
         asked_place, asked_time = asked(last_assistant)
-        simple = to_simplified(text)
+        simple = text if text.isascii() else to_simplified(text)  # (the call is the cost)
         stored_date = _stored_date(context)
-        places, times, topics = self._analyse(
+        places, times, topics, blocked = self._analyse(
             text, simple, today, stored_date, answering=asked_place
         )
-        blocked = [(t.start, t.end) for t in times] + [(t.start, t.end) for t in topics]
-        place = chosen_place(simple, places)
+        # one place or time is the one (chosen_* only weighs two or more)
+        place = chosen_place(simple, places) if len(places) > 1 else places[0] if places else None
         if place is None and asked_place:
             place = answer_place(text, blocked)
             places = [place] if place is not None else []
         elif place is None and (context.get("frame") or context.get("topic")):
             place = followup_name(text, blocked)
             places = [place] if place is not None else []
-        time = chosen_time(simple, times)
+        time = chosen_time(simple, times) if len(times) > 1 else times[0] if times else None
         topic = topics[0] if topics else None
 
         entities: dict[str, str] = {}
@@ -194,9 +194,9 @@ class RulesExtractor:
 
     def _analyse(
         self, text: str, simple: str, today: date, anchor: date | None, *, answering: bool
-    ) -> tuple[list[PlaceMatch], list[TimeMatch], list[TopicMatch]]:
+    ) -> tuple[list[PlaceMatch], list[TimeMatch], list[TopicMatch], list[tuple[int, int]]]:
         """Places, times and topics of ``text``, matched on ``simple`` (its Simplified form),
-        reported with the user's own characters."""
+        reported with the user's own characters; and the spans of the times and topics."""
         times = find_times(simple, today, anchor)
         if times and not simple.isascii():
             times = [t for t in times if not self._inside_place_name(simple, t)]
@@ -204,9 +204,14 @@ class RulesExtractor:
         if simple != text:
             times = [dataclasses.replace(t, expression=text[t.start : t.end]) for t in times]
             topics = [dataclasses.replace(t, keyword=text[t.start : t.end]) for t in topics]
-        blocked = [(t.start, t.end) for t in times] + [(t.start, t.end) for t in topics]
+        # (most messages have neither: no comprehension to run then)
+        blocked = (
+            [(t.start, t.end) for t in times] + [(t.start, t.end) for t in topics]
+            if times or topics
+            else []
+        )
         places = find_places(text, self.gazetteer, blocked, answering=answering, simple=simple)
-        return places, times, topics
+        return places, times, topics, blocked
 
     def _inside_place_name(self, simple: str, time: TimeMatch) -> bool:
         """ "昆明天气": the 明 of 明天 ends a place name, so 明天 is no time here."""
@@ -231,7 +236,7 @@ class RulesExtractor:
 
     def _read_frame(self, text: str, today: date) -> Frame:
         simple = to_simplified(text)
-        places, times, topics = self._analyse(text, simple, today, None, answering=False)
+        places, times, topics, _ = self._analyse(text, simple, today, None, answering=False)
         return Frame(
             text,
             _lang_of(text),
@@ -275,14 +280,14 @@ class RulesExtractor:
         topic_name = topic.topic if topic is not None else stored_topic
         if topic_name is None:
             return None
-        spans = [m for m in (place, time, topic) if m is not None]
+        has_span = place is not None or time is not None or topic is not None
 
         specific = (
             topic is not None
             and topic.topic == "weather"
             and topic.keyword.lower() not in _NOUN_TOPIC_WORDS[lang]
         )
-        if spans and not (specific and is_question(text, lang)) and elliptical:
+        if has_span and not (specific and is_question(text, lang)) and elliptical:
             carried = (
                 (place is None and stored_place is not None)
                 or (time is None and stored_date is not None)

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from sidecar.context.cues import EN_TIME_CUE
+from sidecar.context.cues import has_en_time_cue
 from sidecar.context.lexicon import words
 from sidecar.context.trie import longest_first
 
@@ -101,7 +101,24 @@ _EN_FIRST_WORDS = words(
     friday fridays saturday saturdays sunday sundays
     """
 )
-_EN_START = rf"(?:{longest_first(sorted(_EN_FIRST_WORDS))})\b|\d"
+# The commonest of them start ordinary sentences far more often than times ("the weather",
+# "in Paris", "a joke", "for me", "on it"): for those the lookahead also asks for a word that
+# can follow them in some alternative, so that the alternatives are not all tried after each.
+# (A digit may follow each: "the 15th", "in 3 days".)
+_EN_LEADS = {
+    "the": "fourth day night next following week seven few couple three five",
+    "in": "a one two three four five six seven eight nine ten eleven twelve",
+    "an?": "day week couple",
+    "for": "this next the coming",
+    "on": "this next coming mon tues wednes thurs fri satur sun",
+}
+_EN_START = "|".join(
+    [
+        rf"(?:{longest_first(sorted(_EN_FIRST_WORDS - {'the', 'in', 'a', 'an', 'for', 'on'}))})\b",
+        r"\d",
+        *(rf"{lead}\s+(?:{'|'.join(after.split())}|\d)" for lead, after in _EN_LEADS.items()),
+    ]
+)
 _EN_BODY = (
     r"(?:"
     rf"(?P<inn>in\s+(?P<innn>{_EN_NUM})\s+(?P<innu>days?|weeks?))"
@@ -268,34 +285,37 @@ def _month_start(today: date, ahead: int) -> date:
 
 def _zh_match(m: re.Match[str], today: date, anchor: date) -> date | None:
     g = m  # m[name] is the group or None, as in groupdict() but without building it
-    if g["mth"]:
+    # The alternative that matched, in one lookup: the last group to close is the named group
+    # around the alternative, or the last one inside it (zm/zd, wk/wd); None: 现在, 目前...
+    kind = m.lastgroup
+    if kind == "mth":
         return _month_start(today, g["mth"].count("下"))
-    if g["cnt"]:
+    if kind == "cnt":
         n = _zh_count(g["cntn"])
         if n is None or n > 400:
             return None
         sign = -1 if g["cntd"].endswith("前") else 1
         return today + timedelta(days=sign * n * _ZH_UNIT_DAYS[g["cntu"]])
-    if g["nxt"]:
+    if kind == "nxt":
         return anchor + timedelta(days=1)
-    if g["yue"]:
+    if kind == "yue":
         return today + timedelta(days=1 if g["yue"] == "听日" else -1)
-    if g["hol"]:
+    if kind == "hol":
         return _holiday(g["hol"], today)
-    if g["lun"]:
+    if kind == "lun":
         return _lunar(g["lun"], today)
-    if g["iso"]:
+    if kind == "iso":
         y, mo, d = (int(x) for x in g["iso"].split("-"))
         return _month_day(today, mo, d, y)
-    if g["zm"]:
+    if kind == "zm" or kind == "zd":
         year = int(g["zy"]) if g["zy"] else None
         day = _zh_int(g["zd"]) if g["zd"] else 1
         return _month_day(today, _zh_int(g["zm"]), day, year)
-    if g["zdo"]:
+    if kind == "zdo":
         return _day_of_month(today, _zh_int(g["zdo"]))
-    if g["rel"]:
+    if kind == "rel":
         return today + timedelta(days=_ZH_OFFSETS[g["rel"]])
-    if g["wk"]:
+    if kind == "wk" or kind == "wd":
         prefix = g["wkpre"] or ""
         wd = g["wd"]
         if wd == "末":
@@ -319,9 +339,12 @@ def _en_count(number: str, unit: str) -> int:
 
 def _en_match(m: re.Match[str], today: date, anchor: date) -> date | None:
     g = m  # m[name] is the group or None, as in groupdict() but without building it
-    if g["inn"]:
+    # The alternative that matched, in one lookup: each is a named group around the whole
+    # alternative, which closes after the groups inside it.
+    kind = m.lastgroup
+    if kind == "inn":
         return today + timedelta(days=_en_count(g["innn"], g["innu"]))
-    if g["lat"]:
+    if kind == "lat":
         days = _en_count(g["latn"], g["latu"])
         direction = g["latd"].lower()
         if direction == "ago":
@@ -329,39 +352,39 @@ def _en_match(m: re.Match[str], today: date, anchor: date) -> date | None:
         if direction.startswith("from"):
             return today + timedelta(days=days)
         return anchor + timedelta(days=days)
-    if g["aft"]:
+    if kind == "aft":
         return anchor + timedelta(days=1)
-    if g["dom"]:
+    if kind == "dom":
         return _day_of_month(today, int(g["domd"]))
-    if g["mth"]:
+    if kind == "mth":
         return _month_start(today, 1 if g["mth"].lower().startswith("next") else 0)
-    if g["hol"]:
+    if kind == "hol":
         return _holiday(g["hol"], today)
-    if g["iso"]:
+    if kind == "iso":
         y, mo, d = (int(x) for x in g["iso"].split("-"))
         return _month_day(today, mo, d, y)
-    if g["md"]:
+    if kind == "md":
         return _month_day(today, _EN_MONTH[g["mdm"][:3].lower()], int(g["mdd"]))
-    if g["dm"]:
+    if kind == "dm":
         return _month_day(today, _EN_MONTH[g["dmm"][:3].lower()], int(g["dmd"]))
-    if g["slash"]:
+    if kind == "slash":
         year = int(g["sy"]) if g["sy"] else None
         if year is not None and year < 100:
             year += 2000
         return _month_day(today, int(g["sm"]), int(g["sd"]), year)
-    if g["dat"]:
+    if kind == "dat":
         return today + timedelta(days=2)
-    if g["tom"]:
+    if kind == "tom":
         return today + timedelta(days=1)
-    if g["yes"]:
+    if kind == "yes":
         return today - timedelta(days=1)
-    if g["wend"]:
+    if kind == "wend":
         return _weekend(today, (g["wendpre"] or "").lower() == "next")
-    if g["week"]:
+    if kind == "week":
         if (g["weekpre"] or "").lower() == "next":
             return today - timedelta(days=today.weekday()) + timedelta(days=7)
         return today
-    if g["wd"]:
+    if kind == "wdx":
         prefix = " ".join((g["wdpre"] or "").lower().split())
         prefix = "this" if prefix == "this coming" else prefix
         if prefix == "coming":
@@ -379,16 +402,17 @@ def find_times(text: str, today: date, anchor: date | None = None) -> list[TimeM
     """
     found: list[TimeMatch] = []
     base = anchor or today
-    if not text.isascii() and _HAN.search(text):
+    ascii_text = text.isascii()
+    if not ascii_text and _HAN.search(text):
         for m in _ZH_RE.finditer(text):
             if m.group("rel") in ("前", "后") and m.start() and text[m.start() - 1] in _ZH_GLUE:
                 continue  # 以前天气 / 之后天晴: the character belongs to the word before
             resolved = _zh_match(m, today, base)
             if resolved is not None:
-                anchored = bool(m.group("nxt"))
+                anchored = m.lastgroup == "nxt"
                 found.append(TimeMatch(m.group(0), resolved, m.start(), m.end(), "zh", anchored))
-    if text.isascii():  # lowercased: the same positions and groups (read lowercased)
-        if not EN_TIME_CUE.search(lowered := text.lower()):
+    if ascii_text:  # lowercased: the same positions and groups (read lowercased)
+        if not has_en_time_cue(lowered := text.lower()):
             return found  # empty: an ASCII message holds no Chinese time either
         matches = _EN_RE_LOWER.finditer(lowered)
     elif _LATIN.search(text):
@@ -396,17 +420,24 @@ def find_times(text: str, today: date, anchor: date | None = None) -> list[TimeM
     else:
         return found
     for m in matches:
-        if any(t.start < m.end() and m.start() < t.end for t in found):
+        end = m.end()
+        if found and any(t.start < end and m.start() < t.end for t in found):
             continue
         resolved = _en_match(m, today, base)
         if resolved is None:
             continue
-        start = m.start("wdx") if m.group("wdx") else m.start()
-        expr = _EN_TRIM.sub("", text[start : m.end()])
-        anchored = bool(m.group("aft")) or (
-            bool(m.group("lat")) and m.group("latd").lower().startswith(("later", "after"))
+        kind = m.lastgroup  # the alternative that matched, as in _en_match
+        start = m.start("wdx") if kind == "wdx" else m.start()
+        expr = text[start:end]
+        if "'" in expr or expr[:3].lower() == "for":  # what _EN_TRIM can cut (seldom there)
+            expr = _EN_TRIM.sub("", expr)
+        if "  " in expr or not expr.isprintable():
+            # words apart by more than one space: printable text holds no whitespace but " "
+            expr = " ".join(expr.split())
+        anchored = kind == "aft" or (
+            kind == "lat" and m.group("latd").lower().startswith(("later", "after"))
         )
-        found.append(TimeMatch(" ".join(expr.split()), resolved, start, m.end(), "en", anchored))
+        found.append(TimeMatch(expr, resolved, start, end, "en", anchored))
     if len(found) > 1:
         found.sort(key=lambda t: t.start)
     return found

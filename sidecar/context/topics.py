@@ -58,7 +58,8 @@ class TopicMatcher:
         found = []
         blocked: list[Span] = []
         if not text.isascii():
-            blocked = [m.span() for m in _ZH_NOT_WEATHER.finditer(text)]
+            if _ZH_NOT_WEATHER.search(text) is not None:  # seldom: no list to build then
+                blocked = [m.span() for m in _ZH_NOT_WEATHER.finditer(text)]
             matches = self._re.finditer(text)
         elif self._lower is not None:
             matches = self._lower.finditer(text.lower())
