@@ -15,9 +15,16 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sidecar import observe
 from sidecar.devservices import free_port
 from sidecar.metrics import Tally
-from tests.harness import ADMIN_TOKEN, FakeUpstream, RunningSidecar, SidecarProcess
+from tests.harness import (
+    ADMIN_TOKEN,
+    FakeUpstream,
+    RunningSidecar,
+    SidecarProcess,
+    answer_text,
+)
 from tests.harness.rawhttp import raw
 
 StartSidecar = Callable[..., Awaitable[RunningSidecar]]
@@ -96,6 +103,30 @@ async def test_every_answer_is_counted_whoever_made_it(
     assert any(name == "process_cpu_seconds_total" for name, _ in samples)
     # No label carries what a client chose.
     assert not any("client-chosen" in str(labels) for _, labels in samples)
+
+
+async def test_a_failure_to_log_an_answer_does_not_cost_the_client_its_answer(
+    start_sidecar: StartSidecar,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The access line and the counts are written once the answer is on its way: a failure
+    there (a broken log stream, say) is reported, and the answers stand."""
+    sidecar = await start_sidecar()
+    failures: list[str] = []
+
+    def broken_access_log(values: Any) -> None:
+        failures.append(values[0])
+        raise OSError("the log stream is gone")
+
+    monkeypatch.setattr(observe, "write_access", broken_access_log)
+    for query in ("first", "second"):
+        async with http.post(sidecar.url + "/api/tasks", json={"query": query}) as resp:
+            assert resp.status == 200
+            assert (await resp.json())["result"] == answer_text(query)
+            assert resp.headers["X-Request-ID"] in failures
+    samples = await scrape(http, sidecar.url)
+    assert requests_counted(samples, route="/api/tasks", adapter="tasks", code="200") == 2
 
 
 def test_observations_tallied_render_as_observed_one_by_one() -> None:
