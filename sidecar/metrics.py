@@ -33,6 +33,17 @@ class _Callback(Collector):
 UPSTREAM_ERROR_REASONS = ("status_5xx", "unreachable", "timeout")
 
 
+def _histogram_parts() -> bool:
+    """Whether this prometheus_client's histograms hold what ``Tally`` adds to (``_sum``,
+    ``_buckets`` and ``_upper_bounds``, not its public interface): if a release changes them,
+    observations go to ``observe`` one by one, as before there was a tally."""
+    probe = Histogram("probe_seconds", "", registry=None)
+    return all(hasattr(probe, name) for name in ("_sum", "_buckets", "_upper_bounds"))
+
+
+HISTOGRAM_PARTS = _histogram_parts()
+
+
 class Tally:
     """Counter increments and histogram observations held in plain dicts and added to their
     metrics when the metrics are rendered: a counter's own ``inc`` takes a lock and makes a few
@@ -55,6 +66,9 @@ class Tally:
     def observe(self, child: Any, amount: float) -> None:
         """One observation of ``amount`` by ``child`` (a labelled histogram): counted in its
         first bucket whose upper bound is at least ``amount``, as ``Histogram.observe`` does."""
+        if not HISTOGRAM_PARTS:
+            child.observe(amount)  # a prometheus_client whose histograms are built otherwise
+            return
         seen = self._observed.get(child)
         if seen is None:
             seen = self._observed[child] = [0.0] + [0] * len(child._upper_bounds)

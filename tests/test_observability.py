@@ -15,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from sidecar import observe
+from sidecar import metrics, observe
 from sidecar.devservices import free_port
 from sidecar.metrics import Tally
 from tests.harness import (
@@ -129,9 +129,22 @@ async def test_a_failure_to_log_an_answer_does_not_cost_the_client_its_answer(
     assert requests_counted(samples, route="/api/tasks", adapter="tasks", code="200") == 2
 
 
-def test_observations_tallied_render_as_observed_one_by_one() -> None:
+class PublicOnly:
+    """A histogram child as a prometheus_client release that keeps its parts elsewhere would
+    show it: ``observe`` and nothing else."""
+
+    def __init__(self, child: Any) -> None:
+        self.observe = child.observe
+
+
+@pytest.mark.parametrize("parts", [True, False], ids=["tallied", "without-the-parts"])
+def test_observations_tallied_render_as_observed_one_by_one(
+    parts: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The request path tallies histogram observations and adds them at the scrape: what the
-    scrape shows is what observing each one would have shown (every bucket, count and sum)."""
+    scrape shows is what observing each one would have shown (every bucket, count and sum).
+    So it does with a prometheus_client whose histograms lack the parts a tally adds to."""
+    monkeypatch.setattr(metrics, "HISTOGRAM_PARTS", parts)
     buckets = (0.005, 0.01, 0.025, 0.5, 1.0)
     amounts = [0.0, 0.004, 0.005, 0.0050001, 0.01, 0.02, 0.5, 0.75, 1.0, 2.5, 300.0, 0.5]
     rendered = []
@@ -141,6 +154,8 @@ def test_observations_tallied_render_as_observed_one_by_one() -> None:
         tally = Tally()
         for i, amount in enumerate(amounts):
             child = hist.labels("a" if i % 3 else "b")
+            if not parts:
+                child = PublicOnly(child)
             if tallied:
                 tally.observe(child, amount)
             else:
