@@ -141,5 +141,17 @@ class Runner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         # aiohttp builds the server inside the application (with the app's handler_args); the
-        # same server is made again with connections of ours.
-        return _Server(await super()._make_server(), self._on_unhandled)
+        # same server is made again with connections of ours. That reads parts of aiohttp's
+        # server that are not its public interface: a release that changes them serves with
+        # aiohttp's own answers to malformed requests rather than not at all.
+        made = await super()._make_server()
+        try:
+            return _Server(made, self._on_unhandled)
+        except (AttributeError, TypeError) as e:
+            log.warning(
+                "malformed requests get aiohttp's own text answers: its server could not be"
+                " rebuilt (%s: %s)",
+                type(e).__name__,
+                e,
+            )
+            return made

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from aiohttp import web
 from yarl import URL
 
+from sidecar import middleware
 from sidecar.inputs import MAX_JSON_DEPTH, json_depth_exceeds, storable
 from sidecar.wire import WIRE_LOG
 from tests.harness import ADMIN_TOKEN, FakeUpstream
@@ -180,6 +181,28 @@ async def test_malformed_framing_is_a_json_400_and_one_warning_line(
     assert headers["x-request-id"]
     assert tracebacks(server_log) == []
     assert len(warnings_of(server_log, "sidecar.wire")) == 1
+
+
+async def test_an_aiohttp_whose_server_cannot_be_rebuilt_still_serves(
+    start_sidecar: Any,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+    server_log: pytest.LogCaptureFixture,
+) -> None:
+    """The JSON answer to malformed requests rebuilds aiohttp's server from parts that are not
+    its public interface; an aiohttp that changed them serves anyway, with its own answers."""
+
+    def changed(*args: Any, **kwargs: Any) -> None:
+        raise AttributeError("'Server' object has no attribute '_kwargs'")
+
+    monkeypatch.setattr(middleware._Server, "__init__", changed)
+    sc = await start_sidecar()
+    async with http.post(sc.url + "/api/tasks", json={"query": "still served?"}) as resp:
+        assert resp.status == 200
+    status, _, body = await raw(sc.url, FRAMING["bad request line"])
+    assert status == 400
+    assert not body.startswith(b"{")  # aiohttp's own answer
+    assert any("could not be rebuilt" in m for m in warnings_of(server_log, "sidecar.middleware"))
 
 
 async def wait_for_log(caplog: pytest.LogCaptureFixture, logger: str, needle: str) -> None:
