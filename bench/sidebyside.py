@@ -117,6 +117,7 @@ class Run:
     load: LoadResult
     server_cpu_s: float
     redis_cpu_s: float
+    at: float = 0.0  # the middle of the run (monotonic seconds), to pair it with the forwarder's
 
     @property
     def cpu_us(self) -> float:
@@ -183,13 +184,30 @@ class SideBySide:
     litellm: Mode | None = None
 
     def round_ratios(self, name: str) -> list[float]:
-        """``name``'s CPU per request over the forwarder's, round by round (they take turns)."""
-        pairs = zip(self.modes[name].loaded, self.modes["forwarder"].loaded, strict=False)
-        return [run.cpu_us / base.cpu_us for run, base in pairs if base.cpu_us > 0]
+        """``name``'s CPU per request over the forwarder's at the same moment, run by run.
+
+        The machine's speed drifts from one run to the next (the forwarder alone moves by a
+        third between runs a few seconds apart), so each run is set against the forwarder's
+        figure interpolated at its middle, between the forwarder's runs just before and just
+        after it (the rounds end with one more forwarder run for that): drift over a round
+        cancels instead of landing on whichever mode ran in the slow seconds."""
+        mode = self.litellm if name == "litellm" else self.modes[name]
+        assert mode is not None
+        base = self.modes["forwarder"].loaded
+        return [run.cpu_us / b for run in mode.loaded if (b := _baseline_at(base, run.at)) > 0]
 
     def ratio(self, name: str, figure: str = "cpu_us") -> float:
+        """For CPU, the median of ``round_ratios``; for other figures, median over median."""
+        if figure == "cpu_us":
+            return statistics.median(self.round_ratios(name))
+        mode = self.litellm if name == "litellm" else self.modes[name]
+        assert mode is not None
         base = getattr(self.modes["forwarder"], figure)
-        return float(getattr(self.modes[name], figure)) / base if base > 0 else float("nan")
+        return float(getattr(mode, figure)) / base if base > 0 else float("nan")
+
+    def medians_ratio(self, name: str) -> float:
+        """CPU per request, median over the rounds, over the forwarder's: the unpaired figure."""
+        return self.modes[name].cpu_us / self.modes["forwarder"].cpu_us
 
     @property
     def drain_rate(self) -> float:
@@ -219,7 +237,7 @@ class SideBySide:
             "rss_mb": self.rss_mb,
         }
         if self.litellm is not None:
-            out["litellm_cpu_x"] = self.litellm.cpu_us / fwd.cpu_us
+            out["litellm_cpu_x"] = self.ratio("litellm")
         return out
 
     def headline(self) -> dict[str, float]:
@@ -250,8 +268,9 @@ class SideBySide:
         ]
         for mode in cols:
             base = self.modes["forwarder"]
+            cpu_x = 1.0 if mode is base else self.ratio(mode.name)
             out.append(
-                f"  {mode.name:<12} {mode.cpu_us:10.0f} {mode.cpu_us / base.cpu_us:6.2f}"
+                f"  {mode.name:<12} {mode.cpu_us:10.0f} {cpu_x:6.2f}"
                 f" {mode.redis_us:8.1f} {mode.rps:7.0f} {mode.p99_ms:8.2f}"
                 f" {mode.p99_ms / base.p99_ms:6.2f} {mode.seq_p50_ms:8.2f}"
                 f" {mode.seq_p99_ms:8.2f} {mode.errors:6d}"
@@ -265,7 +284,10 @@ class SideBySide:
 
         out += [
             "",
-            "  latencies in ms; CPU µs per request of the server process (and of redis-server)",
+            "  latencies in ms; CPU µs per request of the server process (and of redis-server);",
+            "  CPU x fwd: median over the rounds of each run against the forwarder at that moment",
+            "  (interpolated between its runs before and after); unpaired, median over median: "
+            + ", ".join(f"{m} {self.medians_ratio(m):.2f}" for m in MODES if m != "forwarder"),
             f"  sequential turn p50 - forwarder p50 = {turn.seq_p50_ms - fwd.seq_p50_ms:.2f} ms",
             "  per round, CPU x fwd: "
             + "; ".join(
@@ -295,6 +317,17 @@ class SideBySide:
 
 
 # --- pieces ----------------------------------------------------------------------------------------
+
+
+def _baseline_at(runs: list[Run], at: float) -> float:
+    """The CPU per request of ``runs`` (in time order) at moment ``at``: interpolated between the
+    runs on either side of it, else the nearest run's."""
+    after = next((i for i, run in enumerate(runs) if run.at > at), len(runs))
+    if after == 0 or after == len(runs):
+        return runs[min(after, len(runs) - 1)].cpu_us if runs else float("nan")
+    a, b = runs[after - 1], runs[after]
+    weight = (at - a.at) / (b.at - a.at)
+    return a.cpu_us + weight * (b.cpu_us - a.cpu_us)
 
 
 def _bodies(sessions: int) -> list[bytes]:
@@ -344,11 +377,13 @@ async def _measured(
     load: Awaitable[LoadResult],
     settle: Callable[[], Awaitable[None]] | None = None,
 ) -> Run:
+    start = time.monotonic()
     cpu0, rcpu0 = cpu_seconds(pid), cpu_seconds(redis_pid)
     result = await load
     if settle is not None:
         await settle()
-    return Run(result, cpu_seconds(pid) - cpu0, cpu_seconds(redis_pid) - rcpu0)
+    cpu, rcpu = cpu_seconds(pid) - cpu0, cpu_seconds(redis_pid) - rcpu0
+    return Run(result, cpu, rcpu, at=(start + time.monotonic()) / 2)
 
 
 async def _monitor_sample(
@@ -472,6 +507,10 @@ async def measure(
                     if name == "turn":
                         stats += await _commandstats(client) - before
                         turns += run.load.requests
+            # The forwarder once more: every other mode's runs have one of its runs on each side.
+            modes["forwarder"].loaded.append(
+                await _measured(fwd_pid, redis_pid, load("forwarder", c, sizes.seconds))
+            )
             written = tuple(
                 a - b for a, b in zip(await _writer_counts(sc_url), written, strict=False)
             )

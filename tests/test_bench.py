@@ -21,6 +21,7 @@ from bench import (
     sidebyside,
     upstream_client,
 )
+from bench.loadgen import LoadResult
 from bench.stack import Stores
 
 
@@ -133,6 +134,24 @@ def test_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
     assert report.drain_messages > 0
     assert report.rss_sessions >= sidebyside.QUICK.rss_sessions
     assert "x fwd" in capsys.readouterr().out
+
+
+def test_side_by_side_sets_each_run_against_the_forwarder_at_that_moment() -> None:
+    # The machine slows down over a round: the forwarder's runs cost 100 µs per request, then
+    # 200. A turn run at 450 µs between them is 3x the forwarder of its moment, not the 4.5x
+    # (or 2.25x) the forwarder's first (or last) run alone would make it.
+    def run(cpu_us: float, at: float) -> sidebyside.Run:
+        return sidebyside.Run(LoadResult(1000, 0, 1.0, 1.0, 2.0), cpu_us / 1000, 0.0, at=at)
+
+    modes = {name: sidebyside.Mode(name) for name in sidebyside.MODES}
+    modes["forwarder"].loaded = [run(100, 0.0), run(200, 10.0)]
+    modes["passthrough"].loaded = [run(110, 2.0)]
+    modes["turn"].loaded = [run(450, 5.0)]
+    report = sidebyside.SideBySide(modes, "wrk", 16, {}, {}, {}, 0, 0.0, 0.0, 0.0, 0)
+    assert report.round_ratios("turn") == pytest.approx([3.0])
+    assert report.ratio("passthrough") == pytest.approx(110 / 120)
+    # the unpaired figure is still told: median over median
+    assert report.medians_ratio("turn") == pytest.approx(450 / 150)
 
 
 def test_upstream_client(capsys: pytest.CaptureFixture[str]) -> None:
