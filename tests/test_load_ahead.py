@@ -10,6 +10,7 @@ import aiohttp
 import pytest
 
 from sidecar.context import RulesExtractor
+from sidecar.turns.prepare import Asked, Question
 from tests.harness import FakeUpstream, answer_text
 from tests.turns import post_turn
 
@@ -66,3 +67,33 @@ async def test_a_warm_turn_is_resolved_once_and_a_failed_build_ahead_is_built_ag
     assert [m["role"] for m in history] == ["user", "assistant"] * 2
     assert [m["content"] for m in history][::2] == ["weather in Paris today?", "and in Lyon?"]
     assert sent["context"]["location"] == "Lyon"
+
+
+async def test_a_question_half_that_fails_while_the_upstream_answers_is_made_again(
+    start_sidecar: Any,
+    upstream: FakeUpstream,
+    http: aiohttp.ClientSession,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The user's half of the turn (ids, the stored message) is made while the upstream answers;
+    # when that fails, it is made again as the turn is built, and the turn is recorded whole.
+    real = Asked.of.__func__  # type: ignore[attr-defined]
+    calls: list[str] = []
+
+    def of(cls: type[Asked], question: Question) -> Asked:
+        calls.append(question.query)
+        if len(calls) == 1:
+            raise RuntimeError("making the question's half failed")
+        return real(cls, question)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(Asked, "of", classmethod(of))
+    sidecar = await start_sidecar()
+    sid = "half-again"
+    assert (await post_turn(http, sidecar.url, "weather in Paris today?", sid)).status == 200
+    assert calls == ["weather in Paris today?"] * 2
+    assert (await post_turn(http, sidecar.url, "and tomorrow?", sid)).status == 200
+    history = upstream.requests_to("/api/tasks")[-1].json["history"]
+    assert [m["content"] for m in history] == [
+        "weather in Paris today?",
+        answer_text("weather in Paris today?"),
+    ]
