@@ -106,3 +106,28 @@ def test_pending_lines_are_written_when_logging_shuts_down(restore_logging: None
     logs.flush_logs()
     text = stream.getvalue()
     assert [f"request_id=burst-{i}" in text for i in range(10)] == [True] * 10
+
+
+def test_a_line_logged_on_a_new_loop_comes_out_with_the_one_the_old_loop_left(
+    restore_logging: None,
+) -> None:
+    # The first loop ends with its line pending and its flush timer never run; the next loop's
+    # line must schedule a flush of its own, which writes both.
+    stream = io.StringIO()
+    logs.setup_logging("INFO", "text", stream)
+
+    async def first() -> None:
+        logs.log_access({**FIELDS, "request_id": "on-the-old-loop"})
+
+    async def second() -> str:
+        logs.log_access({**FIELDS, "request_id": "on-the-new-loop"})
+        for _ in range(200):
+            if "on-the-new-loop" in stream.getvalue():
+                break
+            await asyncio.sleep(0.01)
+        return stream.getvalue()
+
+    asyncio.run(first())
+    assert "on-the-old-loop" not in stream.getvalue()
+    text = asyncio.run(second())
+    assert text.index("request_id=on-the-old-loop") < text.index("request_id=on-the-new-loop")
