@@ -106,7 +106,11 @@ class _Connection(RequestHandler):
         # aiohttp's own logs the fault (to the app's ``ServerLog``) and raises when part of an
         # answer went out already; its text answer is replaced.
         super().handle_error(request, status, exc, message)
-        headers = dict(self._on_unhandled(request, status))
+        try:
+            headers = dict(self._on_unhandled(request, status))
+        except Exception:  # the count or the log line failed: the client still gets its answer
+            log.exception("recording a request answered below the handlers failed")
+            headers = {}
         if status >= 500:
             code, text = _UNHANDLED_CODES.get(status, "internal_error"), "the sidecar failed"
         else:

@@ -18,6 +18,7 @@ from yarl import URL
 
 from sidecar import middleware
 from sidecar.inputs import MAX_JSON_DEPTH, json_depth_exceeds, storable
+from sidecar.observe import Observer
 from sidecar.wire import WIRE_LOG
 from tests.harness import ADMIN_TOKEN, FakeUpstream
 from tests.harness.rawhttp import raw
@@ -422,3 +423,20 @@ async def test_header_values_that_are_not_utf8_are_hashed_or_refused_never_a_5xx
     )
     assert status < 500
     assert tracebacks(server_log) == []
+
+
+async def test_a_malformed_request_is_answered_when_recording_it_fails(
+    start_sidecar: Any, monkeypatch: pytest.MonkeyPatch, server_log: pytest.LogCaptureFixture
+) -> None:
+    def broken(self: Observer, request: Any, status: int) -> dict[str, str]:
+        raise RuntimeError("the metrics registry refused the count")
+
+    monkeypatch.setattr(Observer, "unhandled", broken)
+    sc = await start_sidecar()
+    status, _, body = await raw(sc.url, FRAMING["bad request line"])
+    assert_json_error(status, body, 400, "bad_http")
+    assert any(
+        "answered below the handlers failed" in r.getMessage()
+        for r in server_log.records
+        if r.name == "sidecar.middleware"
+    )
