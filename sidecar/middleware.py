@@ -19,7 +19,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestHandler
 
 from .errors import SidecarError
-from .wire import log_bad_http, log_client_gone
+from .wire import log_bad_http, log_client_gone, log_unrecorded
 
 log = logging.getLogger(__name__)
 
@@ -108,8 +108,8 @@ class _Connection(RequestHandler):
         super().handle_error(request, status, exc, message)
         try:
             headers = dict(self._on_unhandled(request, status))
-        except Exception:  # the count or the log line failed: the client still gets its answer
-            log.exception("recording a request answered below the handlers failed")
+        except Exception as e:  # the count or the log line failed: the client still gets its answer
+            log_unrecorded(e, f"{request.remote} on {request.method} {request.path!r}")
             headers = {}
         if status >= 500:
             code, text = _UNHANDLED_CODES.get(status, "internal_error"), "the sidecar failed"

@@ -72,6 +72,12 @@ def log_client_gone(where: str) -> None:
     WIRE_LOG.warning("client_gone", "client went away: %s", where)
 
 
+def log_unrecorded(exc: BaseException, where: str) -> None:
+    """Counting or logging a request answered below the handlers failed: rate limited like the
+    requests themselves, which a client can send by the thousand."""
+    WIRE_LOG.warning("unrecorded", "could not record the answer to %s: %s", where, describe(exc))
+
+
 class ServerLog:
     """What aiohttp's request handler logs to (``handler_args={"logger": ...}``).
 

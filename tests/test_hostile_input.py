@@ -19,7 +19,7 @@ from yarl import URL
 from sidecar import middleware
 from sidecar.inputs import MAX_JSON_DEPTH, json_depth_exceeds, storable
 from sidecar.observe import Observer
-from sidecar.wire import WIRE_LOG
+from sidecar.wire import BURST, WIRE_LOG
 from tests.harness import ADMIN_TOKEN, FakeUpstream
 from tests.harness.rawhttp import raw
 from tests.harness.waiting import pg_fetch, pg_value, wait_for_rows
@@ -433,10 +433,10 @@ async def test_a_malformed_request_is_answered_when_recording_it_fails(
 
     monkeypatch.setattr(Observer, "unhandled", broken)
     sc = await start_sidecar()
-    status, _, body = await raw(sc.url, FRAMING["bad request line"])
-    assert_json_error(status, body, 400, "bad_http")
-    assert any(
-        "answered below the handlers failed" in r.getMessage()
-        for r in server_log.records
-        if r.name == "sidecar.middleware"
-    )
+    for _ in range(20):
+        status, _, body = await raw(sc.url, FRAMING["bad request line"])
+        assert_json_error(status, body, 400, "bad_http")
+    # Said, but not once per request: a client can send garbage by the thousand.
+    unrecorded = [m for m in warnings_of(server_log, "sidecar.wire") if "could not record" in m]
+    assert 1 <= len(unrecorded) <= BURST
+    assert "the metrics registry refused the count" in unrecorded[0]
