@@ -18,11 +18,11 @@ import hmac
 import re
 import unicodedata
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from .config import IdentityConfig
 from .errors import BadRequest
+from .frozen import frozen
 from .jwtkeys import JwtKeys
 
 ANONYMOUS = "anonymous"
@@ -41,7 +41,7 @@ HEADER_VALUE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 MAX_CLAIM_CHARS = 256
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Identity:
     """The owner of a request's session.
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..frozen import frozen
 from ..session.model import Message, Usage
 
 
@@ -23,7 +24,7 @@ class Incoming:
     continues: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Injection:
     session_id: str
     history: Sequence[Message]

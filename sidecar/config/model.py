@@ -1,14 +1,15 @@
-"""The configuration's shape: one frozen dataclass per section, with defaults and checks, and
+"""The configuration's shape: one `@frozen` value class per section, with defaults and checks, and
 ``Config``, which builds itself from parsed YAML and the environment."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal
 
 from ..errors import ConfigError
+from ..frozen import frozen
 from .checks import (
     SECRET,
     checked,
@@ -25,13 +26,13 @@ from .redaction import redact
 from .validate import build, fail, kind
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ListenConfig:
     host: str = "0.0.0.0"
     port: int = checked(port_number, 8080)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class UpstreamConfig:
     url: str = checked(
         url_check(("http", "https"), "an http:// or https:// URL"), "http://127.0.0.1:8000"
@@ -41,7 +42,7 @@ class UpstreamConfig:
     pool_size: int = checked(positive, 100)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RedisConfig:
     url: str = field(
         default="redis://127.0.0.1:6379/0",
@@ -64,7 +65,7 @@ class RedisConfig:
     breaker_reset_s: float = checked(positive, 2.0)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PostgresConfig:
     dsn: str = field(
         default="postgresql://sidecar@127.0.0.1:5432/sidecar",
@@ -78,7 +79,7 @@ class PostgresConfig:
     retention_days: int | None = checked(positive, None)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SessionConfig:
     history_limit: int = checked(non_negative, 50)
     max_stored_messages: int = checked(positive, 1000)
@@ -91,7 +92,7 @@ class SessionConfig:
     max_body_bytes: int = checked(positive, 1_048_576)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class RouteConfig:
     path: str = checked(route_path)
     adapter: Literal["tasks", "openai", "anthropic", "responses"] = "tasks"
@@ -113,13 +114,13 @@ class RouteConfig:
     session_from_user: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class HttpExtractorConfig:
     url: str = ""
     timeout_ms: int = checked(positive, 50)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ContextConfig:
     extract_entities: bool = True
     rewrite: Literal["replace", "annotate", "off"] = "replace"
@@ -130,7 +131,7 @@ class ContextConfig:
     topics: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class JwtConfig:
     secret: str = field(default="", metadata=SECRET)  # HS* key
     public_key_file: str = ""  # PEM public key (RS*, ES*)
@@ -148,7 +149,7 @@ class JwtConfig:
 IdentityMode = Literal["credential", "jwt", "headers"]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class IdentityConfig:
     # null: ``credential``, or ``headers`` when the older ``trust_headers: true`` is set.
     mode: IdentityMode | None = None
@@ -164,32 +165,32 @@ class IdentityConfig:
         return "headers" if self.trust_headers else "credential"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class AdminConfig:
     token: str = field(default="", metadata=SECRET)
     # A second listener for /_sidecar/* (metrics, admin); health endpoints stay on both.
     listen: ListenConfig | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ReadinessConfig:
     # Stores whose outage makes readyz 503; by default none (the sidecar serves through outages).
     require: tuple[Literal["redis", "postgres"], ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class MemoryConfig:
     profile: bool = False  # remember what users say about themselves across sessions
     profile_note: bool = False  # chat adapters: state the profile in a short system note
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TracingConfig:
     enabled: bool = False
     exporter: Literal["otlp", "console", "none"] = "otlp"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class WriterConfig:
     batch_size: int = checked(positive, 200)
     block_ms: int = checked(positive, 500)
@@ -208,14 +209,14 @@ class WriterConfig:
     consumer: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ShutdownConfig:
     # Bound for draining in-flight requests and flushing the writer after SIGTERM. Keep it below
     # the pod's terminationGracePeriodSeconds (default 30 s) minus the preStop delay.
     drain_timeout_s: float = checked(positive, 20.0)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class LoggingConfig:
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
@@ -232,7 +233,7 @@ def _default_routes() -> tuple[RouteConfig, ...]:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Config:
     listen: ListenConfig = field(default_factory=ListenConfig)
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)

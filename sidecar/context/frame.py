@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import date
 
 from sidecar.context.script import to_traditional
 from sidecar.context.spans import PlaceMatch, TopicMatch
 from sidecar.context.timeexpr import TimeMatch, render_date
 
+from ..frozen import frozen
+
 _TAIL = " \t\r\n,.;:!?，。；：！？、\"'“”‘’()（）…~～"
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Frame:
     """A request's text and where its slots are."""
 

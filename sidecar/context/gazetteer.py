@@ -8,13 +8,14 @@ import logging
 import threading
 import time
 import unicodedata
-from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import orjson
 
 from sidecar.context.script import to_simplified
+
+from ..frozen import frozen
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ def _reach(latin: dict[str, str]) -> tuple[dict[str, int], dict[str, int]]:
     return by_first, by_pair
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Gazetteer:
     """Place names → canonical English name, split by script for cheap lookups."""
 

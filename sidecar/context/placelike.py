@@ -15,11 +15,13 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import field
 from importlib import resources
 
 from sidecar.context.lexicon import REGIONS_EN
 from sidecar.context.script import to_simplified
+
+from ..frozen import frozen
 
 Span = tuple[int, int]
 
@@ -30,7 +32,7 @@ _DIGIT_OR_PLUS = re.compile(r"[0-9+]")
 _PLACE_LEAD = frozenset(["in", "to", "from", "at", "near", "visiting", "around"])
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PlaceLike:
     han: frozenset[str]
     han_first: frozenset[str]

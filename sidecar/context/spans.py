@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+from ..frozen import frozen
 
 Span = tuple[int, int]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PlaceMatch:
     text: str  # as the user wrote it
     canonical: str | None  # gazetteer's English name; None for an unlisted answer
@@ -17,7 +18,7 @@ class PlaceMatch:
     lang: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class TopicMatch:
     topic: str
     keyword: str  # the user's word, e.g. "温度", "temperature"

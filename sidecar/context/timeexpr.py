@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import functools
 import re
-from dataclasses import dataclass
 from datetime import date, timedelta
 
 from sidecar.context.cues import has_en_time_cue
 from sidecar.context.lexicon import words
 from sidecar.context.trie import longest_first
 
+from ..frozen import frozen
 
-@dataclass(frozen=True, slots=True)
+
+@frozen
 class TimeMatch:
     expression: str  # the user's words, trimmed
     date: date

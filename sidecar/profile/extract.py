@@ -14,14 +14,14 @@ work, which keeps the cost of a turn in the microseconds.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from ..context.entities import answer_place, find_place
 from ..context.gazetteer import Gazetteer, load_gazetteer
+from ..frozen import frozen
 from . import patterns as p
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Statement:
     """One fact the user stated, with the words it came from."""
 

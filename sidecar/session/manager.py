@@ -14,7 +14,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 
@@ -22,6 +21,7 @@ import orjson
 
 from ..config import SessionConfig
 from ..errors import SessionAbsent, StoreError, StoreUnavailable
+from ..frozen import frozen
 from ..journal import Journal, JournalUnwritable
 from ..metrics import Metrics
 from ..profile.cache import Owner
@@ -38,14 +38,14 @@ from .stale import StaleCopies
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Loaded:
     snapshot: SessionSnapshot
     degraded: str | None = None  # "redis", "postgres" or "redis,postgres"
     profile: dict[str, str] | None = None  # the user's facts, when an owner was asked for
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Recorded:
     recorded: bool
     degraded: str | None = None

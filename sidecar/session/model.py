@@ -6,10 +6,12 @@ import os
 import random
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import field, fields
 from typing import Any, Literal
 
 import orjson
+
+from ..frozen import frozen
 
 Role = Literal["user", "assistant"]
 
@@ -52,7 +54,7 @@ def random_uuid4() -> str:
     return _uuid4_text(_random_bits(128))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SessionKey:
     """A session is named by its tenant and its id: the same id under another tenant is another session."""
 
@@ -60,7 +62,7 @@ class SessionKey:
     session_id: str
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Message:
     seq: int
     id: str
@@ -106,10 +108,10 @@ class Message:
         return cls(seq=seq, id=mid, role=role, content=content, timestamp=ts, tokens=tokens)
 
 
-_MESSAGE_SLOTS = Message.__slots__
+_MESSAGE_SLOTS = tuple(f.name for f in fields(Message))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -136,7 +138,7 @@ class Usage:
         ]
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SessionSnapshot:
     """A session as loaded: the window (oldest first), context and counters, at a version.
     (A new field must also be carried over where a turn grows a cached snapshot:
@@ -153,7 +155,7 @@ class SessionSnapshot:
     updated_at: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Turn:
     """One exchange to record: the user's message, the assistant's answer, usage, context changes."""
 

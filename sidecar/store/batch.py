@@ -8,13 +8,13 @@ import logging
 import math
 import uuid
 from collections import Counter
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
 
 from ..errors import SidecarError
+from ..frozen import frozen
 from . import profiles, seqs
 from .keys import user_scope
 from .schema import Conn
@@ -22,7 +22,7 @@ from .schema import Conn
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class OutboxEvent:
     """One entry of the outbox stream, decoded."""
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import itertools
 import zlib
-from dataclasses import dataclass
 
 from redis.crc import key_slot
 
+from ..frozen import frozen
 from ..session.model import SessionKey
 
 SLOTS = 16384
@@ -48,7 +48,7 @@ def spread_tags(prefix: str, partitions: int) -> list[str]:
     raise AssertionError("unreachable")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class SessionKeys:
     meta: str
     messages: str
@@ -62,7 +62,7 @@ class SessionKeys:
         return self.idempotency_prefix + (key or "")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class UserKeys:
     profile: str
     tombstone: str  # set when the user is deleted: turns asked before then are dropped

@@ -10,17 +10,17 @@ profile and for every session stored under the user's scope.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..frozen import frozen
 from .keys import user_scope
 from .schema import Conn
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StoredProfile:
     facts: dict[str, str]
     updated_at: datetime

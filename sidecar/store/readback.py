@@ -3,14 +3,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import asyncpg
 
+from ..frozen import frozen
 from .postgres import guarded
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StoredSession:
     tenant: str
     tokens_used: int

@@ -10,17 +10,17 @@ tenant and is reported.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import asyncpg
 
+from ..frozen import frozen
 from .postgres import guarded
 from .schema import Conn
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Rekeyed:
     old: str
     new: str

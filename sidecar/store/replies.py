@@ -3,11 +3,11 @@ load script's reply about a session and about its user's profile, the commit scr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 
+from ..frozen import frozen
 from ..session.model import SessionSnapshot
 
 
@@ -20,7 +20,7 @@ def pairs(flat: list[Any]) -> dict[str, bytes]:
     return {as_str(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Committed:
     """What the commit script did with a turn."""
 
@@ -29,7 +29,7 @@ class Committed:
     first_seq: int
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class ProfileLoaded:
     """A user's profile as the load script saw it; ``facts`` only when ``fresh``."""
 
@@ -38,7 +38,7 @@ class ProfileLoaded:
     facts: dict[str, str] | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Lookup:
     """What one load round trip found: nothing, the caller's version still current, or a copy
     (and, when asked, what it found of the user's profile)."""

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
 from ..config import PostgresConfig
 from ..errors import StoreError
+from ..frozen import frozen
 from .postgres import create_pool, guarded
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ BATCHES = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Pruned:
     messages: int = 0
     usage: int = 0

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ..frozen import frozen
 from ..session.model import SessionKey
 from .schema import Conn
 
@@ -35,13 +35,13 @@ ON CONFLICT (tenant, user_id) DO UPDATE SET marked_at = clock_timestamp()
 """
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StaleProfile:
     owner: tuple[str, str]  # (tenant, user)
     marked_at: datetime
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class StaleSession:
     key: SessionKey
     marked_at: datetime

@@ -4,13 +4,13 @@ assistant's text and the token usage."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from ..adapters.base import Adapter, StreamReader
 from ..adapters.sse import UsageChunkFilter
+from ..frozen import frozen
 from ..proxy import ChunkFilter
 from ..session.model import Usage
 from ..upstream import Response
@@ -19,7 +19,7 @@ from ..upstream import Response
 MAX_PARSED_ANSWER = 32 * 1024 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Answer:
     """What the assistant answered, as far as it got."""
 
@@ -33,7 +33,7 @@ def too_large(up: Response) -> bool:
     return up.content_length is not None and up.content_length > MAX_PARSED_ANSWER
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class JsonCapture:
     """A successful JSON answer: the parsed body (``None`` if unreadable) and its answer, if any."""
 

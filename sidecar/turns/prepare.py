@@ -16,6 +16,7 @@ from .. import tracing
 from ..adapters.base import Adapter, Incoming, Injection
 from ..config import Config
 from ..context import Extractor, Resolution, RulesExtractor, estimate_tokens
+from ..frozen import frozen
 from ..identity import Identity
 from ..inputs import storable, storable_text
 from ..profile.extract import ProfileExtractor
@@ -30,7 +31,7 @@ from ..session.window import history_window
 MAX_EXTRACTED_CHARS = 2000
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Asked:
     """The question's half of the turn to record: what the answer does not change. Made while
     the upstream answers (``Prepared.make_asked``), it is off the path between the answer and
@@ -56,7 +57,7 @@ class Asked:
         return cls(turn_id, user, assistant_id, storable(question.context_patch))
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class Question:
     """What the user asked, as the turn will record it once the answer is known."""
 
@@ -76,7 +77,7 @@ class Question:
     asked: Asked | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class _Built:
     """What the loaded session makes of the request: the forwarded body, this query's context
     patch, the facts the user stated."""

@@ -11,7 +11,7 @@ records the turn once and forgets the task.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 import orjson
@@ -20,6 +20,7 @@ from yarl import URL
 
 from ..adapters.base import Adapter
 from ..errors import InvalidToken, StoreUnavailable
+from ..frozen import frozen
 from ..identity import IdentityResolver
 from ..metrics import Metrics
 from ..proxy import (
@@ -69,7 +70,7 @@ def task_status(body: Any) -> str:
     return status.strip().lower().removeprefix("task_status_")
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class PendingTask:
     """What the turn of a task needs once its result is known."""
 

@@ -4,10 +4,11 @@ whether (and since when) its attempts to move them fail."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+
+from ..frozen import frozen
 
 
-@dataclass(frozen=True, slots=True)
+@frozen
 class WriterHealth:
     """What readiness and metrics show of the writer."""
 
