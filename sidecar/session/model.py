@@ -6,8 +6,8 @@ import os
 import random
 import time
 import uuid
-from dataclasses import field, fields
-from typing import Any, Literal
+from dataclasses import field
+from typing import Any, Literal, NamedTuple
 
 import orjson
 
@@ -54,9 +54,10 @@ def random_uuid4() -> str:
     return _uuid4_text(_random_bits(128))
 
 
-@frozen
-class SessionKey:
-    """A session is named by its tenant and its id: the same id under another tenant is another session."""
+class SessionKey(NamedTuple):
+    """A session is named by its tenant and its id: the same id under another tenant is another
+    session. (A tuple: it keys the caches, looked up several times a turn, and a tuple hashes
+    and compares in C.)"""
 
     tenant: str
     session_id: str
@@ -72,22 +73,22 @@ class Message:
     tokens: int | None = None
     # ``as_history()`` encoded once, when the message is made: a cached window is spliced into
     # every body it is forwarded in as these bytes, never rebuilt message by message.
-    history_json: bytes = field(init=False, repr=False, compare=False)
+    # (Made from the fields when not given: only ``with_seq`` gives it.)
+    history_json: bytes = field(default=b"", repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        # Copied: orjson's result keeps the 4 KiB buffer it was written into, which a cache of
-        # many short messages cannot afford.
-        encoded = bytes(memoryview(orjson.dumps(self.as_history())))
-        object.__setattr__(self, "history_json", encoded)
+        if not self.history_json:
+            # Copied: orjson's result keeps the 4 KiB buffer it was written into, which a cache
+            # of many short messages cannot afford.
+            encoded = bytes(memoryview(orjson.dumps(self.as_history())))
+            object.__setattr__(self, "history_json", encoded)
 
     def with_seq(self, seq: int) -> Message:
         """This message under another seq, its encoded history entry reused (the seq is not in
-        it): ``dataclasses.replace`` would run ``__post_init__`` and encode it again."""
-        clone = object.__new__(Message)
-        for name in _MESSAGE_SLOTS:
-            object.__setattr__(clone, name, getattr(self, name))
-        object.__setattr__(clone, "seq", seq)
-        return clone
+        it): ``dataclasses.replace`` would encode it again."""
+        return Message(
+            seq, self.id, self.role, self.content, self.timestamp, self.tokens, self.history_json
+        )
 
     def as_history(self) -> dict[str, Any]:
         return {"role": self.role, "content": self.content, "timestamp": self.timestamp}
@@ -106,9 +107,6 @@ class Message:
     def decode(cls, raw: bytes | str) -> Message:
         seq, mid, role, content, ts, tokens = orjson.loads(raw)
         return cls(seq=seq, id=mid, role=role, content=content, timestamp=ts, tokens=tokens)
-
-
-_MESSAGE_SLOTS = tuple(f.name for f in fields(Message))
 
 
 @frozen
