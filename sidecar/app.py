@@ -222,9 +222,9 @@ async def _recorder(app: web.Application) -> AsyncIterator[None]:
     recorder = TurnRecorder(app[SESSIONS], app[METRICS])
     app[RECORDER] = recorder
     yield
-    # A shielded commit may outlive its request (cancelled when the drain ran out); it needs
-    # Redis, and the writer after it, so it ends before they close. Its Redis call ends on its
-    # own within the socket timeout: it gets at least that, whatever the drain left.
+    # A commit may outlive its request (handed to a task of its own when the drain ran out); it
+    # needs Redis, and the writer after it, so it ends before they close. Its Redis call ends on
+    # its own within the socket timeout: it gets at least that, whatever the drain left.
     config = app[CONFIG]
     floor = max(1.0, config.redis.socket_timeout_s)
     await recorder.drain(app[LIFECYCLE].remaining_s(config.shutdown.drain_timeout_s, floor))
