@@ -108,7 +108,8 @@ class TurnRecorder:
         waits for. A commit is idempotent (the script keeps a turn once, by its id or the
         client's ``Idempotency-Key``), so the turn is kept once whether the first send went
         through or not."""
-        self._committing += 1
+        counted = asyncio.current_task() not in self._in_flight  # (an owned task is counted)
+        self._committing += counted
         try:
             return await self.sessions.commit(turn)
         except asyncio.CancelledError:
@@ -116,7 +117,7 @@ class TurnRecorder:
                 self.own(self.sessions.commit(turn))
             raise
         finally:
-            self._committing -= 1
+            self._committing -= counted
 
     def start(self, question: Question, answer: Answer, degraded: list[str]) -> asyncio.Task[bool]:
         """Begin recording a turn now, from code that cannot wait (a stream's reader); the task
