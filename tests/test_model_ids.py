@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing
 import random
 import time
 import uuid
 from datetime import UTC, datetime
+
+import orjson
 
 from sidecar.session.model import (
     Message,
@@ -76,3 +79,9 @@ def test_a_message_renumbered_is_the_message_made_with_that_seq() -> None:
         == Message(41, made.id, "assistant", made.content, made.timestamp, 5).history_json
     )
     assert made.seq != 41  # the original is untouched
+
+
+def test_a_message_changed_by_replace_carries_its_own_history_entry() -> None:
+    made = new_message("user", "Paris?", 2)
+    changed = dataclasses.replace(made, content="Berlin?")
+    assert orjson.loads(changed.history_json)["content"] == "Berlin?"

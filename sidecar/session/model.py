@@ -6,7 +6,7 @@ import os
 import random
 import time
 import uuid
-from dataclasses import field
+from dataclasses import field, fields
 from typing import Any, Literal, NamedTuple
 
 import orjson
@@ -73,22 +73,23 @@ class Message:
     tokens: int | None = None
     # ``as_history()`` encoded once, when the message is made: a cached window is spliced into
     # every body it is forwarded in as these bytes, never rebuilt message by message.
-    # (Made from the fields when not given: only ``with_seq`` gives it.)
-    history_json: bytes = field(default=b"", repr=False, compare=False)
+    # (Not an argument: ``dataclasses.replace`` with another content would carry it over.)
+    history_json: bytes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if not self.history_json:
-            # Copied: orjson's result keeps the 4 KiB buffer it was written into, which a cache
-            # of many short messages cannot afford.
-            encoded = bytes(memoryview(orjson.dumps(self.as_history())))
-            object.__setattr__(self, "history_json", encoded)
+        # Copied: orjson's result keeps the 4 KiB buffer it was written into, which a cache of
+        # many short messages cannot afford.
+        encoded = bytes(memoryview(orjson.dumps(self.as_history())))
+        object.__setattr__(self, "history_json", encoded)
 
     def with_seq(self, seq: int) -> Message:
         """This message under another seq, its encoded history entry reused (the seq is not in
-        it): ``dataclasses.replace`` would encode it again."""
-        return Message(
-            seq, self.id, self.role, self.content, self.timestamp, self.tokens, self.history_json
-        )
+        it): ``dataclasses.replace`` would run ``__post_init__`` and encode it again."""
+        clone = object.__new__(Message)
+        for name in _MESSAGE_FIELDS:
+            object.__setattr__(clone, name, getattr(self, name))
+        object.__setattr__(clone, "seq", seq)
+        return clone
 
     def as_history(self) -> dict[str, Any]:
         return {"role": self.role, "content": self.content, "timestamp": self.timestamp}
@@ -107,6 +108,9 @@ class Message:
     def decode(cls, raw: bytes | str) -> Message:
         seq, mid, role, content, ts, tokens = orjson.loads(raw)
         return cls(seq=seq, id=mid, role=role, content=content, timestamp=ts, tokens=tokens)
+
+
+_MESSAGE_FIELDS = tuple(f.name for f in fields(Message))
 
 
 @frozen
