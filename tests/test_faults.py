@@ -12,6 +12,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import orjson
+import psutil
 import pytest
 import redis.asyncio as aioredis
 from aiohttp import web
@@ -585,8 +586,9 @@ async def test_sigterm_with_a_commit_in_flight_finishes_it_before_redis_closes(
     http: aiohttp.ClientSession,
     redis_server: TemporaryRedis,
 ) -> None:
-    """The request outlives the drain and is cancelled, but its commit runs under shield: the
-    shutdown waits for it, and only then do the writer flush and Redis close."""
+    """The request outlives the drain and is cancelled mid-commit; its commit is handed to a
+    task of its own and sent again: the shutdown waits for it, and only then do the writer
+    flush and Redis close. The turn is kept once."""
     answer_now = asyncio.Event()
 
     async def held(request: web.Request, body: Any) -> web.StreamResponse:
@@ -638,6 +640,68 @@ async def test_sigterm_with_a_commit_in_flight_finishes_it_before_redis_closes(
         ("user", "asked before the shutdown"),
         ("assistant", "answered before the shutdown"),
     ]
+
+
+async def test_a_client_gone_before_its_turn_is_committed_leaves_the_turn_kept_once(
+    upstream: FakeUpstream,
+    sidecar_config: dict[str, Any],
+    pg_dsn: str,
+    redis_server: TemporaryRedis,
+) -> None:
+    """The upstream answers, and the client hangs up while Redis is frozen, so before the turn
+    can be committed. Its request goes on (a client going away cancels no handler): once Redis
+    is back the turn is committed and written, once."""
+    answer_now, answered = asyncio.Event(), asyncio.Event()
+
+    async def held(request: web.Request, body: Any) -> web.StreamResponse:
+        await answer_now.wait()
+        answered.set()
+        usage = {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+        return web.json_response({"result": "answered to nobody", "usage": usage})
+
+    upstream.tasks_handler = held
+    config = deep_merge(sidecar_config, {"redis": {"socket_timeout_s": 30}})
+    async with SidecarProcess(config) as proc, aiohttp.ClientSession() as client:
+        sent = asyncio.create_task(post_turn(client, proc.url, "asked, then gone", "gone"))
+        await wait_until(
+            lambda: _async(len(upstream.requests_to("/api/tasks"))),
+            lambda n: n == 1,
+            what="the turn at the upstream",
+        )
+        await redis_server.pause()
+        try:
+            answer_now.set()
+            await wait_until(lambda: _async(answered.is_set()), what="the upstream's answer")
+            sent.cancel()  # the client hangs up: its connection is closed
+            with contextlib.suppress(asyncio.CancelledError):
+                await sent
+            await wait_until(
+                lambda: _async(_clients_of(proc.pid, proc.port)),
+                lambda n: n == 0,
+                what="the sidecar to see its client gone",
+            )
+        finally:
+            await redis_server.resume()
+        await wait_for_rows(
+            pg_dsn, "SELECT count(*) FROM messages WHERE session_id = 'gone'", 2, timeout_s=20
+        )
+        assert proc.returncode is None, proc.log_tail()
+    rows = await pg_fetch(
+        pg_dsn, "SELECT role, content FROM messages WHERE session_id = 'gone' ORDER BY seq"
+    )
+    assert [(r["role"], r["content"]) for r in rows] == [
+        ("user", "asked, then gone"),
+        ("assistant", "answered to nobody"),
+    ]
+
+
+def _clients_of(pid: int, port: int) -> int:
+    """Connections established to the sidecar's listener."""
+    return sum(
+        1
+        for c in psutil.Process(pid).net_connections(kind="tcp")
+        if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port
+    )
 
 
 async def test_a_read_only_postgresql_is_waited_for_not_dead_lettered(

@@ -102,10 +102,10 @@ class TurnRecorder:
 
     async def _commit(self, turn: Turn) -> Recorded:
         """Commit ``turn`` in the request's own task, not under a shield: a task and a shield
-        for every commit cost about 4 % of a turn's CPU, and a request is rarely cancelled (a
-        client going away does not cancel it; a shutdown does, past its grace). If it is
-        cancelled mid-commit, the commit is sent again from a task of its own, which ``drain``
-        waits for. A commit is idempotent (the script keeps a turn once, by its id or the
+        for every commit cost about 4 % of a turn's instructions, and a request is rarely
+        cancelled (a client going away does not cancel it; a shutdown does, past its grace). If
+        it is cancelled mid-commit, the commit is sent again from a task of its own, which
+        ``drain`` waits for. A commit is idempotent (the script keeps a turn once, by its id or the
         client's ``Idempotency-Key``), so the turn is kept once whether the first send went
         through or not."""
         counted = asyncio.current_task() not in self._in_flight  # (an owned task is counted)
